@@ -1,0 +1,202 @@
+/// A complete in-memory replica: identity, clock, schemas, state and drift quarantine.
+///
+/// It is the pure-model twin of a ``ConvergeSQLite`` store, used by the simulator's core
+/// replicas, the tests and the fuzzers. Time is passed in; nothing here reads a clock.
+public struct Replica: Sendable {
+    /// One local operation; a batch of them is one transaction with one stamp.
+    public enum Operation: Sendable, Hashable {
+        case insert(table: String, key: Value, values: [String: Value])
+        case update(table: String, key: Value, values: [String: Value])
+        case delete(table: String, key: Value)
+    }
+
+    /// What ``apply(_:physicalMilliseconds:)`` did.
+    public struct ApplyReport: Sendable, Hashable {
+        public var changedRecords = 0
+        public var quarantinedRecords = 0
+        public var releasedRecords = 0
+    }
+
+    public let id: ReplicaID
+    public private(set) var clock: HybridClock
+    public private(set) var schemas: [String: TableSchema] = [:]
+    public private(set) var state = ReplicaState()
+    /// Deltas held back because their stamps were too far ahead of local time.
+    public private(set) var quarantine: [RecordDelta] = []
+    public var maxDriftMilliseconds: UInt64
+
+    public init(id: ReplicaID, clock: HybridClock = HybridClock(), maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds) {
+        self.id = id
+        self.clock = clock
+        self.maxDriftMilliseconds = maxDriftMilliseconds
+    }
+
+    /// Starts replicating `schema`'s table (or updates its column list).
+    public mutating func replicate(_ schema: TableSchema) {
+        schemas[schema.name] = schema
+    }
+
+    /// Runs `operations` as one transaction: one stamp, taken only if something changes.
+    /// Operations on unknown tables, updates of absent records, deletes of absent records
+    /// and updates that change no value are skipped. Returns the changeset it produced.
+    @discardableResult
+    public mutating func perform(_ operations: [Operation], physicalMilliseconds: UInt64) -> Changeset {
+        var stamp: Stamp?
+        // What each touched record's delta must carry. The delta is cut from the final state,
+        // not joined from per-operation deltas: two operations of one transaction share a
+        // stamp, and the join would read the second as already seen.
+        var touched = [RecordAddress: (membership: Bool, columns: Set<String>)]()
+        func takeStamp() -> Stamp {
+            if let stamp { return stamp }
+            let fresh = Stamp(hlc: clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
+            stamp = fresh
+            return fresh
+        }
+        for operation in operations {
+            let (table, key) = operation.address
+            guard let schema = schemas[table] else { continue }
+            let address = RecordAddress(table: table, key: key)
+            var record = state.state(of: address) ?? RecordState()
+            let delta: RecordState?
+            switch operation {
+            case .insert(_, _, let values):
+                delta = record.insert(values, at: takeStamp(), schema: schema)
+            case .update(_, _, let values):
+                let changed = values.filter { column, value in
+                    record.value(of: column, policy: schema.policy(of: column)) != value
+                        || record.multiValue(of: column)?.isConflicted == true
+                }
+                delta = record.isAlive && !changed.isEmpty ? record.update(changed, at: takeStamp(), schema: schema) : nil
+            case .delete:
+                delta = record.isAlive ? record.delete(at: takeStamp(), schema: schema) : nil
+            }
+            guard let delta else { continue }
+            state.replace(record, at: address)
+            var parts = touched[address] ?? (false, [])
+            parts.membership = parts.membership || !delta.membership.isBottom
+            parts.columns.formUnion(delta.fields.keys)
+            touched[address] = parts
+        }
+        return Changeset(records: touched.sorted { $0.key < $1.key }.map { address, parts in
+            let final = state.state(of: address)!
+            var delta = RecordState()
+            if parts.membership { delta.membership = final.membership }
+            for column in parts.columns { delta.fields[column] = final.fields[column] }
+            return RecordDelta(table: address.table, key: address.key, state: delta)
+        })
+    }
+
+    /// Resolves a conflicted critical field to `value` (a write that observes every sibling).
+    @discardableResult
+    public mutating func resolve(table: String, key: Value, column: String, to value: Value, physicalMilliseconds: UInt64) -> Changeset {
+        guard let schema = schemas[table] else { return Changeset() }
+        let address = RecordAddress(table: table, key: key)
+        guard var record = state.state(of: address), record.isAlive else { return Changeset() }
+        let stamp = Stamp(hlc: clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
+        guard let delta = record.resolve(column, to: value, at: stamp, schema: schema) else { return Changeset() }
+        state.merge(delta, into: address)
+        return Changeset(records: [RecordDelta(table: table, key: key, state: delta)])
+    }
+
+    /// Joins a remote changeset. Deltas stamped too far ahead of `physicalMilliseconds` are
+    /// quarantined (kept, counted) instead of dragging the clock forward; earlier
+    /// quarantined deltas whose time has come are applied first.
+    @discardableResult
+    public mutating func apply(_ changeset: Changeset, physicalMilliseconds: UInt64) -> ApplyReport {
+        var report = ApplyReport()
+        report.releasedRecords = releaseQuarantine(physicalMilliseconds: physicalMilliseconds, force: false)
+        var received = HLC.zero
+        for delta in changeset.records {
+            let maxHLC = delta.state.maxHLC
+            if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds) {
+                quarantine.append(delta)
+                report.quarantinedRecords += 1
+                continue
+            }
+            received = max(received, maxHLC)
+            if state.merge(delta.state, into: RecordAddress(table: delta.table, key: delta.key)) { report.changedRecords += 1 }
+        }
+        if received > .zero { clock.receive(received, physicalMilliseconds: physicalMilliseconds) }
+        return report
+    }
+
+    /// Applies quarantined deltas whose stamps local time has reached (all of them when
+    /// `force` is set, advancing the clock like any apply). Returns how many were applied.
+    @discardableResult
+    public mutating func releaseQuarantine(physicalMilliseconds: UInt64, force: Bool) -> Int {
+        guard !quarantine.isEmpty else { return 0 }
+        var kept = [RecordDelta]()
+        var received = HLC.zero
+        var released = 0
+        for delta in quarantine {
+            let maxHLC = delta.state.maxHLC
+            if !force, HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds) {
+                kept.append(delta)
+                continue
+            }
+            received = max(received, maxHLC)
+            state.merge(delta.state, into: RecordAddress(table: delta.table, key: delta.key))
+            released += 1
+        }
+        quarantine = kept
+        if received > .zero { clock.receive(received, physicalMilliseconds: physicalMilliseconds) }
+        return released
+    }
+
+    /// The row the app would see, or `nil` when the record is absent or deleted.
+    public func row(table: String, key: Value) -> [String: Value]? {
+        guard let schema = schemas[table], let record = state.state(of: RecordAddress(table: table, key: key)), record.isAlive else { return nil }
+        var row = [String: Value]()
+        for column in schema.columns {
+            row[column] = record.value(of: column, policy: schema.policy(of: column)) ?? .null
+        }
+        return row
+    }
+
+    /// Every visible row of `table`, sorted by key.
+    public func rows(table: String) -> [(key: Value, values: [String: Value])] {
+        state.allRecords.compactMap { address, _ in
+            guard address.table == table, let row = row(table: table, key: address.key) else { return nil }
+            return (address.key, row)
+        }
+    }
+
+    /// Open conflicts on critical fields of live records.
+    public func conflicts() -> [Conflict] {
+        var result = [Conflict]()
+        for (address, record) in state.allRecords where record.isAlive {
+            guard let schema = schemas[address.table] else { continue }
+            for column in schema.columns where schema.policy(of: column) == .critical {
+                if let register = record.multiValue(of: column), register.isConflicted {
+                    result.append(Conflict(table: address.table, key: address.key, column: column, siblings: register.siblings))
+                }
+            }
+        }
+        return result
+    }
+}
+
+/// A critical field holding two or more concurrent values, waiting for someone to choose.
+public struct Conflict: Sendable, Hashable, Codable {
+    public var table: String
+    public var key: Value
+    public var column: String
+    /// Every concurrent write, oldest first; the last one's value is shown meanwhile.
+    public var siblings: [MVRegister.Sibling]
+
+    public init(table: String, key: Value, column: String, siblings: [MVRegister.Sibling]) {
+        self.table = table
+        self.key = key
+        self.column = column
+        self.siblings = siblings
+    }
+}
+
+extension Replica.Operation {
+    var address: (String, Value) {
+        switch self {
+        case .insert(let table, let key, _), .update(let table, let key, _), .delete(let table, let key):
+            return (table, key)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+/// Every record a replica holds, with local sequence numbers that order its change feed.
+///
+/// This is the in-memory form of what ``ConvergeSQLite`` keeps in its metadata tables: the
+/// simulator's core replicas, the fuzzers and the tests use it. Records of tables the
+/// replica does not know are held all the same, so they are forwarded, not dropped.
+public struct ReplicaState: Sendable {
+    struct Entry: Sendable {
+        var state: RecordState
+        /// The local sequence number at which the record last changed.
+        var sequence: UInt64
+        var membershipSequence: UInt64
+        var fieldSequences: [String: UInt64]
+    }
+
+    private(set) var records: [RecordAddress: Entry] = [:]
+    /// Addresses in the order they changed; an element is stale when its record changed
+    /// again later (then its sequence is not the record's).
+    private var feed: [(sequence: UInt64, address: RecordAddress)] = []
+    private var staleFeedCount = 0
+    /// The last local sequence number taken.
+    public private(set) var sequence: UInt64 = 0
+
+    public init() {}
+
+    public var recordCount: Int { records.count }
+
+    public func state(of address: RecordAddress) -> RecordState? { records[address]?.state }
+
+    /// All records, sorted by address.
+    public var allRecords: [(address: RecordAddress, state: RecordState)] {
+        records.map { ($0.key, $0.value.state) }.sorted { $0.address < $1.address }
+    }
+
+    /// Joins `delta` into the record at `address`; returns whether anything changed.
+    /// A change takes a new local sequence number, for the membership and for each field
+    /// that changed, so this replica relays what it received.
+    @discardableResult
+    public mutating func merge(_ delta: RecordState, into address: RecordAddress) -> Bool {
+        var entry = records[address] ?? Entry(state: RecordState(), sequence: 0, membershipSequence: 0, fieldSequences: [:])
+        let merged = entry.state.merging(delta)
+        guard merged != entry.state else { return false }
+        commit(entry: &entry, changedTo: merged, at: address)
+        return true
+    }
+
+    private mutating func commit(entry: inout Entry, changedTo state: RecordState, at address: RecordAddress) {
+        let before = entry.state
+        entry.state = state
+        sequence += 1
+        if entry.state.membership != before.membership { entry.membershipSequence = sequence }
+        for (column, field) in entry.state.fields where before.fields[column] != field {
+            entry.fieldSequences[column] = sequence
+        }
+        for column in entry.fieldSequences.keys where entry.state.fields[column] == nil {
+            entry.fieldSequences[column] = nil
+        }
+        if entry.sequence != 0 { staleFeedCount += 1 }
+        entry.sequence = sequence
+        records[address] = entry
+        feed.append((sequence, address))
+        if staleFeedCount > 1024 && staleFeedCount > feed.count / 2 { compactFeed() }
+    }
+
+    /// Stores a record's state after a local mutation (which may reuse the transaction's
+    /// stamp, so it cannot go through the join).
+    public mutating func replace(_ record: RecordState, at address: RecordAddress) {
+        var entry = records[address] ?? Entry(state: RecordState(), sequence: 0, membershipSequence: 0, fieldSequences: [:])
+        commit(entry: &entry, changedTo: record, at: address)
+    }
+
+    /// Applies a changeset: the join of each delta. Returns how many records changed.
+    @discardableResult
+    public mutating func apply(_ changeset: Changeset) -> Int {
+        var changed = 0
+        for delta in changeset.records where merge(delta.state, into: RecordAddress(table: delta.table, key: delta.key)) {
+            changed += 1
+        }
+        return changed
+    }
+
+    /// The per-field deltas after `cursor`, at most `limit` records, and the cursor to
+    /// continue from (the last sequence number included).
+    ///
+    /// - Complexity: O(log n + k) for k feed entries read.
+    public func changes(since cursor: UInt64, limit: Int = .max) -> (changeset: Changeset, next: UInt64) {
+        var low = 0, high = feed.count
+        while low < high {
+            let middle = (low + high) / 2
+            if feed[middle].sequence <= cursor { low = middle + 1 } else { high = middle }
+        }
+        var result = [RecordDelta]()
+        var next = cursor
+        var index = low
+        while index < feed.count && result.count < limit {
+            let (sequence, address) = feed[index]
+            index += 1
+            guard let entry = records[address], entry.sequence == sequence else { continue }
+            next = sequence
+            var delta = RecordState()
+            if entry.membershipSequence > cursor { delta.membership = entry.state.membership }
+            for (column, fieldSequence) in entry.fieldSequences where fieldSequence > cursor {
+                delta.fields[column] = entry.state.fields[column]
+            }
+            result.append(RecordDelta(table: address.table, key: address.key, state: delta))
+        }
+        if result.count < limit { next = max(next, sequence) }
+        return (Changeset(records: result), next)
+    }
+
+    /// Every record as one changeset (a full-state transfer).
+    public var snapshot: Changeset {
+        Changeset(records: allRecords.map { RecordDelta(table: $0.address.table, key: $0.address.key, state: $0.state) })
+    }
+
+    private mutating func compactFeed() {
+        feed.removeAll { records[$0.address]?.sequence != $0.sequence }
+        staleFeedCount = 0
+    }
+
+    public func checkInvariants() throws(InvariantViolation) {
+        for (address, entry) in records {
+            try entry.state.checkInvariants()
+            guard entry.sequence <= sequence else { throw InvariantViolation("record \(address) ahead of the sequence") }
+        }
+    }
+}

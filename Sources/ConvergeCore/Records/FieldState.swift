@@ -1,0 +1,95 @@
+/// The merge state of one field of one record.
+///
+/// Under `.updateWins` a field has one register (`.plain`): its value survives a delete
+/// and comes back with a revival. Under `.deleteWins` values belong to the *incarnation*
+/// (the add dot) they were written under (`.incarnated`): a value written under an
+/// incarnation that a delete removed never shows again, whatever its stamp, so a skewed
+/// clock's edit of a deleted row cannot overwrite the re-inserted row's value.
+public enum FieldState: Sendable, Hashable, Codable {
+    case plain(Register)
+    /// Registers keyed by incarnation, sorted by incarnation, one per incarnation.
+    case incarnated([Incarnated])
+
+    public struct Incarnated: Sendable, Hashable, Codable {
+        public let incarnation: Stamp
+        public let register: Register
+        public init(incarnation: Stamp, register: Register) {
+            self.incarnation = incarnation
+            self.register = register
+        }
+    }
+
+    /// The join. Plain and incarnated states meet only when a table's delete policy
+    /// changed; incarnated ones rank above plain ones (an ordered sum), which keeps the
+    /// join a semilattice.
+    public func merging(_ other: FieldState) -> FieldState {
+        switch (self, other) {
+        case (.plain(let a), .plain(let b)): return .plain(a.merging(b))
+        case (.incarnated(let a), .incarnated(let b)): return .incarnated(FieldState.merge(a, b))
+        case (.incarnated, .plain): return self
+        case (.plain, .incarnated): return other
+        }
+    }
+
+    private static func merge(_ a: [Incarnated], _ b: [Incarnated]) -> [Incarnated] {
+        if b.isEmpty { return a }
+        if a.isEmpty { return b }
+        var result = [Incarnated]()
+        result.reserveCapacity(a.count + b.count)
+        var i = 0, j = 0
+        while i < a.count || j < b.count {
+            if j == b.count || (i < a.count && a[i].incarnation < b[j].incarnation) {
+                result.append(a[i]); i += 1
+            } else if i == a.count || b[j].incarnation < a[i].incarnation {
+                result.append(b[j]); j += 1
+            } else {
+                result.append(Incarnated(incarnation: a[i].incarnation, register: a[i].register.merging(b[j].register)))
+                i += 1; j += 1
+            }
+        }
+        return result
+    }
+
+    /// Drops the registers of incarnations that `membership` has seen removed.
+    /// Returns `nil` when nothing is left.
+    func pruned(by membership: ORSet) -> FieldState? {
+        guard case .incarnated(let entries) = self else { return self }
+        let kept = entries.filter { !membership.isDead($0.incarnation) }
+        return kept.isEmpty ? nil : .incarnated(kept)
+    }
+
+    /// The register the app sees: the plain one, or the join of the live incarnations'.
+    public func visibleRegister(membership: ORSet) -> Register? {
+        switch self {
+        case .plain(let register): return register
+        case .incarnated(let entries):
+            var result: Register?
+            for entry in entries where membership.dots.contains(entry.incarnation) {
+                result = result.map { $0.merging(entry.register) } ?? entry.register
+            }
+            return result
+        }
+    }
+
+    /// The largest clock reading anywhere in this state.
+    public var maxHLC: HLC {
+        switch self {
+        case .plain(let register): return register.maxHLC
+        case .incarnated(let entries):
+            return entries.reduce(.zero) { max($0, $1.register.maxHLC, $1.incarnation.hlc) }
+        }
+    }
+
+    public func checkInvariants() throws(InvariantViolation) {
+        switch self {
+        case .plain(let register): try register.checkInvariants()
+        case .incarnated(let entries):
+            for index in entries.indices {
+                try entries[index].register.checkInvariants()
+                if index > 0, !(entries[index - 1].incarnation < entries[index].incarnation) {
+                    throw InvariantViolation("incarnations not strictly sorted")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+/// Local mutations. Each takes a fresh stamp (one per local transaction), changes the
+/// state by an inflation (`old.merging(new) == new`), and returns the delta it produced:
+/// the smallest state whose join into any replica has the same effect.
+extension RecordState {
+    /// An insert (or an `INSERT OR REPLACE`): a new add-tag, and the given values.
+    ///
+    /// Under `.deleteWins` the insert starts a new incarnation: the values of earlier
+    /// incarnations are dropped with the tags the insert supersedes.
+    @discardableResult
+    public mutating func insert(_ values: [String: Value], at stamp: Stamp, schema: TableSchema) -> RecordState {
+        membership.add(at: stamp)
+        var delta = RecordState()
+        delta.membership = membership
+        switch schema.deletePolicy {
+        case .updateWins:
+            for (column, value) in values {
+                let policy = schema.policy(of: column)
+                let register = writeRegister(fields[column].flatMap(plainRegister), value, stamp, policy)
+                fields[column] = .plain(register)
+                delta.fields[column] = .plain(register)
+            }
+        case .deleteWins:
+            prune()
+            for (column, value) in values {
+                let entry = FieldState.Incarnated(
+                    incarnation: stamp, register: .written(value, at: stamp, policy: schema.policy(of: column)))
+                let state = fields[column].map { $0.merging(.incarnated([entry])) } ?? .incarnated([entry])
+                fields[column] = state
+                delta.fields[column] = .incarnated([entry])
+            }
+        }
+        return delta
+    }
+
+    /// An edit of some fields of a live record (an `UPDATE`, or an upsert's update branch).
+    ///
+    /// Under `.updateWins` the edit is also an add, so it keeps the record alive against a
+    /// delete it did not see. Under `.deleteWins` it writes into every live incarnation.
+    /// Returns `nil`, changing nothing, when the record is not alive (SQL's `UPDATE` of a
+    /// missing row does nothing either).
+    @discardableResult
+    public mutating func update(_ values: [String: Value], at stamp: Stamp, schema: TableSchema) -> RecordState? {
+        guard isAlive else { return nil }
+        var delta = RecordState()
+        switch schema.deletePolicy {
+        case .updateWins:
+            membership.add(at: stamp)
+            delta.membership = membership
+            for (column, value) in values {
+                let register = writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column))
+                fields[column] = .plain(register)
+                delta.fields[column] = .plain(register)
+            }
+        case .deleteWins:
+            for (column, value) in values {
+                let policy = schema.policy(of: column)
+                var written = [FieldState.Incarnated]()
+                for incarnation in membership.dots {
+                    let current = fields[column].flatMap { Self.register(in: $0, incarnation: incarnation) }
+                    written.append(FieldState.Incarnated(
+                        incarnation: incarnation, register: writeRegister(current, value, stamp, policy)))
+                }
+                let state = FieldState.incarnated(written)
+                fields[column] = fields[column].map { $0.merging(state) } ?? state
+                delta.fields[column] = state
+            }
+        }
+        return delta
+    }
+
+    /// A delete of a live record. Returns `nil` when the record is not alive.
+    @discardableResult
+    public mutating func delete(at stamp: Stamp, schema: TableSchema) -> RecordState? {
+        guard isAlive else { return nil }
+        membership.remove(at: stamp)
+        if schema.deletePolicy == .deleteWins { prune() }
+        var delta = RecordState()
+        delta.membership = membership
+        return delta
+    }
+
+    /// Resolves a critical field by writing the chosen value: the write observes every
+    /// sibling, so after it reaches everyone the conflict is gone everywhere.
+    @discardableResult
+    public mutating func resolve(_ column: String, to value: Value, at stamp: Stamp, schema: TableSchema) -> RecordState? {
+        update([column: value], at: stamp, schema: schema)
+    }
+
+    private func plainRegister(_ state: FieldState) -> Register? {
+        if case .plain(let register) = state { return register }
+        return nil
+    }
+
+    private static func register(in state: FieldState, incarnation: Stamp) -> Register? {
+        guard case .incarnated(let entries) = state else { return nil }
+        return entries.first { $0.incarnation == incarnation }?.register
+    }
+
+    /// A write observing `current` (for multi-value registers: all its siblings).
+    private func writeRegister(_ current: Register?, _ value: Value, _ stamp: Stamp, _ policy: ColumnPolicy) -> Register {
+        if let current, case .multi = current, policy != .lww {
+            return current.writing(value, at: stamp)
+        }
+        return .written(value, at: stamp, policy: policy)
+    }
+}

@@ -1,0 +1,98 @@
+/// The merge state of one record: membership × one register per field.
+///
+/// A product of semilattices, joined component-wise; under `.deleteWins` the join then
+/// drops the registers of incarnations the joined membership has removed. Field states
+/// outlive a delete under `.updateWins`, so a concurrent edit that revives the record
+/// restores all of it, not only the edited field.
+///
+/// A *delta* is a record state too (typically with few fields, and a bottom membership
+/// when membership did not change), so applying a delta is the same join.
+public struct RecordState: Sendable, Hashable, Codable {
+    public var membership: ORSet
+    public var fields: [String: FieldState]
+
+    /// The bottom state: nothing known.
+    public init() {
+        membership = ORSet()
+        fields = [:]
+    }
+
+    public init(membership: ORSet, fields: [String: FieldState]) {
+        self.membership = membership
+        self.fields = fields
+        prune()
+    }
+
+    public var isAlive: Bool { membership.isAlive }
+    public var isBottom: Bool { membership.isBottom && fields.isEmpty }
+
+    /// The join.
+    ///
+    /// - Complexity: O(f) for f fields in the smaller state (plus the registers' joins).
+    public func merging(_ other: RecordState) -> RecordState {
+        var result = self
+        result.merge(other)
+        return result
+    }
+
+    public mutating func merge(_ other: RecordState) {
+        let membershipChanged = !other.membership.isBottom && other.membership != membership
+        if membershipChanged { membership.merge(other.membership) }
+        for (column, state) in other.fields {
+            if let existing = fields[column] {
+                fields[column] = existing.merging(state)
+            } else {
+                fields[column] = state
+            }
+        }
+        if membershipChanged || other.fields.values.contains(where: { if case .incarnated = $0 { true } else { false } }) {
+            prune()
+        }
+    }
+
+    /// Drops registers of removed incarnations (a no-op for `.updateWins` fields).
+    mutating func prune() {
+        for (column, state) in fields {
+            guard case .incarnated = state else { continue }
+            fields[column] = state.pruned(by: membership)
+        }
+    }
+
+    /// The value the app sees in `column`, or `nil` when no write is visible.
+    public func value(of column: String, policy: ColumnPolicy = .lww) -> Value? {
+        guard let register = fields[column]?.visibleRegister(membership: membership) else { return nil }
+        switch register {
+        case .lww(let lww): return lww.value
+        case .multi(let mv):
+            if case .authority(let replica) = policy { return mv.value(preferring: replica) }
+            return mv.provisionalValue
+        }
+    }
+
+    /// The visible multi-value register of a critical column, to list its siblings.
+    public func multiValue(of column: String) -> MVRegister? {
+        guard case .multi(let register)? = fields[column]?.visibleRegister(membership: membership) else { return nil }
+        return register
+    }
+
+    /// The largest clock reading anywhere in this state (membership, stamps, contexts).
+    public var maxHLC: HLC {
+        var result = membership.context.maxHLC
+        for state in fields.values { result = max(result, state.maxHLC) }
+        return result
+    }
+
+    /// Every part's invariant, and no register of a removed incarnation left behind.
+    public func checkInvariants() throws(InvariantViolation) {
+        try membership.checkInvariants()
+        for (column, state) in fields {
+            try state.checkInvariants()
+            if case .incarnated(let entries) = state {
+                if entries.isEmpty { throw InvariantViolation("field \(column) has an empty incarnation list") }
+                if let dead = entries.first(where: { membership.isDead($0.incarnation) }) {
+                    throw InvariantViolation("field \(column) keeps a register of removed incarnation \(dead.incarnation)")
+                }
+            }
+        }
+    }
+}

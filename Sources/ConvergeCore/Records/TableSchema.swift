@@ -1,0 +1,48 @@
+/// How a column's concurrent writes merge.
+public enum ColumnPolicy: Sendable, Hashable, Codable {
+    /// Last writer wins, by stamp (the default).
+    case lww
+    /// Concurrent values are all kept until someone resolves them (a multi-value register).
+    case critical
+    /// Concurrent values resolve to the one written by `replica` (the server): "server
+    /// wins" that still merges as a join, since it is a multi-value register underneath.
+    case authority(ReplicaID)
+}
+
+/// What happens when an edit races a delete of the same record.
+public enum DeletePolicy: String, Sendable, Hashable, Codable, CaseIterable {
+    /// An edit made without seeing the delete keeps the record: nothing typed is lost.
+    case updateWins
+    /// Only a new insert revives a deleted record; edits of a deleted incarnation never
+    /// show again.
+    case deleteWins
+}
+
+/// The replicated shape of one table: its key, its columns and their merge policies.
+public struct TableSchema: Sendable, Hashable, Codable {
+    public var name: String
+    public var primaryKey: String
+    /// The non-key columns, in table order.
+    public var columns: [String]
+    /// Policies of columns that are not `.lww`.
+    public var policies: [String: ColumnPolicy]
+    public var deletePolicy: DeletePolicy
+
+    public init(
+        name: String,
+        primaryKey: String,
+        columns: [String],
+        policies: [String: ColumnPolicy] = [:],
+        deletePolicy: DeletePolicy = .updateWins
+    ) {
+        self.name = name
+        self.primaryKey = primaryKey
+        self.columns = columns
+        self.policies = policies
+        self.deletePolicy = deletePolicy
+    }
+
+    public func policy(of column: String) -> ColumnPolicy {
+        policies[column] ?? .lww
+    }
+}

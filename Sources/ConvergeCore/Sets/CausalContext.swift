@@ -1,0 +1,111 @@
+/// What a state has seen: for each replica, the highest clock reading of its events.
+///
+/// A dot `(h, r)` is *covered* when `self[r] >= h`. Keeping one high-water mark per
+/// replica (instead of a set of dots) is sound per object because one replica's events
+/// on one object are totally ordered and every state it ships includes its earlier ones.
+///
+/// Stored as an array sorted by replica: contexts hold one to a few entries, where a
+/// sorted array beats a dictionary on size, speed and deterministic encoding.
+public struct CausalContext: Sendable, Hashable, Codable {
+    public struct Entry: Sendable, Hashable, Codable {
+        public let replica: ReplicaID
+        public let hlc: HLC
+        public init(replica: ReplicaID, hlc: HLC) {
+            self.replica = replica
+            self.hlc = hlc
+        }
+    }
+
+    /// Entries sorted by replica, one per replica, none with a zero clock.
+    public private(set) var entries: [Entry]
+
+    /// The empty context (the join's identity).
+    public init() { entries = [] }
+
+    /// Builds a context from entries in any order; duplicates keep their maximum.
+    public init<S: Sequence>(_ entries: S) where S.Element == Entry {
+        self.init()
+        for entry in entries { record(Stamp(hlc: entry.hlc, replica: entry.replica)) }
+    }
+
+    public var isEmpty: Bool { entries.isEmpty }
+
+    /// The high-water mark for `replica`, `HLC.zero` when unseen.
+    ///
+    /// - Complexity: O(log n)
+    public subscript(replica: ReplicaID) -> HLC {
+        let index = position(of: replica)
+        return index < entries.count && entries[index].replica == replica ? entries[index].hlc : .zero
+    }
+
+    /// Whether the event `dot` has been seen.
+    @inlinable
+    public func covers(_ dot: Stamp) -> Bool {
+        dot.hlc <= self[dot.replica]
+    }
+
+    /// Records `dot` as seen (raises its replica's mark to it).
+    public mutating func record(_ dot: Stamp) {
+        guard dot.hlc > .zero else { return }
+        let index = position(of: dot.replica)
+        if index < entries.count && entries[index].replica == dot.replica {
+            if entries[index].hlc < dot.hlc { entries[index] = Entry(replica: dot.replica, hlc: dot.hlc) }
+        } else {
+            entries.insert(Entry(replica: dot.replica, hlc: dot.hlc), at: index)
+        }
+    }
+
+    /// The join: the pointwise maximum.
+    ///
+    /// - Complexity: O(n + m)
+    public func merging(_ other: CausalContext) -> CausalContext {
+        if other.entries.isEmpty || other == self { return self }
+        if entries.isEmpty { return other }
+        var result = [Entry]()
+        result.reserveCapacity(entries.count + other.entries.count)
+        var i = 0, j = 0
+        while i < entries.count || j < other.entries.count {
+            if j == other.entries.count || (i < entries.count && entries[i].replica < other.entries[j].replica) {
+                result.append(entries[i]); i += 1
+            } else if i == entries.count || other.entries[j].replica < entries[i].replica {
+                result.append(other.entries[j]); j += 1
+            } else {
+                result.append(entries[i].hlc >= other.entries[j].hlc ? entries[i] : other.entries[j])
+                i += 1; j += 1
+            }
+        }
+        var merged = CausalContext()
+        merged.entries = result
+        return merged
+    }
+
+    public mutating func merge(_ other: CausalContext) { self = merging(other) }
+
+    /// The largest clock reading in the context (for advancing the local clock on apply).
+    public var maxHLC: HLC { entries.lazy.map(\.hlc).max() ?? .zero }
+
+    /// `entries` is sorted by replica, without duplicates or zero marks.
+    public func checkInvariants() throws(InvariantViolation) {
+        for index in entries.indices {
+            guard entries[index].hlc > .zero else { throw InvariantViolation("context entry with zero clock") }
+            if index > 0, !(entries[index - 1].replica < entries[index].replica) {
+                throw InvariantViolation("context entries not strictly sorted by replica")
+            }
+        }
+    }
+
+    private func position(of replica: ReplicaID) -> Int {
+        var low = 0, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].replica < replica { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+}
+
+/// A broken invariant of a lattice state: a bug or corrupt input, never a normal outcome.
+public struct InvariantViolation: Error, Sendable, Hashable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

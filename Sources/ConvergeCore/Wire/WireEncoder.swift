@@ -1,0 +1,227 @@
+/// Encodes changesets in wire format v1 (see ``WireFormat``).
+public enum WireEncoder {
+    /// The encoded bytes of `changeset`: grouped by table in first-appearance order, so that
+    /// a decoded changeset (always grouped) re-encodes to the same bytes.
+    ///
+    /// - Complexity: O(n) in the changeset's size.
+    public static func encode(_ changeset: Changeset) -> [UInt8] {
+        var writer = Writer()
+        writer.bytes.reserveCapacity(64 + changeset.records.count * 48)
+        writer.bytes += WireFormat.magic
+        writer.bytes.append(WireFormat.version)
+
+        var replicas = [ReplicaID]()
+        var replicaIndex = [ReplicaID: Int]()
+        func note(_ replica: ReplicaID) {
+            if replicaIndex[replica] == nil { replicaIndex[replica] = replicas.count; replicas.append(replica) }
+        }
+        var tableOrder = [String]()
+        var recordsByTable = [String: [RecordDelta]]()
+        for delta in changeset.records {
+            if recordsByTable[delta.table] == nil { tableOrder.append(delta.table) }
+            recordsByTable[delta.table, default: []].append(delta)
+        }
+        // Replica indexes follow the grouped order, so a decoded changeset re-encodes alike.
+        for table in tableOrder {
+            for delta in recordsByTable[table]! {
+                for dot in delta.state.membership.dots { note(dot.replica) }
+                for entry in delta.state.membership.context.entries { note(entry.replica) }
+                for column in delta.state.fields.keys.sorted(by: utf8Less) { delta.state.fields[column]!.forEachStamp(note) }
+            }
+        }
+        writer.varint(UInt64(replicas.count))
+        for replica in replicas { writer.bytes += replica.bytes }
+        writer.replicaIndex = replicaIndex
+
+        writer.varint(UInt64(tableOrder.count))
+        for table in tableOrder {
+            let records = recordsByTable[table]!
+            var columns = [String]()
+            var columnIndex = [String: Int]()
+            for delta in records {
+                for column in delta.state.fields.keys.sorted(by: utf8Less) where columnIndex[column] == nil {
+                    columnIndex[column] = columns.count
+                    columns.append(column)
+                }
+            }
+            writer.string(table)
+            writer.varint(UInt64(columns.count))
+            for column in columns { writer.string(column) }
+            writer.varint(UInt64(records.count))
+            for delta in records {
+                writer.value(delta.key)
+                let membership = delta.state.membership
+                writer.bytes.append(membership.isBottom ? 0 : 1)
+                if !membership.isBottom {
+                    writer.varint(UInt64(membership.dots.count))
+                    for dot in membership.dots { writer.stamp(dot) }
+                    writer.context(membership.context)
+                }
+                let fields = delta.state.fields.sorted { columnIndex[$0.key]! < columnIndex[$1.key]! }
+                writer.varint(UInt64(fields.count))
+                for (column, state) in fields {
+                    let index = UInt64(columnIndex[column]!)
+                    switch state {
+                    case .plain(.lww(let register)):
+                        writer.varint(index << 2 | WireFormat.FieldKind.lww.rawValue)
+                        writer.value(register.value)
+                        writer.stamp(register.stamp)
+                    case .plain(.multi(let register)):
+                        writer.varint(index << 2 | WireFormat.FieldKind.multi.rawValue)
+                        writer.multiValue(register)
+                    case .incarnated(let entries):
+                        writer.varint(index << 2 | WireFormat.FieldKind.incarnated.rawValue)
+                        writer.varint(UInt64(entries.count))
+                        for entry in entries {
+                            writer.stamp(entry.incarnation)
+                            switch entry.register {
+                            case .lww(let register):
+                                writer.bytes.append(UInt8(WireFormat.FieldKind.lww.rawValue))
+                                writer.value(register.value)
+                                writer.stamp(register.stamp)
+                            case .multi(let register):
+                                writer.bytes.append(UInt8(WireFormat.FieldKind.multi.rawValue))
+                                writer.multiValue(register)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let checksum = CRC32C.checksum(writer.bytes)
+        for shift in stride(from: 0, to: 32, by: 8) { writer.bytes.append(UInt8(truncatingIfNeeded: checksum >> UInt32(shift))) }
+        return writer.bytes
+    }
+
+    struct Writer {
+        var bytes: [UInt8] = []
+        var replicaIndex: [ReplicaID: Int] = [:]
+        var previous = Stamp.zero
+
+        @inline(__always)
+        mutating func varint(_ value: UInt64) {
+            var value = value
+            while value >= 0x80 {
+                bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+                value >>= 7
+            }
+            bytes.append(UInt8(value))
+        }
+
+        mutating func string(_ text: String) {
+            varint(UInt64(text.utf8.count))
+            bytes += text.utf8
+        }
+
+        mutating func stamp(_ stamp: Stamp) {
+            if stamp == previous { varint(0); return }
+            varint(UInt64(replicaIndex[stamp.replica]!) + 1)
+            varint(zigzag(Int64(bitPattern: stamp.hlc.rawValue &- previous.hlc.rawValue)))
+            previous = stamp
+        }
+
+        mutating func context(_ context: CausalContext) {
+            varint(UInt64(context.entries.count))
+            for entry in context.entries { stamp(Stamp(hlc: entry.hlc, replica: entry.replica)) }
+        }
+
+        mutating func multiValue(_ register: MVRegister) {
+            varint(UInt64(register.siblings.count))
+            for sibling in register.siblings {
+                stamp(sibling.stamp)
+                value(sibling.value)
+            }
+            context(register.context)
+        }
+
+        mutating func value(_ value: Value) {
+            switch value {
+            case .null:
+                bytes.append(WireFormat.ValueTag.null.rawValue)
+            case .integer(let integer):
+                bytes.append(WireFormat.ValueTag.integer.rawValue)
+                varint(zigzag(integer))
+            case .real(let real):
+                if let (scale, mantissa) = decimalForm(of: real) {
+                    bytes.append(WireFormat.ValueTag.decimal.rawValue)
+                    bytes.append(scale)
+                    varint(zigzag(mantissa))
+                } else {
+                    bytes.append(WireFormat.ValueTag.real.rawValue)
+                    let pattern = real.bitPattern
+                    for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: pattern >> UInt64(shift))) }
+                }
+            case .text(let text):
+                if text.utf8.count == 36, let uuid = ReplicaID(text) {
+                    let lower = uuid.description
+                    if text.utf8.elementsEqual(lower.utf8) {
+                        bytes.append(WireFormat.ValueTag.uuidLower.rawValue)
+                        bytes += uuid.bytes
+                        return
+                    }
+                    if text.utf8.elementsEqual(lower.uppercased().utf8) {
+                        bytes.append(WireFormat.ValueTag.uuidUpper.rawValue)
+                        bytes += uuid.bytes
+                        return
+                    }
+                }
+                bytes.append(WireFormat.ValueTag.text.rawValue)
+                string(text)
+            case .blob(let blob):
+                bytes.append(WireFormat.ValueTag.blob.rawValue)
+                varint(UInt64(blob.count))
+                bytes += blob
+            }
+        }
+    }
+
+    /// The shortest `(scale, mantissa)` with `Double(mantissa) / 10^scale` bit-identical to
+    /// `real`, when one with a small mantissa exists (prices, quantities, measurements).
+    static func decimalForm(of real: Double) -> (UInt8, Int64)? {
+        guard real.isFinite, abs(real) < 1e15 else { return nil }
+        for scale in 0...WireFormat.decimalScaleMax {
+            let scaled = (real * WireFormat.powersOfTen[Int(scale)]).rounded()
+            guard abs(scaled) < 9.0e15 else { return nil }
+            let mantissa = Int64(scaled)
+            if (Double(mantissa) / WireFormat.powersOfTen[Int(scale)]).bitPattern == real.bitPattern {
+                return (scale, mantissa)
+            }
+        }
+        return nil
+    }
+}
+
+@inline(__always)
+func zigzag(_ value: Int64) -> UInt64 {
+    UInt64(bitPattern: (value << 1) ^ (value >> 63))
+}
+
+@inline(__always)
+func unzigzag(_ value: UInt64) -> Int64 {
+    Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1)
+}
+
+func utf8Less(_ a: String, _ b: String) -> Bool {
+    a.utf8.lexicographicallyPrecedes(b.utf8)
+}
+
+extension FieldState {
+    func forEachStamp(_ body: (ReplicaID) -> Void) {
+        func visit(_ register: Register) {
+            switch register {
+            case .lww(let lww): body(lww.stamp.replica)
+            case .multi(let mv):
+                for sibling in mv.siblings { body(sibling.stamp.replica) }
+                for entry in mv.context.entries { body(entry.replica) }
+            }
+        }
+        switch self {
+        case .plain(let register): visit(register)
+        case .incarnated(let entries):
+            for entry in entries {
+                body(entry.incarnation.replica)
+                visit(entry.register)
+            }
+        }
+    }
+}
