@@ -62,9 +62,9 @@ public struct Replica: Sendable {
             case .insert(_, _, let values):
                 delta = record.insert(values, at: takeStamp(), schema: schema)
             case .update(_, _, let values):
+                // As SQL: an update that sets every field to the value shown changes nothing.
                 let changed = values.filter { column, value in
                     record.value(of: column, policy: schema.policy(of: column)) != value
-                        || record.multiValue(of: column)?.isConflicted == true
                 }
                 delta = record.isAlive && !changed.isEmpty ? record.update(changed, at: takeStamp(), schema: schema) : nil
             case .delete:

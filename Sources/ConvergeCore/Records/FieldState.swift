@@ -51,11 +51,13 @@ public enum FieldState: Sendable, Hashable, Codable {
     }
 
     /// Drops the registers of incarnations that `membership` has seen removed.
-    /// Returns `nil` when nothing is left.
-    func pruned(by membership: ORSet) -> FieldState? {
+    ///
+    /// An emptied field stays `.incarnated([])` rather than disappearing: it still ranks
+    /// above a `.plain` state, and dropping it would make the record join non-associative
+    /// when the two kinds meet (found by the Coq model, `FieldState_pruned_nil_not_assoc`).
+    func pruned(by membership: ORSet) -> FieldState {
         guard case .incarnated(let entries) = self else { return self }
-        let kept = entries.filter { !membership.isDead($0.incarnation) }
-        return kept.isEmpty ? nil : .incarnated(kept)
+        return .incarnated(entries.filter { !membership.isDead($0.incarnation) })
     }
 
     /// The register the app sees: the plain one, or the join of the live incarnations'.

@@ -88,7 +88,6 @@ public struct RecordState: Sendable, Hashable, Codable {
         for (column, state) in fields {
             try state.checkInvariants()
             if case .incarnated(let entries) = state {
-                if entries.isEmpty { throw InvariantViolation("field \(column) has an empty incarnation list") }
                 if let dead = entries.first(where: { membership.isDead($0.incarnation) }) {
                     throw InvariantViolation("field \(column) keeps a register of removed incarnation \(dead.incarnation)")
                 }

@@ -239,7 +239,6 @@ public enum WireDecoder {
                 case nil:
                     throw WireError(.invalidTag(UInt8(header & 3)), offset: headerOffset, context: "field kind of \(column)")
                 }
-                if case .incarnated(let entries) = state, entries.isEmpty { continue }
                 fields[column] = fields[column].map { $0.merging(state) } ?? state
             }
             return RecordDelta(table: table, key: key, state: RecordState(membership: membership, fields: fields))

@@ -1,0 +1,70 @@
+import ConvergeCore
+import GRDB
+
+/// The capture: a log table and three triggers per replicated table.
+///
+/// Every local INSERT, UPDATE and DELETE on the table, whatever issued it (raw SQL, GRDB
+/// records, `INSERT OR REPLACE`, multi-row statements), appends one row to the table's log
+/// with the transaction's stamp. An UPDATE that changes no value appends nothing; an UPDATE
+/// of the primary key is a delete of the old key and an insert of the new one.
+enum CaptureTriggers {
+    enum Operation: Int64 {
+        case insert = 1
+        case update = 2
+        case delete = 3
+    }
+
+    static func install(_ db: Database, table: ReplicatedTable) throws {
+        try remove(db, table: table.schema.name)
+        let name = table.schema.name
+        let key = quoted(table.schema.primaryKey)
+        let columns = table.schema.columns
+        let log = quoted(MetadataSchema.logTable(name))
+        let valueColumns = columns.indices.map { "c\($0)" }
+        try db.execute(sql: """
+            CREATE TABLE \(log) (
+                id INTEGER PRIMARY KEY,
+                hlc INTEGER NOT NULL,
+                op INTEGER NOT NULL,
+                mask INTEGER NOT NULL,
+                key\(valueColumns.map { ", \($0)" }.joined())
+            )
+            """)
+        let insertColumns = (["hlc", "op", "mask", "key"] + valueColumns).joined(separator: ", ")
+        let newValues = columns.map { "NEW.\(quoted($0))" }
+        let mask = columns.isEmpty ? "0" : columns.enumerated().map { index, column in
+            "((NEW.\(quoted(column)) IS NOT OLD.\(quoted(column))) << \(index))"
+        }.joined(separator: " | ")
+        let all = columns.isEmpty ? "0" : String((Int64(1) << Int64(columns.count)) - 1)
+        func values(_ op: Operation, _ mask: String, _ keyExpression: String, _ rowValues: [String]) -> String {
+            (["converge_stamp()", String(op.rawValue), mask, keyExpression] + rowValues).joined(separator: ", ")
+        }
+        let nulls = columns.map { _ in "NULL" }
+        try db.execute(sql: """
+            CREATE TRIGGER \(quoted("converge_\(name)_insert")) AFTER INSERT ON \(quoted(name))
+            WHEN converge_capturing() BEGIN
+                INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.insert, all, "NEW.\(key)", newValues)));
+            END;
+            CREATE TRIGGER \(quoted("converge_\(name)_update")) AFTER UPDATE ON \(quoted(name))
+            WHEN converge_capturing() AND NEW.\(key) IS OLD.\(key) AND (\(mask)) != 0 BEGIN
+                INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.update, "(\(mask))", "NEW.\(key)", newValues)));
+            END;
+            CREATE TRIGGER \(quoted("converge_\(name)_rekey")) AFTER UPDATE ON \(quoted(name))
+            WHEN converge_capturing() AND NEW.\(key) IS NOT OLD.\(key) BEGIN
+                INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.delete, "0", "OLD.\(key)", nulls)));
+                INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.insert, all, "NEW.\(key)", newValues)));
+            END;
+            CREATE TRIGGER \(quoted("converge_\(name)_delete")) AFTER DELETE ON \(quoted(name))
+            WHEN converge_capturing() BEGIN
+                INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.delete, "0", "OLD.\(key)", nulls)));
+            END;
+            """)
+    }
+
+    static func remove(_ db: Database, table name: String) throws {
+        for suffix in ["insert", "update", "rekey", "delete"] {
+            try db.execute(sql: "DROP TRIGGER IF EXISTS \(quoted("converge_\(name)_\(suffix)"))")
+        }
+        try db.execute(sql: "DROP TABLE IF EXISTS \(quoted(MetadataSchema.logTable(name)))")
+    }
+}

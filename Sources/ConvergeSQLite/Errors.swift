@@ -1,0 +1,72 @@
+import ConvergeCore
+
+/// Why Converge refused to replicate a table.
+public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Reason: Sendable, Hashable {
+        case noSuchTable
+        case noPrimaryKey
+        /// Composite keys are not supported yet: one column must identify a record.
+        case compositePrimaryKey([String])
+        /// An `INTEGER PRIMARY KEY` (a rowid alias) or `AUTOINCREMENT` key: two devices
+        /// would hand out the same numbers. Use random keys (UUID text or blob).
+        case autoIncrementKey(String)
+        /// A UNIQUE constraint beyond the key: concurrent inserts on two devices could
+        /// each be valid alone and violate it together.
+        case uniqueIndex(String)
+        /// A NOT NULL column without a default: a record created elsewhere without it
+        /// could not be inserted here.
+        case notNullWithoutDefault(String)
+        case reservedName
+        case invalidIdentifier
+        case unknownColumn(String)
+        case tooManyColumns(Int)
+        /// A table's delete policy cannot change once it is replicated.
+        case deletePolicyChanged(from: DeletePolicy, to: DeletePolicy)
+    }
+
+    public let table: String
+    public let reason: Reason
+
+    public init(table: String, reason: Reason) {
+        self.table = table
+        self.reason = reason
+    }
+
+    public var description: String { "cannot replicate table \(table): \(reason)" }
+}
+
+/// Why a changeset was refused. The database is left exactly as it was.
+public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Reason: Sendable, Hashable {
+        /// A table name that is not a plain identifier, or that names Converge's or
+        /// SQLite's own tables.
+        case invalidTableName
+        /// The key's type disagrees with the replicated table's primary key.
+        case keyTypeMismatch(expected: String, actual: String)
+        /// The app table refused the merged row (a constraint failed).
+        case constraintViolation(String)
+    }
+
+    public let table: String
+    public let key: Value?
+    public let reason: Reason
+
+    public init(table: String, key: Value?, reason: Reason) {
+        self.table = table
+        self.key = key
+        self.reason = reason
+    }
+
+    public var description: String {
+        "changeset refused at table \(table)\(key.map { ", key \($0)" } ?? ""): \(reason)"
+    }
+}
+
+/// Converge's own metadata is unreadable (a corrupt or foreign database).
+public struct MetadataCorruption: Error, Sendable, Hashable, CustomStringConvertible {
+    public let table: String
+    public let key: Value?
+    public let detail: String
+
+    public var description: String { "corrupt Converge metadata for \(table)\(key.map { " key \($0)" } ?? ""): \(detail)" }
+}

@@ -1,0 +1,79 @@
+import ConvergeCore
+import GRDB
+
+extension ReplicatedDatabase {
+    /// The per-field deltas of records that changed after `cursor`, in feed order.
+    ///
+    /// A page holds at most `maxRecords` records and stops once it reaches about
+    /// `maxBytes` of metadata (it always holds at least one record, however large).
+    /// Remote changes applied here are in the feed too, so a replica relays what it got.
+    ///
+    /// - Complexity: O(k log n) for k records returned (the feed is indexed by sequence).
+    public func changes(since cursor: UInt64, maxRecords: Int = 1_000, maxBytes: Int = 1 << 20) throws -> ChangeBatch {
+        precondition(maxRecords > 0 && maxBytes > 0, "a feed page must allow at least one record")
+        return try withMetadata { metadata in
+            let rows = try Row.fetchCursor(
+                metadata.db, sql: "SELECT tbl, key, seq, state, seqs FROM converge_records WHERE seq > ? ORDER BY seq LIMIT ?",
+                arguments: [Int64(bitPattern: cursor), maxRecords + 1])
+            var records = [RecordDelta]()
+            var bytes = 0
+            var next = cursor
+            var hasMore = false
+            while let row = try rows.next() {
+                let state = row.bytes("state")
+                if records.count == maxRecords || (bytes + state.count > maxBytes && !records.isEmpty) {
+                    hasMore = true
+                    break
+                }
+                let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
+                let entry = try metadata.decode(row, address)
+                records.append(RecordDelta(table: address.table, key: address.key, state: entry.delta(after: cursor)))
+                bytes += state.count
+                next = UInt64(bitPattern: row["seq"])
+            }
+            if !hasMore { next = max(next, metadata.sequence) }
+            return ChangeBatch(changeset: Changeset(records: records), next: next, hasMore: hasMore)
+        }
+    }
+
+    /// How many records changed after `cursor` (the pending count for a sync status).
+    public func changedRecordCount(since cursor: UInt64) throws -> Int {
+        try withMetadata { metadata in
+            try Int.fetchOne(metadata.db, sql: "SELECT count(*) FROM converge_records WHERE seq > ?", arguments: [Int64(bitPattern: cursor)]) ?? 0
+        }
+    }
+
+    /// Every record's full merge state, sorted by table and key: comparable byte for byte
+    /// between replicas, and with the core model's `ReplicaState.snapshot`.
+    public func snapshot() throws -> Changeset {
+        try withMetadata { metadata in
+            var records = [RecordDelta]()
+            let rows = try Row.fetchCursor(metadata.db, sql: "SELECT tbl, key, state, seqs FROM converge_records")
+            while let row = try rows.next() {
+                let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
+                records.append(RecordDelta(table: address.table, key: address.key, state: try metadata.decode(row, address).state))
+            }
+            return Changeset(records: records).normalized
+        }
+    }
+
+    /// The cursors kept for `peer`.
+    public func cursor(for peer: String) throws -> PeerCursor {
+        try writer.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT sent, received FROM converge_peers WHERE peer = ?", arguments: [peer]) else {
+                return PeerCursor()
+            }
+            return PeerCursor(sent: UInt64(bitPattern: row["sent"]), received: UInt64(bitPattern: row["received"]))
+        }
+    }
+
+    /// Records the cursors for `peer` (durably; call it only after the peer acknowledged,
+    /// or after what it sent was applied).
+    public func setCursor(_ cursor: PeerCursor, for peer: String) throws {
+        try writer.write { db in
+            try db.execute(
+                sql: "INSERT INTO converge_peers(peer, sent, received) VALUES (?, ?, ?) ON CONFLICT(peer) DO UPDATE SET sent = excluded.sent, received = excluded.received",
+                arguments: [peer, Int64(bitPattern: cursor.sent), Int64(bitPattern: cursor.received)])
+        }
+    }
+}

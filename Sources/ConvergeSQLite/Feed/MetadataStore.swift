@@ -1,0 +1,74 @@
+import ConvergeCore
+import GRDB
+
+/// Reads and writes `converge_records` inside one write transaction, and keeps the local
+/// sequence counter. Everything that changes metadata goes through `commit(_:at:)`.
+struct MetadataStore {
+    let db: Database
+    let tables: [String: ReplicatedTable]
+    /// The last local sequence number taken.
+    private(set) var sequence: UInt64
+
+    init(_ db: Database, tables: [String: ReplicatedTable]) throws {
+        self.db = db
+        self.tables = tables
+        let stored = try Int64.fetchOne(db, sql: "SELECT sequence FROM converge_identity") ?? 0
+        sequence = UInt64(bitPattern: stored)
+    }
+
+    func load(_ address: RecordAddress) throws -> RecordEntry {
+        let statement = try db.cachedStatement(sql: "SELECT state, seqs FROM converge_records WHERE tbl = ? AND key = ?")
+        guard let row = try Row.fetchOne(statement, arguments: [address.table, address.key.databaseValue]) else { return .empty }
+        return try decode(row, address)
+    }
+
+    func decode(_ row: Row, _ address: RecordAddress) throws -> RecordEntry {
+        let stateBytes: [UInt8] = try blob(row, "state", address)
+        let sequenceBytes: [UInt8] = try blob(row, "seqs", address)
+        let state = try RecordEntryCodec.decodeState(stateBytes, table: address.table, key: address.key)
+        let (membership, fields) = try RecordEntryCodec.decodeSequences(sequenceBytes, table: address.table, key: address.key)
+        return RecordEntry(state: state, membershipSequence: membership, fieldSequences: fields)
+    }
+
+    private func blob(_ row: Row, _ column: String, _ address: RecordAddress) throws -> [UInt8] {
+        let value: DatabaseValue = row[column]
+        guard case .blob(let data) = value.storage else {
+            throw MetadataCorruption(table: address.table, key: address.key, detail: "\(column) is not a blob")
+        }
+        return [UInt8](data)
+    }
+
+    /// Stores `entry` changed to `state`, taking the next local sequence number for the
+    /// parts that changed, and refreshes the record's open conflicts.
+    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress) throws {
+        sequence += 1
+        var entry = entry
+        entry.update(to: state, at: sequence)
+        let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_records(tbl, key, seq, state, seqs) VALUES (?, ?, ?, ?, ?)")
+        try statement.execute(arguments: [
+            address.table, address.key.databaseValue, Int64(bitPattern: sequence),
+            RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
+            RecordEntryCodec.encodeSequences(entry).databaseValue,
+        ])
+        try refreshConflicts(of: state, at: address)
+    }
+
+    func saveSequence(clock: HLC) throws {
+        try db.execute(
+            sql: "UPDATE converge_identity SET sequence = ?, clock = max(clock, ?)",
+            arguments: [Int64(bitPattern: sequence), Int64(bitPattern: clock.rawValue)])
+    }
+
+    private func refreshConflicts(of state: RecordState, at address: RecordAddress) throws {
+        guard let table = tables[address.table] else { return }
+        let critical = table.schema.columns.filter { table.schema.policy(of: $0) == .critical }
+        guard !critical.isEmpty else { return }
+        try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?")
+            .execute(arguments: [address.table, address.key.databaseValue])
+        guard state.isAlive else { return }
+        for column in critical where state.multiValue(of: column)?.isConflicted == true {
+            try db.cachedStatement(sql: "INSERT INTO converge_conflicts(tbl, key, col) VALUES (?, ?, ?)")
+                .execute(arguments: [address.table, address.key.databaseValue, column])
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import ConvergeCore
+import Foundation
+import GRDB
+
+/// A GRDB database whose chosen tables are replicated: local writes are captured, a change
+/// feed serves them, and remote changesets merge in field by field.
+///
+/// The app keeps ordinary tables and writes to them as usual, through SQL or GRDB records:
+///
+/// ```swift
+/// let dbQueue = try DatabaseQueue(path: path)
+/// try dbQueue.write { db in
+///     try db.execute(sql: "CREATE TABLE IF NOT EXISTS item(id TEXT PRIMARY KEY NOT NULL, name TEXT, qty INTEGER)")
+/// }
+/// let converge = try ReplicatedDatabase(dbQueue)
+/// try converge.replicate(table: "item", policies: ["qty": .critical])
+/// try dbQueue.write { db in try db.execute(sql: "INSERT INTO item VALUES ('a', 'pen', 1)") }
+///
+/// let batch = try converge.changes(since: 0)          // send batch.changeset to a peer...
+/// try otherReplica.apply(batch.changeset)             // ...which merges it
+/// ```
+///
+/// Every transaction that writes replicated tables takes one stamp from the replica's
+/// hybrid logical clock; the fields it wrote win or lose together. Any connection that
+/// writes replicated tables must go through the `DatabaseWriter` given here: the capture
+/// triggers call SQL functions that Converge installs on it, so a write from a connection
+/// Converge does not know fails loudly instead of going uncaptured.
+public final class ReplicatedDatabase: Sendable {
+    /// Options of a replicated database.
+    public struct Configuration: Sendable {
+        /// How far ahead of local time a remote stamp may be before its change is
+        /// quarantined instead of advancing the clock.
+        public var maxDriftMilliseconds: UInt64
+        /// Physical time in milliseconds since 1970; the simulator injects virtual time.
+        public var physicalTime: @Sendable () -> UInt64
+
+        public init(
+            maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
+            physicalTime: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+        ) {
+            self.maxDriftMilliseconds = maxDriftMilliseconds
+            self.physicalTime = physicalTime
+        }
+    }
+
+    /// A page of the change feed.
+    public struct ChangeBatch: Sendable, Hashable {
+        public var changeset: Changeset
+        /// The cursor to continue from.
+        public var next: UInt64
+        /// Whether more changes follow `next`.
+        public var hasMore: Bool
+    }
+
+    /// What an apply did.
+    public struct ApplyReport: Sendable, Hashable {
+        /// Records whose merge state changed.
+        public var changedRecords = 0
+        /// Records held back because they were stamped too far in the future.
+        public var quarantinedRecords = 0
+        /// Earlier quarantined records applied now that local time caught up.
+        public var releasedRecords = 0
+        /// True when the changeset showed this replica's own stamps beyond its clock (it
+        /// was restored from a backup or copied): the replica took a new identity.
+        public var identityReset = false
+    }
+
+    /// What this replica has sent to and received from one peer.
+    public struct PeerCursor: Sendable, Hashable, Codable {
+        /// The feed position the peer acknowledged receiving from us.
+        public var sent: UInt64
+        /// The peer's feed position we have applied.
+        public var received: UInt64
+        public init(sent: UInt64 = 0, received: UInt64 = 0) {
+            self.sent = sent
+            self.received = received
+        }
+    }
+
+    public let writer: any DatabaseWriter
+    public let configuration: Configuration
+    let source: StampSource
+    private let tablesLock = NSLock()
+    nonisolated(unsafe) private var _tables: [String: ReplicatedTable]
+
+    /// Opens (and on first use, sets up) replication on an app's database.
+    ///
+    /// Detects a file that was copied or restored (its fingerprint no longer matches the
+    /// one recorded with its identity) and then takes a new identity, so that it never
+    /// issues stamps another replica has already seen.
+    public init(_ writer: any DatabaseWriter, configuration: Configuration = Configuration()) throws {
+        self.writer = writer
+        self.configuration = configuration
+        let fingerprint = Identity.fingerprint(path: writer.path)
+        let opened = try writer.write { db -> (Identity, [String: ReplicatedTable]) in
+            try MetadataSchema.create(db)
+            let identity = try Identity.loadOrCreate(db, fingerprint: fingerprint)
+            return (identity, try ReplicatedTable.load(db))
+        }
+        source = StampSource(replica: opened.0.replica, clock: HybridClock(latest: opened.0.clock), physicalTime: configuration.physicalTime)
+        _tables = opened.1
+        try writer.write { db in source.install(in: db) }
+        if opened.0.wasCopied { try resetIdentity() }
+    }
+
+    /// This replica's identity.
+    public var replicaID: ReplicaID { source.replica }
+
+    /// The clock's high-water mark.
+    public var clock: HLC { source.clock.latest }
+
+    var tables: [String: ReplicatedTable] {
+        get { tablesLock.withLock { _tables } }
+        set { tablesLock.withLock { _tables = newValue } }
+    }
+
+    /// The merge schemas of the replicated tables.
+    public var replicatedTables: [String: TableSchema] { tables.mapValues(\.schema) }
+
+    /// Runs `body` in a write transaction with the captured log folded into the metadata,
+    /// and saves the sequence counter and clock before committing.
+    func withMetadata<T>(_ body: (inout MetadataStore) throws -> T) throws -> T {
+        let tables = self.tables
+        return try writer.write { db in
+            var metadata = try MetadataStore(db, tables: tables)
+            let result = try source.withoutCapture { () throws -> T in
+                _ = try LogFold.fold(&metadata, replica: source.replica)
+                return try body(&metadata)
+            }
+            try metadata.saveSequence(clock: source.clock.latest)
+            return result
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import GRDB
+
+/// Converge's own tables, all named `converge_*`.
+///
+/// - `converge_identity`: the replica's ID, the clock's high-water mark, the last local
+///   sequence number, and the file fingerprint that detects copies.
+/// - `converge_tables`: the replicated tables and their policies.
+/// - `converge_records`: one row per record (of replicated tables, and parked ones of tables
+///   not replicated here yet): merge state and per-part sequence numbers, indexed by sequence.
+/// - `converge_log_<table>`: local writes captured by triggers, appended in order and folded
+///   into `converge_records` before the feed is read or a changeset applied. Appending costs
+///   far less than updating a record's row at a random position on every write.
+/// - `converge_quarantine`: remote changes stamped too far in the future, held back.
+/// - `converge_conflicts`: open conflicts on critical fields (observable).
+/// - `converge_peers`: per-peer cursors.
+enum MetadataSchema {
+    static let version = 1
+
+    static func create(_ db: Database) throws {
+        try db.execute(sql: """
+            CREATE TABLE IF NOT EXISTS converge_identity (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                replica BLOB NOT NULL,
+                clock INTEGER NOT NULL,
+                sequence INTEGER NOT NULL,
+                fingerprint TEXT,
+                schema_version INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS converge_tables (
+                name TEXT PRIMARY KEY NOT NULL,
+                schema TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS converge_records (
+                tbl TEXT NOT NULL,
+                key NOT NULL,
+                seq INTEGER NOT NULL,
+                state BLOB NOT NULL,
+                seqs BLOB NOT NULL,
+                PRIMARY KEY (tbl, key)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS converge_records_by_seq ON converge_records(seq);
+            CREATE TABLE IF NOT EXISTS converge_quarantine (
+                id INTEGER PRIMARY KEY,
+                max_hlc INTEGER NOT NULL,
+                delta BLOB NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS converge_conflicts (
+                tbl TEXT NOT NULL,
+                key NOT NULL,
+                col TEXT NOT NULL,
+                PRIMARY KEY (tbl, key, col)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS converge_peers (
+                peer TEXT PRIMARY KEY NOT NULL,
+                sent INTEGER NOT NULL DEFAULT 0,
+                received INTEGER NOT NULL DEFAULT 0
+            );
+            """)
+    }
+
+    static func logTable(_ table: String) -> String { "converge_log_\(table)" }
+}

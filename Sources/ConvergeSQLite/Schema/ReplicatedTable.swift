@@ -1,0 +1,81 @@
+import ConvergeCore
+import Foundation
+import GRDB
+
+/// A replicated table as Converge stores it: the merge schema and the key's declared type.
+struct ReplicatedTable: Codable, Sendable, Hashable {
+    var schema: TableSchema
+    /// The primary key's declared SQL type, upper-cased ("TEXT", "BLOB", "INTEGER", ...).
+    var keyType: String
+
+    /// Maximum non-key columns: the update trigger reports changed columns in a 62-bit mask.
+    static let columnsMax = 62
+
+    /// Whether `key` has the storage class the key column expects.
+    func accepts(_ key: Value) -> Bool {
+        switch key {
+        case .null: return false
+        case .text: return keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.isEmpty
+        case .blob: return keyType.contains("BLOB") || keyType.isEmpty
+        case .integer: return keyType.contains("INT") || keyType.isEmpty || !(keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.contains("BLOB"))
+        case .real: return !(keyType.contains("INT") || keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.contains("BLOB"))
+        }
+    }
+
+    static func load(_ db: Database) throws -> [String: ReplicatedTable] {
+        var result = [String: ReplicatedTable]()
+        for row in try Row.fetchAll(db, sql: "SELECT name, schema FROM converge_tables") {
+            let name: String = row["name"]
+            let json: String = row["schema"]
+            do {
+                result[name] = try JSONDecoder().decode(ReplicatedTable.self, from: Data(json.utf8))
+            } catch {
+                throw MetadataCorruption(table: name, key: nil, detail: "unreadable table description: \(error)")
+            }
+        }
+        return result
+    }
+
+    func save(_ db: Database) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let json = String(decoding: try encoder.encode(self), as: UTF8.self)
+        try db.execute(sql: "INSERT OR REPLACE INTO converge_tables(name, schema) VALUES (?, ?)", arguments: [schema.name, json])
+    }
+
+    /// Inspects an app table and checks that it can converge.
+    static func inspect(
+        _ db: Database, table: String, policies: [String: ColumnPolicy], deletePolicy: DeletePolicy, allowUniqueIndexes: Bool
+    ) throws -> ReplicatedTable {
+        func refuse(_ reason: SchemaError.Reason) -> SchemaError { SchemaError(table: table, reason: reason) }
+        guard isPlainIdentifier(table) else { throw refuse(.invalidIdentifier) }
+        guard !isReservedName(table) else { throw refuse(.reservedName) }
+        guard try db.tableExists(table) else { throw refuse(.noSuchTable) }
+        let primaryKey = try db.primaryKey(table)
+        if primaryKey.rowIDColumn == nil && primaryKey.isRowID { throw refuse(.noPrimaryKey) }
+        if let rowID = primaryKey.rowIDColumn { throw refuse(.autoIncrementKey(rowID)) }
+        guard primaryKey.columns.count == 1, let key = primaryKey.columns.first else { throw refuse(.compositePrimaryKey(primaryKey.columns)) }
+        let sql = try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", arguments: [table]) ?? ""
+        if sql.uppercased().contains("AUTOINCREMENT") { throw refuse(.autoIncrementKey(key)) }
+
+        let columns = try db.columns(in: table)
+        var names = [String]()
+        var keyType = ""
+        for column in columns {
+            if column.name == key { keyType = column.type.uppercased(); continue }
+            guard isPlainIdentifier(column.name) else { throw refuse(.invalidIdentifier) }
+            if column.isNotNull && column.defaultValueSQL == nil { throw refuse(.notNullWithoutDefault(column.name)) }
+            names.append(column.name)
+        }
+        guard isPlainIdentifier(key) else { throw refuse(.invalidIdentifier) }
+        guard names.count <= columnsMax else { throw refuse(.tooManyColumns(names.count)) }
+        for column in policies.keys where !names.contains(column) { throw refuse(.unknownColumn(column)) }
+        if !allowUniqueIndexes {
+            for index in try db.indexes(on: table) where index.isUnique && index.columns != [key] {
+                throw refuse(.uniqueIndex(index.name))
+            }
+        }
+        let schema = TableSchema(name: table, primaryKey: key, columns: names, policies: policies.filter { $0.value != .lww }, deletePolicy: deletePolicy)
+        return ReplicatedTable(schema: schema, keyType: keyType)
+    }
+}

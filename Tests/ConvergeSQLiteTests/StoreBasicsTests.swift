@@ -1,0 +1,120 @@
+import ConvergeCore
+@testable import ConvergeSQLite
+import Foundation
+import GRDB
+import Testing
+
+@Suite struct StoreBasicsTests {
+    let clock = TestClock()
+
+    @Test func localWritesFlowToAnotherStore() throws {
+        let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in
+            try db.execute(sql: "INSERT INTO notes(id, title, body, amount) VALUES ('n1', 'hello', 'world', 3), ('n2', 'x', NULL, 1)")
+        }
+        let batch = try a.changes(since: 0)
+        #expect(batch.changeset.records.count == 2)
+        #expect(!batch.hasMore)
+        try b.apply(batch.changeset)
+        #expect(try StoreFixtures.rows(b, "notes") == StoreFixtures.rows(a, "notes"))
+        // Applying twice changes nothing, and applied changes are not captured as local ones.
+        #expect(try b.apply(batch.changeset).changedRecords == 0)
+        #expect(try a.snapshot() == b.snapshot())
+    }
+
+    @Test func oneTransactionTakesOneStamp() throws {
+        let a = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in
+            try db.execute(sql: "INSERT INTO notes(id, title) VALUES ('n1', 'a')")
+            try db.execute(sql: "INSERT INTO items(id, name) VALUES ('i1', 'b')")
+            try db.execute(sql: "UPDATE notes SET body = 'c' WHERE id = 'n1'")
+        }
+        var stamps = Set<Stamp>()
+        for record in try a.snapshot().records {
+            stamps.formUnion(record.state.membership.dots)
+        }
+        #expect(stamps.count == 1)
+    }
+
+    @Test func writesThatChangeNothingProduceNoChange() throws {
+        let a = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in try db.execute(sql: "INSERT INTO notes(id, title) VALUES ('n1', 'a')") }
+        let cursor = try a.changes(since: 0).next
+        let clockBefore = a.clock
+        try a.writer.write { db in
+            try db.execute(sql: "UPDATE notes SET title = 'a' WHERE id = 'n1'")
+            try db.execute(sql: "UPDATE notes SET title = 'z' WHERE id = 'missing'")
+            try db.execute(sql: "DELETE FROM notes WHERE id = 'missing'")
+        }
+        #expect(try a.changes(since: cursor).changeset.isEmpty)
+        #expect(a.clock == clockBefore)
+    }
+
+    @Test func captureSeesEveryWritePath() throws {
+        struct Note: Codable, FetchableRecord, PersistableRecord {
+            static let databaseTableName = "notes"
+            var id: String
+            var title: String?
+            var body: String?
+            var amount: Int?
+        }
+        let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in
+            try Note(id: "r1", title: "record", body: nil, amount: 1).insert(db)
+            try db.execute(sql: "INSERT INTO notes(id, title) VALUES ('m1', 'multi'), ('m2', 'row')")
+            try db.execute(sql: "INSERT OR REPLACE INTO notes(id, title) VALUES ('m1', 'replaced')")
+            try db.execute(sql: "INSERT INTO notes(id, title) VALUES ('m2', 'upsert') ON CONFLICT(id) DO UPDATE SET title = excluded.title")
+            var note = try Note.fetchOne(db, key: "r1")!
+            note.body = "saved"
+            try note.update(db)
+            try db.execute(sql: "UPDATE notes SET id = 'm3' WHERE id = 'm2'")  // a new key: delete + insert
+        }
+        try b.apply(try a.changes(since: 0).changeset)
+        let rows = try StoreFixtures.rows(b, "notes")
+        #expect(rows == [
+            [.text("m1"), .text("replaced"), .null, .null],
+            [.text("m3"), .text("upsert"), .null, .null],
+            [.text("r1"), .text("record"), .text("saved"), .integer(1)],
+        ])
+    }
+
+    @Test func relayDeliversThroughAMiddleReplica() throws {
+        let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock), c = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in try db.execute(sql: "INSERT INTO items(id, name, qty) VALUES ('i1', 'pen', 2)") }
+        try b.apply(try a.changes(since: 0).changeset)
+        try c.apply(try b.changes(since: 0).changeset)
+        #expect(try StoreFixtures.rows(c, "items") == StoreFixtures.rows(a, "items"))
+        #expect(try c.snapshot() == a.snapshot())
+    }
+
+    @Test func feedPagesAreBoundedAndResumable() throws {
+        let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in
+            for index in 0..<25 { try db.execute(sql: "INSERT INTO notes(id, title) VALUES (?, 'x')", arguments: ["n\(index)"]) }
+        }
+        var cursor: UInt64 = 0
+        var pages = 0
+        while true {
+            let batch = try a.changes(since: cursor, maxRecords: 10)
+            #expect(batch.changeset.records.count <= 10)
+            try b.apply(batch.changeset)
+            cursor = batch.next
+            pages += 1
+            if !batch.hasMore { break }
+        }
+        #expect(pages == 3)
+        #expect(try StoreFixtures.rows(b, "notes").count == 25)
+        // Only fields changed after the cursor are sent.
+        try a.writer.write { db in try db.execute(sql: "UPDATE notes SET title = 'y' WHERE id = 'n3'") }
+        let delta = try a.changes(since: cursor).changeset
+        #expect(delta.records.count == 1)
+        #expect(Set(delta.records[0].state.fields.keys) == ["title"])
+    }
+
+    @Test func peerCursorsPersist() throws {
+        let a = try StoreFixtures.makeStore(clock: clock)
+        #expect(try a.cursor(for: "server") == .init())
+        try a.setCursor(.init(sent: 5, received: 9), for: "server")
+        #expect(try a.cursor(for: "server") == .init(sent: 5, received: 9))
+    }
+}
