@@ -107,3 +107,20 @@ import Testing
         }
     }
 }
+
+/// States where one column is `.plain` on one side and `.incarnated` on the other (a
+/// table whose delete policy changed, or a hostile changeset): the join must stay a
+/// semilattice. The first three are the Coq counterexample `FieldState_pruned_nil_not_assoc`.
+@Suite struct MixedFieldKindTests {
+    @Test func recordJoinStaysAssociativeWhenKindsMix() {
+        let r = Fixtures.replicaID(0)
+        let i = Stamp(hlc: HLC(rawValue: 1), replica: r)
+        let five = RecordState(membership: ORSet(), fields: ["f": .plain(.lww(LWWRegister(value: .integer(5), stamp: Stamp(hlc: HLC(rawValue: 2), replica: r))))])
+        var added = ORSet(); added.add(at: i)
+        let nine = RecordState(membership: added, fields: ["f": .incarnated([.init(incarnation: i, register: .lww(LWWRegister(value: .integer(9), stamp: i)))])])
+        var removed = added; removed.remove(at: Stamp(hlc: HLC(rawValue: 3), replica: r))
+        let deleted = RecordState(membership: removed, fields: [:])
+        LatticeLawTests.checkLaws([five, nine, deleted, RecordState()]) { $0.merging($1) }
+        #expect(five.merging(nine).merging(deleted) == five.merging(nine.merging(deleted)))
+    }
+}
