@@ -24,8 +24,7 @@ extension RecordState {
             for (column, value) in values {
                 let entry = FieldState.Incarnated(
                     incarnation: stamp, register: .written(value, at: stamp, policy: schema.policy(of: column)))
-                let state = fields[column].map { $0.merging(.incarnated([entry])) } ?? .incarnated([entry])
-                fields[column] = state
+                fields[column] = Self.replacing([entry], in: fields[column])
                 delta.fields[column] = .incarnated([entry])
             }
         }
@@ -60,9 +59,8 @@ extension RecordState {
                     written.append(FieldState.Incarnated(
                         incarnation: incarnation, register: writeRegister(current, value, stamp, policy)))
                 }
-                let state = FieldState.incarnated(written)
-                fields[column] = fields[column].map { $0.merging(state) } ?? state
-                delta.fields[column] = state
+                fields[column] = Self.replacing(written, in: fields[column])
+                delta.fields[column] = .incarnated(written)
             }
         }
         return delta
@@ -84,6 +82,15 @@ extension RecordState {
     @discardableResult
     public mutating func resolve(_ column: String, to value: Value, at stamp: Stamp, schema: TableSchema) -> RecordState? {
         update([column: value], at: stamp, schema: schema)
+    }
+
+    /// `state` with the registers of `written`'s incarnations replaced (not joined: a
+    /// second write of one transaction reuses its stamp, and the join would keep the
+    /// larger value rather than the later one).
+    private static func replacing(_ written: [FieldState.Incarnated], in state: FieldState?) -> FieldState {
+        guard case .incarnated(let entries)? = state else { return .incarnated(written) }
+        let replaced = Set(written.map(\.incarnation))
+        return .incarnated((entries.filter { !replaced.contains($0.incarnation) } + written).sorted { $0.incarnation < $1.incarnation })
     }
 
     private func plainRegister(_ state: FieldState) -> Register? {

@@ -32,8 +32,11 @@ enum CaptureTriggers {
             """)
         let insertColumns = (["hlc", "op", "mask", "key"] + valueColumns).joined(separator: ", ")
         let newValues = columns.map { "NEW.\(quoted($0))" }
+        // SQL's `IS NOT` takes 3 and 3.0 for equal; the type check keeps the change, so the
+        // metadata never disagrees with the row about a value's storage class.
         let mask = columns.isEmpty ? "0" : columns.enumerated().map { index, column in
-            "((NEW.\(quoted(column)) IS NOT OLD.\(quoted(column))) << \(index))"
+            let new = "NEW.\(quoted(column))", old = "OLD.\(quoted(column))"
+            return "((\(new) IS NOT \(old) OR typeof(\(new)) IS NOT typeof(\(old))) << \(index))"
         }.joined(separator: " | ")
         let all = columns.isEmpty ? "0" : String((Int64(1) << Int64(columns.count)) - 1)
         func values(_ op: Operation, _ mask: String, _ keyExpression: String, _ rowValues: [String]) -> String {

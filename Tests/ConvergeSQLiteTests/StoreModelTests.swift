@@ -1,0 +1,91 @@
+import ConvergeCore
+import ConvergeSQLite
+import Foundation
+import PropertyBased
+import Testing
+
+/// 3–6 in-memory stores driven by plain SQL, exchanging partial feeds in random order with
+/// duplicates, each shadowed by a core-model replica fed the same operations and the same
+/// changesets: all stores end with identical app tables and metadata, equal to the model.
+@Suite struct StoreModelTests {
+    @Test func storesConvergeAndEqualTheCoreModel() async throws {
+        await propertyCheck(count: 25, input: Gen.uint64(in: 0...UInt64.max)) { seed in
+            do {
+                try Self.run(seed: seed)
+            } catch {
+                Issue.record("seed \(seed): \(error)")
+            }
+        }
+    }
+
+    static func run(seed: UInt64) throws {
+        var rng = SeededGenerator(seed: seed)
+        let clock = TestClock()
+        let count = 3 + rng.below(4)
+        let stores = try (0..<count).map { _ in try StoreFixtures.makeStore(clock: clock) }
+        var models = stores.map { store -> Replica in
+            var replica = Replica(id: store.replicaID, clock: HybridClock(latest: store.clock))
+            replica.replicate(StoreFixtures.notes)
+            replica.replicate(StoreFixtures.items)
+            return replica
+        }
+        var cursors = Array(repeating: Array(repeating: UInt64(0), count: count), count: count)
+        var inFlight = [(to: Int, changeset: Changeset)]()
+        for _ in 0..<80 {
+            clock.advance(by: UInt64(rng.below(3)))
+            let who = rng.below(count)
+            switch rng.below(10) {
+            case 0...4:
+                let operations = (0..<(1 + rng.below(3))).map { _ in StoreFixtures.randomOperation(&rng) }
+                try StoreFixtures.perform(operations, on: stores[who])
+                models[who].perform(operations, physicalMilliseconds: clock.now)
+            case 5:
+                if let conflict = try stores[who].conflicts().first {
+                    let value = StoreFixtures.randomValue(&rng)
+                    try stores[who].resolve(table: conflict.table, key: conflict.key, column: conflict.column, to: value)
+                    models[who].resolve(table: conflict.table, key: conflict.key, column: conflict.column, to: value, physicalMilliseconds: clock.now)
+                }
+            case 6, 7:
+                let to = rng.below(count)
+                guard to != who else { continue }
+                let batch = try stores[who].changes(since: cursors[who][to], maxRecords: 1 + rng.below(4))
+                cursors[who][to] = batch.next
+                let changeset = try WireDecoder.decode(WireEncoder.encode(batch.changeset))
+                inFlight.append((to, changeset))
+                if rng.chance(0.3) { inFlight.append((to, changeset)) }  // duplicated
+            default:
+                guard !inFlight.isEmpty else { continue }
+                let message = inFlight.remove(at: rng.below(inFlight.count))  // reordered
+                try stores[message.to].apply(message.changeset)
+                models[message.to].apply(message.changeset, physicalMilliseconds: clock.now)
+            }
+        }
+        for (index, store) in stores.enumerated() {
+            #expect(try store.snapshot() == models[index].state.snapshot.normalized, "store \(index) differs from its model, seed \(seed)")
+        }
+        // Heal: everyone sends everything to everyone.
+        for _ in 0..<2 {
+            for source in stores.indices {
+                let changeset = try stores[source].changes(since: 0).changeset
+                for target in stores.indices where target != source {
+                    try stores[target].apply(changeset)
+                    models[target].apply(changeset, physicalMilliseconds: clock.now)
+                }
+            }
+        }
+        let reference = try stores[0].snapshot()
+        for (index, store) in stores.enumerated() {
+            #expect(try store.snapshot() == reference, "seed \(seed)")
+            #expect(try store.snapshot() == models[index].state.snapshot.normalized, "seed \(seed)")
+            for table in ["notes", "items"] {
+                let rows = try StoreFixtures.rows(store, table)
+                #expect(rows == (try StoreFixtures.rows(stores[0], table)), "seed \(seed)")
+                let modelRows = models[index].rows(table: table).map { row in
+                    [row.key] + (table == "notes" ? ["title", "body", "amount"] : ["name", "qty", "status"]).map { row.values[$0] ?? .null }
+                }
+                #expect(rows == modelRows, "seed \(seed) table \(table)")
+            }
+            #expect(try store.conflicts() == models[index].conflicts(), "seed \(seed)")
+        }
+    }
+}
