@@ -1,0 +1,40 @@
+import ConvergeCore
+import ConvergeSQLite
+import GRDB
+import Testing
+
+@Suite struct StoreConflictTests {
+    let clock = TestClock()
+
+    func concurrentEdits() throws -> (ReplicatedDatabase, ReplicatedDatabase) {
+        let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in try db.execute(sql: "INSERT INTO notes(id, amount) VALUES ('n', 10)") }
+        try b.apply(try a.changes(since: 0).changeset)
+        let cursorA = try a.changes(since: 0).next, cursorB = try b.changes(since: 0).next
+        try a.writer.write { db in try db.execute(sql: "UPDATE notes SET amount = 11 WHERE id = 'n'") }
+        try b.writer.write { db in try db.execute(sql: "UPDATE notes SET amount = 12 WHERE id = 'n'") }
+        try a.apply(try b.changes(since: cursorB).changeset)
+        try b.apply(try a.changes(since: cursorA).changeset)
+        return (a, b)
+    }
+
+    @Test func conflictsAreObservable() async throws {
+        let (a, _) = try concurrentEdits()
+        let observed = try await a.observeConflicts().values(in: a.writer).first { _ in true }
+        #expect(observed?.count == 1)
+    }
+
+    @Test func criticalFieldConflictIsListedAndResolved() throws {
+        let (a, b) = try concurrentEdits()
+        let conflicts = try a.conflicts()
+        #expect(conflicts.count == 1)
+        #expect(Set(conflicts[0].siblings.map(\.value)) == [.integer(11), .integer(12)])
+        #expect(conflicts == (try b.conflicts()))
+        #expect(try StoreFixtures.rows(a, "notes") == StoreFixtures.rows(b, "notes"))  // same provisional value
+
+        try b.resolve(table: "notes", key: .text("n"), column: "amount", to: .integer(20))
+        try a.apply(try b.changes(since: 0).changeset)
+        #expect(try a.conflicts().isEmpty && b.conflicts().isEmpty)
+        #expect(try StoreFixtures.rows(a, "notes") == [[.text("n"), .null, .null, .integer(20)]])
+    }
+}
