@@ -49,31 +49,55 @@ public struct ReplicaID: Sendable, Hashable, Comparable, Codable, CustomStringCo
 
     /// Parses the canonical UUID text form (`8-4-4-4-12` hexadecimal digits, either case).
     public init?(_ text: String) {
-        var digits = [UInt8]()
-        digits.reserveCapacity(32)
-        for (offset, unit) in text.utf8.enumerated() {
-            if [8, 13, 18, 23].contains(offset) {
+        var text = text
+        guard let parsed = text.withUTF8({ ReplicaID.parse($0).map { ReplicaID(high: $0.0, low: $0.1) } }) else { return nil }
+        self = parsed
+    }
+
+    /// The 128 bits of a canonical UUID text, with whether its hex digits were all
+    /// lowercase (`true`), all uppercase (`false`) or mixed (`nil`: parsed, case mixed).
+    static func parse(_ utf8: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64, isLowercase: Bool?)? {
+        guard utf8.count == 36 else { return nil }
+        var high: UInt64 = 0, low: UInt64 = 0
+        var sawLower = false, sawUpper = false
+        var digitIndex = 0
+        for offset in 0..<36 {
+            let unit = utf8[offset]
+            if offset == 8 || offset == 13 || offset == 18 || offset == 23 {
                 guard unit == UInt8(ascii: "-") else { return nil }
                 continue
             }
             guard let digit = hexDigitValue(unit) else { return nil }
-            digits.append(digit)
+            if unit >= UInt8(ascii: "a") { sawLower = true } else if unit >= UInt8(ascii: "A") { sawUpper = true }
+            if digitIndex < 16 { high = high << 4 | UInt64(digit) } else { low = low << 4 | UInt64(digit) }
+            digitIndex += 1
         }
-        guard digits.count == 32, text.utf8.count == 36 else { return nil }
-        var bytes = [UInt8]()
-        for pair in stride(from: 0, to: 32, by: 2) { bytes.append(digits[pair] << 4 | digits[pair + 1]) }
-        self.init(bytes: bytes)
+        return (high, low, sawLower && sawUpper ? nil : !sawUpper)
+    }
+
+    /// The canonical UUID text form, lowercase by default.
+    public func uuidString(uppercase: Bool = false) -> String {
+        let alphabet: StaticString = uppercase ? "0123456789ABCDEF" : "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 36) { buffer in
+            alphabet.withUTF8Buffer { digits in
+                var position = 0
+                for index in 0..<32 {
+                    if index == 8 || index == 12 || index == 16 || index == 20 {
+                        buffer[position] = UInt8(ascii: "-")
+                        position += 1
+                    }
+                    let word = index < 16 ? high : low
+                    let shift = UInt64(60 - 4 * (index % 16))
+                    buffer[position] = digits[Int((word >> shift) & 0xF)]
+                    position += 1
+                }
+            }
+            return 36
+        }
     }
 
     /// The canonical lowercase UUID text form.
-    public var description: String {
-        let hex = bytes.map { byte -> String in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-        }
-        let groups = [0..<4, 4..<6, 6..<8, 8..<10, 10..<16].map { hex[$0].joined() }
-        return groups.joined(separator: "-")
-    }
+    public var description: String { uuidString() }
 
     public static func < (lhs: ReplicaID, rhs: ReplicaID) -> Bool {
         (lhs.high, lhs.low) < (rhs.high, rhs.low)

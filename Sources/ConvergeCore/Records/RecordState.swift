@@ -39,11 +39,14 @@ public struct RecordState: Sendable, Hashable, Codable {
         let membershipChanged = !other.membership.isBottom && other.membership != membership
         if membershipChanged { membership.merge(other.membership) }
         for (column, state) in other.fields {
-            if let existing = fields[column] {
-                fields[column] = existing.merging(state)
-            } else {
+            guard let index = fields.index(forKey: column) else {
                 fields[column] = state
+                continue
             }
+            let existing = fields.values[index]
+            if existing == state { continue }
+            let merged = existing.merging(state)
+            if merged != existing { fields.values[index] = merged }
         }
         if membershipChanged || other.fields.values.contains(where: { if case .incarnated = $0 { true } else { false } }) {
             prune()

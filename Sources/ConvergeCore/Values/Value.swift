@@ -60,9 +60,9 @@ extension Value: Hashable {
         case .null: break
         case .integer(let value): hasher.combine(value)
         case .real(let value): hasher.combine(value.bitPattern)
-        case .text(let value):
+        case .text(var value):
             hasher.combine(value.utf8.count)
-            for unit in value.utf8 { hasher.combine(unit) }
+            value.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
         case .blob(let bytes): hasher.combine(bytes)
         }
     }

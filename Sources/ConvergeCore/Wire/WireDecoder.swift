@@ -142,7 +142,7 @@ public enum WireDecoder {
                 return .blob(Array(try raw(length, context())))
             case .uuidLower, .uuidUpper:
                 guard let uuid = ReplicaID(bytes: try raw(16, context())) else { throw WireError(.truncated, offset: start, context: context()) }
-                return .text(tag == .uuidLower ? uuid.description : uuid.description.uppercased())
+                return .text(uuid.uuidString(uppercase: tag == .uuidUpper))
             }
         }
 

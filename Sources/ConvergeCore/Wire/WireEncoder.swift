@@ -151,19 +151,12 @@ public enum WireEncoder {
                     let pattern = real.bitPattern
                     for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: pattern >> UInt64(shift))) }
                 }
-            case .text(let text):
-                if text.utf8.count == 36, let uuid = ReplicaID(text) {
-                    let lower = uuid.description
-                    if text.utf8.elementsEqual(lower.utf8) {
-                        bytes.append(WireFormat.ValueTag.uuidLower.rawValue)
-                        bytes += uuid.bytes
-                        return
-                    }
-                    if text.utf8.elementsEqual(lower.uppercased().utf8) {
-                        bytes.append(WireFormat.ValueTag.uuidUpper.rawValue)
-                        bytes += uuid.bytes
-                        return
-                    }
+            case .text(var text):
+                if text.utf8.count == 36,
+                   case let (high, low, isLowercase?)? = text.withUTF8({ ReplicaID.parse($0) }) {
+                    bytes.append((isLowercase ? WireFormat.ValueTag.uuidLower : .uuidUpper).rawValue)
+                    bytes += ReplicaID(high: high, low: low).bytes
+                    return
                 }
                 bytes.append(WireFormat.ValueTag.text.rawValue)
                 string(text)

@@ -1,0 +1,56 @@
+// swift-tools-version: 6.1
+// The benchmarks of Converge: their own package, so that the library's users never resolve
+// package-benchmark. Run them from the repository root:
+//
+//     swift package --package-path Benchmarks benchmark          # package-benchmark suites
+//     swift run -c release --package-path Benchmarks figures     # the quoted figures, one run
+//
+// To add a suite or a tool: append a target to `targets` below (benchmark suites live in
+// `Benchmarks/<Name>/<Name>.swift` and use `benchmarkSuite(_:dependencies:)`).
+import PackageDescription
+
+/// A package-benchmark suite: an executable in `Benchmarks/<name>/` with the boilerplate plugin.
+func benchmarkSuite(_ name: String, dependencies: [Target.Dependency] = []) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: [
+            "BenchmarkSupport",
+            .product(name: "Benchmark", package: "benchmark"),
+        ] + dependencies,
+        path: "Benchmarks/\(name)",
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    )
+}
+
+let package = Package(
+    name: "ConvergeBenchmarks",
+    platforms: [.macOS(.v13), .iOS(.v16)],
+    dependencies: [
+        .package(name: "Converge", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        // Deterministic workloads shared by the suites and the `figures` tool.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [.product(name: "ConvergeCore", package: "Converge")]
+        ),
+        // package-benchmark suites.
+        benchmarkSuite("CoreBenchmarks"),
+        // One run of ContinuousClock measurements: a table and a JSON line to quote.
+        .executableTarget(name: "figures", dependencies: ["BenchmarkSupport"]),
+        // Workload W on the SQLite store against plain SQLite, in one process.
+        .systemLibrary(name: "CZlib"),
+        .executableTarget(
+            name: "workload",
+            dependencies: [
+                .product(name: "ConvergeCore", package: "Converge"),
+                .product(name: "ConvergeSQLite", package: "Converge"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                "CZlib",
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

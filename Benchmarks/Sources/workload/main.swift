@@ -1,0 +1,200 @@
+// Workload W: the store's write overhead, apply speed, feed speed and wire size, each
+// measured against plain SQLite doing the same work in the same process, on files in a
+// temporary folder (WAL, synchronous=NORMAL). The last line printed is one JSON object.
+//
+//     swift run -c release --package-path Benchmarks workload [--rows N]
+import ConvergeCore
+import ConvergeSQLite
+import CZlib
+import Foundation
+import GRDB
+
+let rowCount = CommandLine.arguments.firstIndex(of: "--rows").map { Int(CommandLine.arguments[$0 + 1])! } ?? 100_000
+let transactionRows = 1_000
+let folder = FileManager.default.temporaryDirectory.appendingPathComponent("converge-workload-\(UUID().uuidString)")
+try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+defer { try? FileManager.default.removeItem(at: folder) }
+
+let schema = """
+    CREATE TABLE items(id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL DEFAULT '', qty INTEGER NOT NULL DEFAULT 0,
+        price REAL NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '', updated INTEGER NOT NULL DEFAULT 0)
+    """
+
+struct Item {
+    var id: String, name: String, qty: Int64, price: Double, note: String, updated: Int64
+}
+
+var rng = SeededGenerator(seed: 42)
+@MainActor func letters(_ count: Int) -> String {
+    String((0..<count).map { _ in Character(Unicode.Scalar(UInt8(97 + rng.below(26)))) })
+}
+@MainActor func uuid() -> String {
+    var bytes = (0..<16).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+    bytes[6] = bytes[6] & 0x0F | 0x40
+    bytes[8] = bytes[8] & 0x3F | 0x80
+    return ReplicaID(bytes: bytes)!.description.uppercased()
+}
+let baseTime: Int64 = 1_764_000_000_000
+let items = (0..<rowCount).map { index in
+    Item(id: uuid(), name: letters(12), qty: Int64(rng.below(1_001)), price: Double(rng.below(100_000)) / 100,
+         note: letters(24), updated: baseTime + Int64(index))
+}
+let updates = (0..<rowCount).map { _ in (row: rng.below(rowCount), column: rng.below(5), seed: rng.next()) }
+
+@MainActor func open(_ name: String) throws -> DatabaseQueue {
+    var configuration = Configuration()
+    configuration.prepareDatabase { db in
+        try db.execute(sql: "PRAGMA journal_mode = WAL")
+        try db.execute(sql: "PRAGMA synchronous = NORMAL")
+    }
+    let queue = try DatabaseQueue(path: folder.appendingPathComponent(name).path, configuration: configuration)
+    try queue.write { try $0.execute(sql: schema) }
+    return queue
+}
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    let elapsed = ContinuousClock.now - start
+    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+}
+
+@MainActor func insertAll(_ queue: DatabaseQueue) throws {
+    for start in stride(from: 0, to: rowCount, by: transactionRows) {
+        try queue.write { db in
+            let statement = try db.cachedStatement(sql: "INSERT INTO items(id, name, qty, price, note, updated) VALUES (?, ?, ?, ?, ?, ?)")
+            for item in items[start..<min(start + transactionRows, rowCount)] {
+                try statement.execute(arguments: [item.id, item.name, item.qty, item.price, item.note, item.updated])
+            }
+        }
+    }
+}
+
+@MainActor func updateAll(_ queue: DatabaseQueue) throws {
+    let columns = ["name", "qty", "price", "note", "updated"]
+    for start in stride(from: 0, to: rowCount, by: transactionRows) {
+        try queue.write { db in
+            for update in updates[start..<min(start + transactionRows, rowCount)] {
+                let value: DatabaseValueConvertible
+                switch update.column {
+                case 0: value = "u" + String(update.seed % 1_000_000)
+                case 1: value = Int64(update.seed % 1_001)
+                case 2: value = Double(update.seed % 100_000) / 100
+                case 3: value = "n" + String(update.seed)
+                default: value = baseTime + Int64(update.seed % 1_000_000)
+                }
+                try db.cachedStatement(sql: "UPDATE items SET \(columns[update.column]) = ? WHERE id = ?")
+                    .execute(arguments: [value, items[update.row].id])
+            }
+        }
+    }
+}
+
+func best(_ runs: Int, _ body: () throws -> Double) rethrows -> Double {
+    var result = Double.infinity
+    for _ in 0..<runs { result = min(result, try body()) }
+    return result
+}
+
+print("workload W: \(rowCount) rows × 5 fields, \(transactionRows)-row transactions, WAL, synchronous=NORMAL")
+var round = 0
+@MainActor func fresh(_ prefix: String) throws -> DatabaseQueue { round += 1; return try open("\(prefix)-\(round).sqlite") }
+
+// Inserts and updates: plain and Converge alternate, best of three each.
+var plainInsert = Double.infinity, convergeInsert = Double.infinity, plainUpdate = Double.infinity, convergeUpdate = Double.infinity
+var source: ReplicatedDatabase!
+for _ in 0..<3 {
+    let plain = try fresh("plain")
+    plainInsert = min(plainInsert, try seconds { try insertAll(plain) })
+    plainUpdate = min(plainUpdate, try seconds { try updateAll(plain) })
+    let queue = try fresh("converge")
+    let store = try ReplicatedDatabase(queue)
+    try store.replicate(table: "items")
+    convergeInsert = min(convergeInsert, try seconds { try insertAll(queue) })
+    source = store
+    let copy = try fresh("converge-updates")
+    let updating = try ReplicatedDatabase(copy)
+    try updating.replicate(table: "items")
+    try insertAll(copy)
+    _ = try updating.changes(since: 0, maxRecords: 1)  // fold the inserts first
+    convergeUpdate = min(convergeUpdate, try seconds { try updateAll(copy) })
+}
+print(String(format: "insert: plain %.3f s, converge %.3f s, ratio %.2f", plainInsert, convergeInsert, convergeInsert / plainInsert))
+print(String(format: "update: plain %.3f s, converge %.3f s, ratio %.2f", plainUpdate, convergeUpdate, convergeUpdate / plainUpdate))
+
+// The deferred half of capture: folding the log into the per-record metadata.
+var foldSeconds = 0.0
+foldSeconds = try seconds { _ = try source.changes(since: 0, maxRecords: 1) }
+var changeset = Changeset()
+let feedSeconds = try seconds {
+    var cursor: UInt64 = 0
+    var records = [RecordDelta]()
+    while true {
+        let batch = try source.changes(since: cursor, maxRecords: 10_000, maxBytes: .max)
+        records += batch.changeset.records
+        cursor = batch.next
+        if !batch.hasMore { break }
+    }
+    changeset = Changeset(records: records)
+}
+let fields = changeset.fieldCount
+print(String(format: "fold of the captured log: %.3f s; feed: %d fields in %.3f s", foldSeconds, fields, feedSeconds))
+
+// Apply everything to an empty replica, against a plain row-by-row insert of the same rows.
+let applySeconds = try best(3) {
+    let target = try ReplicatedDatabase(try fresh("apply"))
+    try target.replicate(table: "items")
+    return try seconds { try target.apply(changeset) }
+}
+let plainRowByRow = try best(3) {
+    let plain = try fresh("plain-rows")
+    return try seconds {
+        try plain.write { db in
+            let statement = try db.cachedStatement(sql: "INSERT INTO items(id, name, qty, price, note, updated) VALUES (?, ?, ?, ?, ?, ?)")
+            for item in items { try statement.execute(arguments: [item.id, item.name, item.qty, item.price, item.note, item.updated]) }
+        }
+    }
+}
+print(String(format: "apply: %.3f s (%.0f fields/s); plain row-by-row insert %.3f s; ratio %.2f",
+             applySeconds, Double(fields) / applySeconds, plainRowByRow, applySeconds / plainRowByRow))
+
+// Wire size, raw and with the zlib (deflate) compression the sync protocol offers.
+let bytes = WireEncoder.encode(changeset)
+var compressedLength = uLongf(compressBound(uLong(bytes.count)))
+var compressed = [UInt8](repeating: 0, count: Int(compressedLength))
+_ = compress2(&compressed, &compressedLength, bytes, uLong(bytes.count), 6)
+print(String(format: "wire: %d bytes, %.2f bytes/field; deflate: %d bytes, %.2f bytes/field",
+             bytes.count, Double(bytes.count) / Double(fields), Int(compressedLength), Double(compressedLength) / Double(fields)))
+
+// Convergence: a concurrent 10 % edit on both sides, exchanged both ways.
+let left = try ReplicatedDatabase(try fresh("left")), right = try ReplicatedDatabase(try fresh("right"))
+try left.replicate(table: "items"); try right.replicate(table: "items")
+try left.apply(changeset); try right.apply(changeset)
+let leftCursor = try left.changes(since: 0, maxRecords: 1).next, rightCursor = try right.changes(since: 0, maxRecords: 1).next
+for (store, salt) in [(left, "L"), (right, "R")] {
+    try store.writer.write { db in
+        for index in stride(from: 0, to: rowCount, by: 10) {
+            let item = items[(index * 7 + salt.count * 13) % rowCount]
+            try db.execute(sql: "UPDATE items SET name = ?, qty = qty + 1 WHERE id = ?", arguments: [salt + item.name, item.id])
+        }
+    }
+}
+try right.apply(try left.changes(since: leftCursor, maxRecords: 1_000_000, maxBytes: .max).changeset)
+try left.apply(try right.changes(since: rightCursor, maxRecords: 1_000_000, maxBytes: .max).changeset)
+let dump = { (store: ReplicatedDatabase) in try store.writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM items ORDER BY id") } }
+let converged = try dump(left) == dump(right) && left.snapshot() == right.snapshot()
+print("converged after a concurrent 10 % edit both ways: \(converged)")
+
+let figures: [String: Any] = [
+    "insert_ratio": convergeInsert / plainInsert,
+    "update_ratio": convergeUpdate / plainUpdate,
+    "apply_fields_per_s": Double(fields) / applySeconds,
+    "apply_ratio": applySeconds / plainRowByRow,
+    "feed_fields_per_s": Double(fields) / feedSeconds,
+    "fold_s": foldSeconds,
+    "wire_bytes_per_field": Double(bytes.count) / Double(fields),
+    "wire_bytes_per_field_compressed": Double(compressedLength) / Double(fields),
+    "converged": converged,
+]
+let json = try JSONSerialization.data(withJSONObject: figures, options: [.sortedKeys])
+print(String(decoding: json, as: UTF8.self))
