@@ -1,10 +1,39 @@
 import ConvergeCore
+import Foundation
 import GRDB
 
 /// Writes a record's merged state into its app table: the visible row, or no row.
 ///
 /// Runs with capture off, so these writes are not taken for local ones.
 enum Materializer {
+    private static let cache = UpsertCache()
+
+    /// The upsert of the columns in `present` (a bit per column): columns without any
+    /// write keep their default on insert and their value on update.
+    static func upsertSQL(_ schema: TableSchema, present: UInt64) -> String {
+        cache.sql(for: "\(schema.name)|\(present)|\(schema.columns.count)") {
+            let keyColumn = quoted(schema.primaryKey)
+            let columns = schema.columns.enumerated().filter { present & (1 << UInt64($0.offset)) != 0 }.map { quoted($0.element) }
+            let insertColumns = ([keyColumn] + columns).joined(separator: ", ")
+            let placeholders = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
+            let update = columns.isEmpty ? "NOTHING" : "UPDATE SET " + columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
+            return "INSERT INTO \(quoted(schema.name))(\(insertColumns)) VALUES (\(placeholders)) ON CONFLICT(\(keyColumn)) DO \(update)"
+        }
+    }
+
+    private final class UpsertCache: @unchecked Sendable {
+        private let lock = NSLock()
+        private var statements: [String: String] = [:]
+        func sql(for key: String, make: () -> String) -> String {
+            lock.withLock {
+                if let sql = statements[key] { return sql }
+                let sql = make()
+                statements[key] = sql
+                return sql
+            }
+        }
+    }
+
     static func materialize(_ state: RecordState, key: Value, in table: ReplicatedTable, _ db: Database) throws {
         let schema = table.schema
         let name = quoted(schema.name)
@@ -13,17 +42,15 @@ enum Materializer {
             try db.cachedStatement(sql: "DELETE FROM \(name) WHERE \(keyColumn) = ?").execute(arguments: [key.databaseValue])
             return
         }
-        var columns = [String]()
+        var present: UInt64 = 0
         var arguments: [DatabaseValue] = [key.databaseValue]
-        for column in schema.columns {
+        arguments.reserveCapacity(schema.columns.count + 1)
+        for (index, column) in schema.columns.enumerated() {
             guard let value = state.value(of: column, policy: schema.policy(of: column)) else { continue }
-            columns.append(quoted(column))
+            present |= 1 << UInt64(index)
             arguments.append(value.databaseValue)
         }
-        let insertColumns = ([keyColumn] + columns).joined(separator: ", ")
-        let placeholders = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
-        let update = columns.isEmpty ? "NOTHING" : "UPDATE SET " + columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
-        let sql = "INSERT INTO \(name)(\(insertColumns)) VALUES (\(placeholders)) ON CONFLICT(\(keyColumn)) DO \(update)"
+        let sql = upsertSQL(schema, present: present)
         do {
             try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {

@@ -22,14 +22,15 @@ enum LogFold {
         var touched = [Value: (before: RecordEntry, state: RecordState)]()
         var order = [Value]()
         var latest = HLC.zero
+        // Columns by position: id, hlc, op, mask, key, c0, c1, ...
         let rows = try Row.fetchCursor(metadata.db, sql: "SELECT * FROM \(log) ORDER BY id")
         while let row = try rows.next() {
-            let hlc = HLC(rawValue: UInt64(bitPattern: row["hlc"]))
+            let hlc = HLC(rawValue: UInt64(bitPattern: row[1]))
             latest = max(latest, hlc)
             let stamp = Stamp(hlc: hlc, replica: replica)
-            let key = Value(row["key"] as DatabaseValue)
-            let operation = CaptureTriggers.Operation(rawValue: row["op"]) ?? .update
-            let mask: Int64 = row["mask"]
+            let key = Value(row[4] as DatabaseValue)
+            let operation = CaptureTriggers.Operation(rawValue: row[2]) ?? .update
+            let mask: Int64 = row[3]
             if touched[key] == nil {
                 let entry = try metadata.load(RecordAddress(table: name, key: key))
                 touched[key] = (entry, entry.state)
@@ -40,7 +41,7 @@ enum LogFold {
             var changed = [String: Value]()
             if operation != .delete {
                 for (index, column) in schema.columns.enumerated() {
-                    let value = Value(row["c\(index)"] as DatabaseValue)
+                    let value = Value(row[5 + index] as DatabaseValue)
                     values[column] = value
                     if mask & (1 << Int64(index)) != 0 { changed[column] = value }
                 }
