@@ -1,0 +1,31 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// libFuzzer targets for Converge, built apart from the main package so that the sanitizer
+// flags never reach its normal builds. Build and run them with `Fuzz/run.sh` (see README.md):
+//
+//     swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+//
+// One executable target per fuzzer, each defining `LLVMFuzzerTestOneInput` and a `@main` that
+// hands it to libFuzzer's driver (`FuzzerMain`); `run.sh` lists every `Sources/Fuzz*` folder
+// but `FuzzSupport` as a target.
+let core = Target.Dependency.product(name: "ConvergeCore", package: "Converge")
+
+let package = Package(
+    name: "ConvergeFuzz",
+    platforms: [.macOS(.v13)],
+    dependencies: [
+        .package(name: "Converge", path: ".."),
+    ],
+    targets: [
+        // Shared by every fuzzer: the byte reader, the fixtures, the checks, the seed corpora.
+        .target(name: "FuzzSupport", dependencies: ["CLibFuzzer", core]),
+        // The declaration of libFuzzer's driver function, which each fuzzer's `main` calls.
+        .target(name: "CLibFuzzer"),
+        // Arbitrary bytes into the wire decoder.
+        .executableTarget(name: "FuzzDecode", dependencies: ["FuzzSupport", core]),
+        // Bytes as an operation script over three core replicas.
+        .executableTarget(name: "FuzzMerge", dependencies: ["FuzzSupport", core]),
+    ],
+    swiftLanguageModes: [.v6]
+)
