@@ -16,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     dependencies: [
         .package(name: "Converge", path: ".."),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Shared by every fuzzer: the byte reader, the fixtures, the checks, the seed corpora.
@@ -26,6 +27,15 @@ let package = Package(
         .executableTarget(name: "FuzzDecode", dependencies: ["FuzzSupport", core]),
         // Bytes as an operation script over three core replicas.
         .executableTarget(name: "FuzzMerge", dependencies: ["FuzzSupport", core]),
+        // Changesets, valid, mutated and hostile, applied to an in-memory SQLite store.
+        .executableTarget(
+            name: "FuzzApply",
+            dependencies: [
+                "FuzzSupport", core,
+                .product(name: "ConvergeSQLite", package: "Converge"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

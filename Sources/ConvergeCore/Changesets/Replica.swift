@@ -21,8 +21,9 @@ public struct Replica: Sendable {
     public private(set) var clock: HybridClock
     public private(set) var schemas: [String: TableSchema] = [:]
     public private(set) var state = ReplicaState()
-    /// Deltas held back because their stamps were too far ahead of local time.
-    public private(set) var quarantine: [RecordDelta] = []
+    /// Deltas held back because their stamps were too far ahead of local time: one joined
+    /// state per record, so a resent change does not grow it.
+    public private(set) var quarantine: [RecordAddress: RecordState] = [:]
     public var maxDriftMilliseconds: UInt64
 
     public init(id: ReplicaID, clock: HybridClock = HybridClock(), maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds) {
@@ -104,19 +105,23 @@ public struct Replica: Sendable {
     @discardableResult
     public mutating func apply(_ changeset: Changeset, physicalMilliseconds: UInt64) -> ApplyReport {
         var report = ApplyReport()
-        report.releasedRecords = releaseQuarantine(physicalMilliseconds: physicalMilliseconds, force: false)
         var received = HLC.zero
+        report.releasedRecords = release(physicalMilliseconds: physicalMilliseconds, force: false, received: &received)
         for delta in changeset.records {
             let maxHLC = delta.state.maxHLC
             if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds) {
-                quarantine.append(delta)
+                let address = RecordAddress(table: delta.table, key: delta.key)
+                quarantine[address] = quarantine[address].map { $0.merging(delta.state) } ?? delta.state
                 report.quarantinedRecords += 1
                 continue
             }
             received = max(received, maxHLC)
             if state.merge(delta.state, into: RecordAddress(table: delta.table, key: delta.key)) { report.changedRecords += 1 }
         }
-        if received > .zero { clock.receive(received, physicalMilliseconds: physicalMilliseconds) }
+        // A changeset that changed nothing was seen before, and the clock with it.
+        if received > .zero && report.changedRecords + report.releasedRecords > 0 {
+            clock.receive(received, physicalMilliseconds: physicalMilliseconds)
+        }
         return report
     }
 
@@ -124,22 +129,25 @@ public struct Replica: Sendable {
     /// `force` is set, advancing the clock like any apply). Returns how many were applied.
     @discardableResult
     public mutating func releaseQuarantine(physicalMilliseconds: UInt64, force: Bool) -> Int {
-        guard !quarantine.isEmpty else { return 0 }
-        var kept = [RecordDelta]()
         var received = HLC.zero
+        let released = release(physicalMilliseconds: physicalMilliseconds, force: force, received: &received)
+        if released > 0 { clock.receive(received, physicalMilliseconds: physicalMilliseconds) }
+        return released
+    }
+
+    private mutating func release(physicalMilliseconds: UInt64, force: Bool, received: inout HLC) -> Int {
+        guard !quarantine.isEmpty else { return 0 }
         var released = 0
-        for delta in quarantine {
-            let maxHLC = delta.state.maxHLC
+        for (address, state) in quarantine.sorted(by: { $0.key < $1.key }) {
+            let maxHLC = state.maxHLC
             if !force, HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds) {
-                kept.append(delta)
                 continue
             }
             received = max(received, maxHLC)
-            state.merge(delta.state, into: RecordAddress(table: delta.table, key: delta.key))
+            self.state.merge(state, into: address)
+            quarantine[address] = nil
             released += 1
         }
-        quarantine = kept
-        if received > .zero { clock.receive(received, physicalMilliseconds: physicalMilliseconds) }
         return released
     }
 

@@ -29,9 +29,7 @@ extension ReplicatedDatabase {
                 try validate(delta, tables: metadata.tables)
                 let maxHLC = delta.state.maxHLC
                 if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: now, maxDriftMilliseconds: configuration.maxDriftMilliseconds) {
-                    try metadata.db.cachedStatement(sql: "INSERT INTO converge_quarantine(max_hlc, delta) VALUES (?, ?)").execute(arguments: [
-                        Int64(bitPattern: maxHLC.rawValue), WireEncoder.encode(Changeset(records: [delta])).databaseValue,
-                    ])
+                    try hold(delta, in: metadata.db)
                     report.quarantinedRecords += 1
                     continue
                 }
@@ -39,7 +37,8 @@ extension ReplicatedDatabase {
                 received = max(received, maxHLC)
                 if try merge(delta, into: &metadata) { report.changedRecords += 1 }
             }
-            if received > .zero { source.receive(received) }
+            // A changeset that changed nothing was seen before, and the clock with it.
+            if received > .zero && report.changedRecords + report.releasedRecords > 0 { source.receive(received) }
             return report
         }
         if rewound {
@@ -67,25 +66,31 @@ extension ReplicatedDatabase {
         try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_quarantine") ?? 0 }
     }
 
+    /// Joins `delta` into the record's quarantined state.
+    private func hold(_ delta: RecordDelta, in db: Database) throws {
+        let key = delta.key.databaseValue
+        var state = delta.state
+        if let row = try Row.fetchOne(db, sql: "SELECT state FROM converge_quarantine WHERE tbl = ? AND key = ?", arguments: [delta.table, key]) {
+            state = try RecordEntryCodec.decodeState(row.bytes("state"), table: delta.table, key: delta.key).merging(state)
+        }
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO converge_quarantine(tbl, key, max_hlc, state) VALUES (?, ?, ?, ?)",
+            arguments: [delta.table, key, Int64(bitPattern: state.maxHLC.rawValue),
+                        RecordEntryCodec.encodeState(state, table: delta.table, key: delta.key).databaseValue])
+    }
+
     private func release(_ metadata: inout MetadataStore, now: UInt64, force: Bool, received: inout HLC) throws -> Int {
         let limit = now.addingReportingOverflow(configuration.maxDriftMilliseconds)
         let boundary = limit.overflow ? Int64.max : Int64(bitPattern: (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF)
         let rows = try Row.fetchAll(
-            metadata.db, sql: "SELECT id, max_hlc, delta FROM converge_quarantine WHERE ? OR max_hlc <= ? ORDER BY id",
+            metadata.db, sql: "SELECT tbl, key, state FROM converge_quarantine WHERE ? OR max_hlc <= ? ORDER BY tbl, key",
             arguments: [force, boundary])
         for row in rows {
-            let bytes = row.bytes("delta")
-            let changeset: Changeset
-            do {
-                changeset = try WireDecoder.decode(bytes)
-            } catch {
-                throw MetadataCorruption(table: "converge_quarantine", key: .integer(row["id"]), detail: "\(error)")
-            }
-            for delta in changeset.records {
-                received = max(received, delta.state.maxHLC)
-                try merge(delta, into: &metadata)
-            }
-            try metadata.db.execute(sql: "DELETE FROM converge_quarantine WHERE id = ?", arguments: [row["id"] as Int64])
+            let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
+            let state = try RecordEntryCodec.decodeState(row.bytes("state"), table: address.table, key: address.key)
+            received = max(received, state.maxHLC)
+            try merge(RecordDelta(table: address.table, key: address.key, state: state), into: &metadata)
+            try metadata.db.execute(sql: "DELETE FROM converge_quarantine WHERE tbl = ? AND key = ?", arguments: [address.table, address.key.databaseValue])
         }
         return rows.count
     }

@@ -10,7 +10,8 @@ import GRDB
 /// - `converge_log_<table>`: local writes captured by triggers, appended in order and folded
 ///   into `converge_records` before the feed is read or a changeset applied. Appending costs
 ///   far less than updating a record's row at a random position on every write.
-/// - `converge_quarantine`: remote changes stamped too far in the future, held back.
+/// - `converge_quarantine`: remote changes stamped too far in the future, held back (one
+///   joined state per record, so resending does not grow it).
 /// - `converge_conflicts`: open conflicts on critical fields (observable).
 /// - `converge_peers`: per-peer cursors.
 enum MetadataSchema {
@@ -40,10 +41,12 @@ enum MetadataSchema {
             ) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS converge_records_by_seq ON converge_records(seq);
             CREATE TABLE IF NOT EXISTS converge_quarantine (
-                id INTEGER PRIMARY KEY,
+                tbl TEXT NOT NULL,
+                key NOT NULL,
                 max_hlc INTEGER NOT NULL,
-                delta BLOB NOT NULL
-            );
+                state BLOB NOT NULL,
+                PRIMARY KEY (tbl, key)
+            ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS converge_conflicts (
                 tbl TEXT NOT NULL,
                 key NOT NULL,
