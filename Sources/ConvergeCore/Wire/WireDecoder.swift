@@ -107,12 +107,12 @@ public enum WireDecoder {
             return previous
         }
 
-        mutating func context(_ what: String) throws(WireError) -> CausalContext {
-            let count = try count("\(what) context")
+        mutating func context(_ what: @autoclosure () -> String) throws(WireError) -> CausalContext {
+            let count = try count("\(what()) context")
             var entries = [CausalContext.Entry]()
             entries.reserveCapacity(count)
             for _ in 0..<count {
-                let dot = try stamp("\(what) context entry")
+                let dot = try stamp("\(what()) context entry")
                 entries.append(CausalContext.Entry(replica: dot.replica, hlc: dot.hlc))
             }
             return CausalContext(entries)
@@ -146,26 +146,26 @@ public enum WireDecoder {
             }
         }
 
-        mutating func multiValue(_ what: String) throws(WireError) -> MVRegister {
-            let count = try count("\(what) siblings", minimumBytes: 2)
+        mutating func multiValue(_ what: @autoclosure () -> String) throws(WireError) -> MVRegister {
+            let count = try count("\(what()) siblings", minimumBytes: 2)
             var siblings = [MVRegister.Sibling]()
             siblings.reserveCapacity(count)
             for _ in 0..<count {
-                let stamp = try stamp("\(what) sibling stamp")
-                siblings.append(MVRegister.Sibling(stamp: stamp, value: try value("\(what) sibling value")))
+                let stamp = try stamp("\(what()) sibling stamp")
+                siblings.append(MVRegister.Sibling(stamp: stamp, value: try value("\(what()) sibling value")))
             }
-            return MVRegister(siblings: siblings, context: try context(what))
+            return MVRegister(siblings: siblings, context: try context(what()))
         }
 
-        mutating func register(kind: UInt64, _ what: String) throws(WireError) -> Register {
+        mutating func register(kind: UInt64, _ what: @autoclosure () -> String) throws(WireError) -> Register {
             switch WireFormat.FieldKind(rawValue: kind) {
             case .lww:
-                let value = try value("\(what) value")
-                return .lww(LWWRegister(value: value, stamp: try stamp("\(what) stamp")))
+                let value = try value("\(what()) value")
+                return .lww(LWWRegister(value: value, stamp: try stamp("\(what()) stamp")))
             case .multi:
-                return .multi(try multiValue(what))
+                return .multi(try multiValue(what()))
             default:
-                throw WireError(.invalidTag(UInt8(truncatingIfNeeded: kind)), offset: position - 1, context: "\(what) register kind")
+                throw WireError(.invalidTag(UInt8(truncatingIfNeeded: kind)), offset: position - 1, context: "\(what()) register kind")
             }
         }
 

@@ -13,7 +13,14 @@ public enum WireEncoder {
         var replicas = [ReplicaID]()
         var replicaIndex = [ReplicaID: Int]()
         func note(_ replica: ReplicaID) {
-            if replicaIndex[replica] == nil { replicaIndex[replica] = replicas.count; replicas.append(replica) }
+            // Most changesets name a handful of replicas: a scan beats hashing until they grow.
+            if replicas.count < 16 {
+                if !replicas.contains(replica) { replicas.append(replica) }
+                if replicas.count == 16 { for (index, id) in replicas.enumerated() { replicaIndex[id] = index } }
+            } else if replicaIndex[replica] == nil {
+                replicaIndex[replica] = replicas.count
+                replicas.append(replica)
+            }
         }
         var tableOrder = [String]()
         var recordsByTable = [String: [RecordDelta]]()
@@ -31,6 +38,7 @@ public enum WireEncoder {
         }
         writer.varint(UInt64(replicas.count))
         for replica in replicas { writer.bytes += replica.bytes }
+        writer.replicas = replicas
         writer.replicaIndex = replicaIndex
 
         writer.varint(UInt64(tableOrder.count))
@@ -95,8 +103,14 @@ public enum WireEncoder {
 
     struct Writer {
         var bytes: [UInt8] = []
+        var replicas: [ReplicaID] = []
         var replicaIndex: [ReplicaID: Int] = [:]
         var previous = Stamp.zero
+
+        func index(of replica: ReplicaID) -> Int {
+            if replicas.count < 16 { return replicas.firstIndex(of: replica)! }
+            return replicaIndex[replica]!
+        }
 
         @inline(__always)
         mutating func varint(_ value: UInt64) {
@@ -115,7 +129,7 @@ public enum WireEncoder {
 
         mutating func stamp(_ stamp: Stamp) {
             if stamp == previous { varint(0); return }
-            varint(UInt64(replicaIndex[stamp.replica]!) + 1)
+            varint(UInt64(index(of: stamp.replica)) + 1)
             varint(zigzag(Int64(bitPattern: stamp.hlc.rawValue &- previous.hlc.rawValue)))
             previous = stamp
         }
