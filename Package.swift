@@ -9,11 +9,21 @@ let package = Package(
         .library(name: "ConvergeSQLite", targets: ["ConvergeSQLite"]),
         .library(name: "ConvergeSimulation", targets: ["ConvergeSimulation"]),
         .executable(name: "converge-sim", targets: ["converge-sim"]),
+        .library(name: "ConvergeSync", targets: ["ConvergeSync"]),
+        .library(name: "ConvergeServer", targets: ["ConvergeServer"]),
+        .executable(name: "converge-server", targets: ["converge-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         // The pure model: no dependencies, no I/O, no clock reads.
@@ -38,6 +48,36 @@ let package = Package(
             dependencies: ["ConvergeSQLite", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ConvergeSimulationTests", dependencies: ["ConvergeSimulation"]),
+        // The client sync engine: no server stack (URLSession for HTTP).
+        .target(name: "ConvergeSync", dependencies: ["ConvergeCore", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]),
+        // The sync server (Hummingbird 2): one replicated SQLite store per namespace.
+        .target(
+            name: "ConvergeServer",
+            dependencies: [
+                "ConvergeCore", "ConvergeSQLite", "ConvergeSync",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "converge-server",
+            dependencies: ["ConvergeServer", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(
+            name: "ConvergeSyncTests",
+            dependencies: [
+                "ConvergeSync", "ConvergeServer",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

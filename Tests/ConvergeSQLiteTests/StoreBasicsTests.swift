@@ -93,15 +93,17 @@ import Testing
             for index in 0..<25 { try db.execute(sql: "INSERT INTO notes(id, title) VALUES (?, 'x')", arguments: ["n\(index)"]) }
         }
         var cursor: UInt64 = 0
+        var position: UInt64?
         var pages = 0
         while true {
-            let batch = try a.changes(since: cursor, maxRecords: 10)
+            let batch = try a.changes(since: 0, after: position, maxRecords: 10)
             #expect(batch.changeset.records.count <= 10)
             try b.apply(batch.changeset)
-            cursor = batch.next
+            position = batch.next
             pages += 1
             if !batch.hasMore { break }
         }
+        cursor = position!
         #expect(pages == 3)
         #expect(try StoreFixtures.rows(b, "notes").count == 25)
         // Only fields changed after the cursor are sent.
@@ -116,5 +118,48 @@ import Testing
         #expect(try a.cursor(for: "server") == .init())
         try a.setCursor(.init(sent: 5, received: 9), for: "server")
         #expect(try a.cursor(for: "server") == .init(sent: 5, received: 9))
+    }
+}
+
+/// A record that changed again beyond a page keeps its older parts: paging with a fixed
+/// cursor sends them with the record when its turn comes (the simulator's first find).
+@Suite struct FeedPagingTests {
+    @Test func pagesNeverDropOlderPartsOfLaterRecords() throws {
+        let clock = TestClock()
+        let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock)
+        try a.writer.write { db in try db.execute(sql: "INSERT INTO notes(id, title) VALUES ('r', 'first')") }  // membership + fields
+        for index in 0..<4 {
+            try a.writer.write { db in try db.execute(sql: "INSERT INTO notes(id, title) VALUES (?, 'x')", arguments: ["o\(index)"]) }
+        }
+        try a.writer.write { db in try db.execute(sql: "UPDATE notes SET body = 'later' WHERE id = 'r'") }  // r moves to the end
+        var position: UInt64?
+        var pages = 0
+        while true {
+            let batch = try a.changes(since: 0, after: position, maxRecords: 2)
+            try b.apply(batch.changeset)
+            position = batch.next
+            pages += 1
+            if !batch.hasMore { break }
+        }
+        #expect(pages == 3)
+        #expect(try b.snapshot() == a.snapshot())
+        #expect(try StoreFixtures.rows(b, "notes") == StoreFixtures.rows(a, "notes"))
+    }
+
+    @Test func corePagesNeverDropOlderPartsOfLaterRecords() {
+        let schema = StoreFixtures.notes
+        var a = Replica(id: .random()), b = Replica(id: .random())
+        a.replicate(schema); b.replicate(schema)
+        a.perform([.insert(table: "notes", key: .text("r"), values: ["title": .text("first")])], physicalMilliseconds: 1)
+        for index in 0..<4 { a.perform([.insert(table: "notes", key: .text("o\(index)"), values: ["title": .text("x")])], physicalMilliseconds: 2) }
+        a.perform([.update(table: "notes", key: .text("r"), values: ["body": .text("later")])], physicalMilliseconds: 3)
+        var position: UInt64?
+        while true {
+            let page = a.state.changes(since: 0, after: position, limit: 2)
+            b.apply(page.changeset, physicalMilliseconds: 4)
+            position = page.next
+            if !page.hasMore { break }
+        }
+        #expect(b.state.snapshot == a.state.snapshot)
     }
 }

@@ -115,9 +115,9 @@ import Testing
         let store = try StoreFixtures.makeStore(clock: clock, path: environment["CONVERGE_CHILD_DATABASE"]!)
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: environment["CONVERGE_CHILD_CHANGESET"]!)))
         let changeset = try WireDecoder.decode(bytes)
-        FileManager.default.createFile(atPath: environment["CONVERGE_CHILD_MARKER"]!, contents: nil)
+        _ = FileManager.default.createFile(atPath: environment["CONVERGE_CHILD_MARKER"]!, contents: nil)
         try store.apply(changeset)
-        FileManager.default.createFile(atPath: environment["CONVERGE_CHILD_MARKER"]! + ".done", contents: nil)
+        _ = FileManager.default.createFile(atPath: environment["CONVERGE_CHILD_MARKER"]! + ".done", contents: nil)
         sleep(60)  // the parent kills us before this matters
     }
 }

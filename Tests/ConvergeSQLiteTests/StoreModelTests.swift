@@ -29,7 +29,9 @@ import Testing
             replica.replicate(StoreFixtures.items)
             return replica
         }
+        // Per pair: the fixed cursor of the round, and the position while paging.
         var cursors = Array(repeating: Array(repeating: UInt64(0), count: count), count: count)
+        var positions = Array(repeating: Array(repeating: UInt64?.none, count: count), count: count)
         var inFlight = [(to: Int, changeset: Changeset)]()
         for _ in 0..<80 {
             clock.advance(by: UInt64(rng.below(3)))
@@ -48,8 +50,8 @@ import Testing
             case 6, 7:
                 let to = rng.below(count)
                 guard to != who else { continue }
-                let batch = try stores[who].changes(since: cursors[who][to], maxRecords: 1 + rng.below(4))
-                cursors[who][to] = batch.next
+                let batch = try stores[who].changes(since: cursors[who][to], after: positions[who][to], maxRecords: 1 + rng.below(4))
+                if batch.hasMore { positions[who][to] = batch.next } else { cursors[who][to] = batch.next; positions[who][to] = nil }
                 let changeset = try WireDecoder.decode(WireEncoder.encode(batch.changeset))
                 inFlight.append((to, changeset))
                 if rng.chance(0.3) { inFlight.append((to, changeset)) }  // duplicated

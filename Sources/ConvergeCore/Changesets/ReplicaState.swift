@@ -78,23 +78,37 @@ public struct ReplicaState: Sendable {
         return changed
     }
 
-    /// The per-field deltas after `cursor`, at most `limit` records, and the cursor to
-    /// continue from (the last sequence number included).
+    /// The per-field deltas after `cursor`, at most `limit` records, and where to continue.
+    ///
+    /// Records are taken in the order they last changed. A page cut by `limit` ends at
+    /// `next`, the last record's sequence; continue with the *same* `cursor` and
+    /// `after: next`. The cursor stays fixed while paging because a record that changed
+    /// again beyond the page may have older parts inside it: they are sent, with the rest
+    /// of the record, when the record's turn comes. Once `hasMore` is false, `next` is the
+    /// cursor of the following round.
     ///
     /// - Complexity: O(log n + k) for k feed entries read.
-    public func changes(since cursor: UInt64, limit: Int = .max) -> (changeset: Changeset, next: UInt64) {
+    public func changes(since cursor: UInt64, after position: UInt64? = nil, limit: Int = .max)
+        -> (changeset: Changeset, next: UInt64, hasMore: Bool)
+    {
+        let start = max(position ?? cursor, cursor)
         var low = 0, high = feed.count
         while low < high {
             let middle = (low + high) / 2
-            if feed[middle].sequence <= cursor { low = middle + 1 } else { high = middle }
+            if feed[middle].sequence <= start { low = middle + 1 } else { high = middle }
         }
         var result = [RecordDelta]()
-        var next = cursor
+        var next = start
         var index = low
-        while index < feed.count && result.count < limit {
+        var hasMore = false
+        while index < feed.count {
             let (sequence, address) = feed[index]
             index += 1
             guard let entry = records[address], entry.sequence == sequence else { continue }
+            if result.count == limit {
+                hasMore = true
+                break
+            }
             next = sequence
             var delta = RecordState()
             if entry.membershipSequence > cursor { delta.membership = entry.state.membership }
@@ -103,8 +117,8 @@ public struct ReplicaState: Sendable {
             }
             result.append(RecordDelta(table: address.table, key: address.key, state: delta))
         }
-        if result.count < limit { next = max(next, sequence) }
-        return (Changeset(records: result), next)
+        if !hasMore { next = max(next, sequence) }
+        return (Changeset(records: result), next, hasMore)
     }
 
     /// Every record as one changeset (a full-state transfer).

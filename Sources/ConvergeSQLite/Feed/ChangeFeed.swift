@@ -8,16 +8,22 @@ extension ReplicatedDatabase {
     /// `maxBytes` of metadata (it always holds at least one record, however large).
     /// Remote changes applied here are in the feed too, so a replica relays what it got.
     ///
+    /// To read the next page, pass the *same* `cursor` and `after: batch.next`: the cursor
+    /// stays fixed while paging because a record that changed again beyond a page may have
+    /// older parts inside it, which are sent with the rest of the record when its turn
+    /// comes. Once `hasMore` is false, `next` is the cursor of the following round.
+    ///
     /// - Complexity: O(k log n) for k records returned (the feed is indexed by sequence).
-    public func changes(since cursor: UInt64, maxRecords: Int = 1_000, maxBytes: Int = 1 << 20) throws -> ChangeBatch {
+    public func changes(since cursor: UInt64, after position: UInt64? = nil, maxRecords: Int = 1_000, maxBytes: Int = 1 << 20) throws -> ChangeBatch {
         precondition(maxRecords > 0 && maxBytes > 0, "a feed page must allow at least one record")
+        let start = max(position ?? cursor, cursor)
         return try withMetadata { metadata in
             let rows = try Row.fetchCursor(
                 metadata.db, sql: "SELECT tbl, key, seq, state, seqs FROM converge_records WHERE seq > ? ORDER BY seq LIMIT ?",
-                arguments: [Int64(bitPattern: cursor), maxRecords + 1])
+                arguments: [Int64(bitPattern: start), maxRecords + 1])
             var records = [RecordDelta]()
             var bytes = 0
-            var next = cursor
+            var next = start
             var hasMore = false
             while let row = try rows.next() {
                 let state = row.bytes("state")

@@ -1,0 +1,96 @@
+import ConvergeCore
+import Foundation
+
+/// Options of a sync server.
+public struct ServerConfiguration: Sendable {
+    /// Where the per-namespace databases live (`<dataDirectory>/<namespace>.sqlite`).
+    public var dataDirectory: URL
+    /// The HS256 secret that signs bearer tokens.
+    public var jwtSecret: String
+    /// The largest request body accepted (larger ones get 413).
+    public var maxBodyBytes: Int
+    /// Caps on one pulled page, whatever the client asks.
+    public var maxPullRecords: Int
+    public var maxPullBytes: Int
+    /// The app's tables, created and replicated in every namespace.
+    public var schema: ServerSchema
+    /// Connections idle this long are closed.
+    public var idleTimeoutSeconds: Int
+    /// How often an event stream sends a heartbeat comment.
+    public var heartbeatSeconds: Int
+
+    public init(
+        dataDirectory: URL,
+        jwtSecret: String,
+        maxBodyBytes: Int = 8 << 20,
+        maxPullRecords: Int = 1_000,
+        maxPullBytes: Int = 4 << 20,
+        schema: ServerSchema = ServerSchema(),
+        idleTimeoutSeconds: Int = 60,
+        heartbeatSeconds: Int = 20
+    ) {
+        self.heartbeatSeconds = max(1, heartbeatSeconds)
+        self.idleTimeoutSeconds = max(1, idleTimeoutSeconds)
+        self.dataDirectory = dataDirectory
+        self.jwtSecret = jwtSecret
+        self.maxBodyBytes = maxBodyBytes
+        self.maxPullRecords = max(1, maxPullRecords)
+        self.maxPullBytes = max(1, maxPullBytes)
+        self.schema = schema
+    }
+}
+
+/// The app's tables as the server replicates them.
+///
+/// The server merges and forwards changes of tables it does not know (they are parked), so
+/// a schema is optional; it is needed for the server to list conflicts and to show rows.
+/// As JSON (`--schema` file):
+///
+/// ```json
+/// {"tables": [{"name": "notes",
+///              "create": "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, title, amount)",
+///              "policies": {"amount": "critical"},
+///              "deletePolicy": "updateWins"}]}
+/// ```
+public struct ServerSchema: Sendable, Hashable, Codable {
+    public struct Table: Sendable, Hashable, Codable {
+        public var name: String
+        /// The `CREATE TABLE` statement, run when the table does not exist yet.
+        public var create: String
+        /// Column policies: `"lww"` (the default) or `"critical"`.
+        public var policies: [String: Policy]
+        public var deletePolicy: DeletePolicy
+
+        public init(name: String, create: String, policies: [String: Policy] = [:], deletePolicy: DeletePolicy = .updateWins) {
+            self.name = name
+            self.create = create
+            self.policies = policies
+            self.deletePolicy = deletePolicy
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decode(String.self, forKey: .name)
+            create = try container.decode(String.self, forKey: .create)
+            policies = try container.decodeIfPresent([String: Policy].self, forKey: .policies) ?? [:]
+            deletePolicy = try container.decodeIfPresent(DeletePolicy.self, forKey: .deletePolicy) ?? .updateWins
+        }
+    }
+
+    public enum Policy: String, Sendable, Hashable, Codable {
+        case lww
+        case critical
+
+        var columnPolicy: ColumnPolicy { self == .critical ? .critical : .lww }
+    }
+
+    public var tables: [Table]
+
+    public init(tables: [Table] = []) {
+        self.tables = tables
+    }
+
+    public init(contentsOf url: URL) throws {
+        self = try JSONDecoder().decode(ServerSchema.self, from: Data(contentsOf: url))
+    }
+}

@@ -1,0 +1,242 @@
+import ConvergeCore
+import ConvergeSQLite
+import Foundation
+import GRDB
+
+/// Where a server keeps its namespaces. The embedded default is ``SQLiteStorage`` (one
+/// Converge store per namespace); a PostgreSQL backend implements the same two protocols.
+public protocol NamespaceStorage: Sendable {
+    /// The store of `namespace`, created on first use. `namespace` is already validated
+    /// (see ``Namespace/isValid(_:)``).
+    func store(for namespace: String) async throws -> any NamespaceStore
+}
+
+/// One namespace's replica on the server. Operations on one namespace are serialized.
+public protocol NamespaceStore: Sendable {
+    /// The server's replica identity in this namespace.
+    var serverReplica: ReplicaID { get }
+
+    /// Applies a push from `device`, whose own writes are stamped by `replica`, atomically
+    /// with respect to other pushes of the namespace.
+    ///
+    /// Refuses, changing nothing, with ``PushRefusal`` when the device is bound to another
+    /// replica or the changeset carries a stamp of another replica that the server does not
+    /// hold; the first accepted push binds the device to `replica`.
+    func push(_ changeset: Changeset, replica: ReplicaID, device: String) async throws -> ReplicatedDatabase.ApplyReport
+
+    /// A page of the namespace's feed after `cursor`.
+    func changes(since cursor: UInt64, after position: UInt64?, maxRecords: Int, maxBytes: Int) async throws -> ReplicatedDatabase.ChangeBatch
+
+    /// The namespace's feed position (the cursor a fully synced device holds).
+    func head() async throws -> UInt64
+
+    /// Records changed after `cursor`.
+    func changedRecordCount(since cursor: UInt64) async throws -> Int
+
+    func conflicts() async throws -> [Conflict]
+    func quarantinedCount() async throws -> Int
+
+    /// Every record's full merge state (for checks and tests).
+    func snapshot() async throws -> Changeset
+
+    /// The replica a device is bound to, if it pushed already.
+    func boundReplica(of device: String) async throws -> ReplicaID?
+}
+
+/// Why a push was refused (HTTP 403).
+public struct PushRefusal: Error, Sendable, Hashable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Namespace names: they name files, so they are kept plain.
+public enum Namespace {
+    /// 1 to 128 characters among `A–Z a–z 0–9 . _ -`, not starting with a dot.
+    public static func isValid(_ name: String) -> Bool {
+        guard (1...128).contains(name.utf8.count), name.first != "." else { return false }
+        return name.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "-")
+        }
+    }
+}
+
+/// The highest clock reading of each replica in a changeset: its write stamps, add-tags,
+/// incarnations and causal contexts.
+public func stampMaxima(of changeset: Changeset) -> [ReplicaID: HLC] {
+    var result = [ReplicaID: HLC]()
+    func note(_ stamp: Stamp) {
+        if stamp.hlc > result[stamp.replica, default: .zero] { result[stamp.replica] = stamp.hlc }
+    }
+    func note(_ context: CausalContext) {
+        for entry in context.entries { note(Stamp(hlc: entry.hlc, replica: entry.replica)) }
+    }
+    func note(_ register: Register) {
+        switch register {
+        case .lww(let lww): note(lww.stamp)
+        case .multi(let mv):
+            for sibling in mv.siblings { note(sibling.stamp) }
+            note(mv.context)
+        }
+    }
+    for delta in changeset.records {
+        for dot in delta.state.membership.dots { note(dot) }
+        note(delta.state.membership.context)
+        for field in delta.state.fields.values {
+            switch field {
+            case .plain(let register): note(register)
+            case .incarnated(let entries):
+                for entry in entries {
+                    note(entry.incarnation)
+                    note(entry.register)
+                }
+            }
+        }
+    }
+    return result
+}
+
+/// The embedded storage: `<directory>/<namespace>.sqlite`, each a ``ReplicatedDatabase``
+/// on a GRDB `DatabasePool`.
+public actor SQLiteStorage: NamespaceStorage {
+    public nonisolated let directory: URL
+    public nonisolated let schema: ServerSchema
+    private var stores: [String: Task<SQLiteNamespaceStore, any Error>] = [:]
+
+    public init(directory: URL, schema: ServerSchema = ServerSchema()) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        self.directory = directory
+        self.schema = schema
+    }
+
+    public func store(for namespace: String) async throws -> any NamespaceStore {
+        precondition(Namespace.isValid(namespace))
+        if let existing = stores[namespace] { return try await existing.value }
+        let path = directory.appendingPathComponent("\(namespace).sqlite").path
+        let schema = self.schema
+        let opening = Task { try await SQLiteNamespaceStore.open(path: path, schema: schema) }
+        stores[namespace] = opening
+        do {
+            return try await opening.value
+        } catch {
+            stores[namespace] = nil
+            throw error
+        }
+    }
+}
+
+/// One namespace in SQLite. Work runs on the namespace's serial queue, off the
+/// cooperative thread pool (SQLite calls block).
+public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
+    public let database: ReplicatedDatabase
+    private let queue: DispatchQueue
+    /// The highest clock reading of each replica the server holds: the guard against a
+    /// device pushing writes in another replica's name. Touched only on `queue`.
+    private var held: [ReplicaID: HLC]
+
+    private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC]) {
+        self.database = database
+        self.queue = queue
+        self.held = held
+    }
+
+    static func open(path: String, schema: ServerSchema) async throws -> SQLiteNamespaceStore {
+        let queue = DispatchQueue(label: "converge.namespace")
+        return try await run(on: queue) {
+            let pool = try DatabasePool(path: path)
+            try pool.write { db in
+                for table in schema.tables where try !db.tableExists(table.name) { try db.execute(sql: table.create) }
+                try db.execute(sql: """
+                    CREATE TABLE IF NOT EXISTS converge_server_devices(
+                        device TEXT PRIMARY KEY NOT NULL,
+                        replica TEXT NOT NULL,
+                        bound_at REAL NOT NULL)
+                    """)
+            }
+            let database = try ReplicatedDatabase(pool)
+            for table in schema.tables {
+                try database.replicate(table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy)
+            }
+            return SQLiteNamespaceStore(database: database, queue: queue, held: stampMaxima(of: try database.snapshot()))
+        }
+    }
+
+    private static func run<T: Sendable>(on queue: DispatchQueue, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await Self.run(on: queue, body)
+    }
+
+    public var serverReplica: ReplicaID { database.replicaID }
+
+    public func push(_ changeset: Changeset, replica: ReplicaID, device: String) async throws -> ReplicatedDatabase.ApplyReport {
+        try await run { try self.pushOnQueue(changeset, replica: replica, device: device) }
+    }
+
+    private func pushOnQueue(_ changeset: Changeset, replica: ReplicaID, device: String) throws -> ReplicatedDatabase.ApplyReport {
+        let bound = try boundReplicaOnQueue(of: device)
+        if let bound, bound != replica {
+            throw PushRefusal(message: "device \(device) is bound to replica \(bound), not \(replica)")
+        }
+        let maxima = stampMaxima(of: changeset)
+        for (stampReplica, hlc) in maxima.sorted(by: { $0.key < $1.key }) where stampReplica != replica {
+            let known = stampReplica == database.replicaID ? database.clock : held[stampReplica, default: .zero]
+            if hlc > known {
+                throw PushRefusal(message: "the push carries a write stamped by replica \(stampReplica) at \(hlc), which this server does not hold; a device may only write as its own replica \(replica)")
+            }
+        }
+        let report = try database.apply(changeset)
+        for (stampReplica, hlc) in maxima where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
+        if bound == nil {
+            try database.writer.write { db in
+                try db.execute(
+                    sql: "INSERT INTO converge_server_devices(device, replica, bound_at) VALUES (?, ?, ?)",
+                    arguments: [device, replica.uuidString(), Date().timeIntervalSince1970])
+            }
+        }
+        return report
+    }
+
+    public func changes(since cursor: UInt64, after position: UInt64?, maxRecords: Int, maxBytes: Int) async throws -> ReplicatedDatabase.ChangeBatch {
+        try await run { try self.database.changes(since: cursor, after: position, maxRecords: max(1, maxRecords), maxBytes: max(1, maxBytes)) }
+    }
+
+    public func head() async throws -> UInt64 {
+        try await run {
+            try self.database.writer.read { db in
+                UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM converge_records") ?? 0)
+            }
+        }
+    }
+
+    public func changedRecordCount(since cursor: UInt64) async throws -> Int {
+        try await run { try self.database.changedRecordCount(since: cursor) }
+    }
+
+    public func conflicts() async throws -> [Conflict] {
+        try await run { try self.database.conflicts() }
+    }
+
+    public func quarantinedCount() async throws -> Int {
+        try await run { try self.database.quarantinedCount() }
+    }
+
+    public func snapshot() async throws -> Changeset {
+        try await run { try self.database.snapshot() }
+    }
+
+    public func boundReplica(of device: String) async throws -> ReplicaID? {
+        try await run { try self.boundReplicaOnQueue(of: device) }
+    }
+
+    private func boundReplicaOnQueue(of device: String) throws -> ReplicaID? {
+        try database.writer.read { db in
+            try String.fetchOne(db, sql: "SELECT replica FROM converge_server_devices WHERE device = ?", arguments: [device]).flatMap(ReplicaID.init)
+        }
+    }
+}

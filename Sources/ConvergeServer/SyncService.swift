@@ -1,0 +1,239 @@
+import ConvergeCore
+import ConvergeSQLite
+import ConvergeSync
+import Foundation
+
+/// An answer, independent of HTTP: the status, the content type and the body.
+public struct ServiceResponse: Sendable, Hashable {
+    public var status: Int
+    public var contentType: String
+    public var body: [UInt8]
+
+    public init(status: Int, contentType: String, body: [UInt8]) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+
+    static func json(_ value: some Encodable) -> ServiceResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return ServiceResponse(status: 200, contentType: "application/json", body: [UInt8](body))
+    }
+}
+
+/// The sync server's logic, shared by the HTTP endpoints and in-process transports.
+///
+/// Every refusal leaves storage as it was: the body is decoded and checked, and the push
+/// authorized, before anything is applied, and an apply is one transaction.
+public final class SyncService: Sendable {
+    public let configuration: ServerConfiguration
+    public let storage: any NamespaceStorage
+    public let authenticator: Authenticator
+    public let metrics: ServerMetrics
+    /// Realtime notifications of new changes, per namespace.
+    public let notifier = ChangeNotifier()
+
+    public init(configuration: ServerConfiguration, storage: (any NamespaceStorage)? = nil) async throws {
+        self.configuration = configuration
+        self.storage = try storage ?? SQLiteStorage(directory: configuration.dataDirectory, schema: configuration.schema)
+        authenticator = try await Authenticator(secret: configuration.jwtSecret)
+        metrics = ServerMetrics()
+    }
+
+    // MARK: Sync
+
+    /// One sync round trip: `body` is a ``SyncRequest``; a 200 answer is a ``SyncResponse``.
+    public func sync(body: [UInt8], authorization: String?) async -> ServiceResponse {
+        let principal: Principal
+        do {
+            principal = try await authenticator.authenticate(authorization)
+        } catch {
+            metrics.round(result: "unauthorized", duration: .zero, recordsIn: 0, fieldsIn: 0, recordsOut: 0, fieldsOut: 0)
+            return error.response
+        }
+        return await sync(body: body, principal: principal)
+    }
+
+    /// One sync round trip for an authenticated principal.
+    public func sync(body: [UInt8], principal: Principal) async -> ServiceResponse {
+        let clock = ContinuousClock()
+        let started = clock.now
+        var recordsIn = 0, fieldsIn = 0, recordsOut = 0, fieldsOut = 0
+        let result: ServiceResponse
+        do {
+            guard body.count <= configuration.maxBodyBytes else {
+                throw ServiceError(status: 413, code: "too_large", message: "request body of \(body.count) bytes exceeds the limit of \(configuration.maxBodyBytes)")
+            }
+            let request: SyncRequest
+            do {
+                request = try SyncRequest(decoding: body)
+            } catch {
+                throw ServiceError(status: 400, code: "bad_request", message: error.description)
+            }
+            var pushed = Changeset()
+            if !request.changeset.isEmpty {
+                do {
+                    pushed = try WireDecoder.decode(request.changeset)
+                    try pushed.checkInvariants()
+                } catch {
+                    throw ServiceError(status: 400, code: "bad_changeset", message: "changeset: \(error)")
+                }
+            }
+            let store = try await storage.store(for: principal.namespace)
+            if !pushed.isEmpty {
+                do {
+                    let report = try await store.push(pushed, replica: request.replica, device: principal.device)
+                    if report.changedRecords > 0 { notifier.publish(.init(device: principal.device), in: principal.namespace) }
+                } catch let refusal as PushRefusal {
+                    throw ServiceError(status: 403, code: "forbidden", message: refusal.message)
+                } catch let error as ApplyError {
+                    throw ServiceError(status: 400, code: "invalid_changeset", message: error.description)
+                }
+                recordsIn = pushed.records.count
+                fieldsIn = pushed.fieldCount
+            }
+            var page = Changeset()
+            var next = request.pullCursor
+            var hasMore = false
+            if request.pull {
+                let batch = try await store.changes(
+                    since: request.pullCursor, after: request.pullAfter,
+                    maxRecords: Int(min(UInt64(configuration.maxPullRecords), max(1, request.pullMaxRecords))),
+                    maxBytes: Int(min(UInt64(configuration.maxPullBytes), max(1, request.pullMaxBytes))))
+                page = Self.withoutEcho(batch.changeset, of: pushed)
+                next = batch.next
+                hasMore = batch.hasMore
+                recordsOut = page.records.count
+                fieldsOut = page.fieldCount
+            }
+            let response = SyncResponse(
+                serverReplica: store.serverReplica, acknowledged: request.pushUpTo,
+                changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore)
+            result = ServiceResponse(status: 200, contentType: SyncProtocol.contentType, body: response.encoded())
+        } catch let error as ServiceError {
+            result = error.response
+        } catch {
+            result = ServiceError(status: 500, code: "internal", message: "\(error)").response
+        }
+        metrics.round(
+            result: Self.resultLabel(result.status), duration: clock.now - started,
+            recordsIn: recordsIn, fieldsIn: fieldsIn, recordsOut: recordsOut, fieldsOut: fieldsOut)
+        return result
+    }
+
+    /// Drops from a pulled page the records the client has just pushed at least as far
+    /// (it holds them already: its state is above what it pushed).
+    static func withoutEcho(_ page: Changeset, of pushed: Changeset) -> Changeset {
+        guard !pushed.isEmpty, !page.isEmpty else { return page }
+        var pushedStates = [RecordAddress: RecordState]()
+        for delta in pushed.records {
+            let address = RecordAddress(table: delta.table, key: delta.key)
+            pushedStates[address] = pushedStates[address].map { $0.merging(delta.state) } ?? delta.state
+        }
+        return Changeset(records: page.records.filter { delta in
+            guard let state = pushedStates[RecordAddress(table: delta.table, key: delta.key)] else { return true }
+            return state.merging(delta.state) != state
+        })
+    }
+
+    private static func resultLabel(_ status: Int) -> String {
+        switch status {
+        case 200: return "ok"
+        case 400: return "bad_request"
+        case 401: return "unauthorized"
+        case 403: return "forbidden"
+        case 413: return "too_large"
+        default: return "error"
+        }
+    }
+
+    // MARK: Status and conflicts
+
+    struct StatusBody: Encodable {
+        let namespace: String
+        let serverReplica: String
+        let cursor: UInt64
+        let needsSync: Bool?
+        let changedSinceCursor: Int?
+        let conflicts: Int
+        let quarantined: Int
+        let boundReplica: String?
+    }
+
+    /// The namespace's status; with the client's pull cursor, whether it needs to sync.
+    public func status(authorization: String?, cursor: UInt64?) async -> ServiceResponse {
+        do {
+            let principal = try await authenticator.authenticate(authorization)
+            let store = try await storage.store(for: principal.namespace)
+            var changed: Int?
+            if let cursor { changed = try await store.changedRecordCount(since: cursor) }
+            return .json(StatusBody(
+                namespace: principal.namespace, serverReplica: store.serverReplica.uuidString(), cursor: try await store.head(),
+                needsSync: changed.map { $0 > 0 }, changedSinceCursor: changed, conflicts: try await store.conflicts().count,
+                quarantined: try await store.quarantinedCount(), boundReplica: try await store.boundReplica(of: principal.device)?.uuidString()))
+        } catch let error as ServiceError {
+            return error.response
+        } catch {
+            return ServiceError(status: 500, code: "internal", message: "\(error)").response
+        }
+    }
+
+    struct ConflictBody: Encodable {
+        struct Sibling: Encodable {
+            let value: JSONValue
+            let replica: String
+            let hlc: UInt64
+        }
+        let table: String
+        let key: JSONValue
+        let column: String
+        let siblings: [Sibling]
+    }
+
+    /// The namespace's open conflicts on critical fields, as JSON.
+    public func conflicts(authorization: String?) async -> ServiceResponse {
+        do {
+            let principal = try await authenticator.authenticate(authorization)
+            let store = try await storage.store(for: principal.namespace)
+            let conflicts = try await store.conflicts().map { conflict in
+                ConflictBody(
+                    table: conflict.table, key: JSONValue(conflict.key), column: conflict.column,
+                    siblings: conflict.siblings.map { .init(value: JSONValue($0.value), replica: $0.stamp.replica.uuidString(), hlc: $0.stamp.hlc.rawValue) })
+            }
+            return .json(["conflicts": conflicts])
+        } catch let error as ServiceError {
+            return error.response
+        } catch {
+            return ServiceError(status: 500, code: "internal", message: "\(error)").response
+        }
+    }
+
+    /// A transport that calls this service in-process (tests, the simulator).
+    public func inMemoryTransport() -> InMemorySyncTransport {
+        InMemorySyncTransport { body, authorization in
+            let response = await self.sync(body: body, authorization: authorization)
+            return (response.status, response.body)
+        }
+    }
+}
+
+/// A value as JSON: null, integers, reals and text as themselves, blobs as
+/// `{"blob": "<base64>"}`.
+struct JSONValue: Encodable {
+    let value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch value {
+        case .null: try container.encodeNil()
+        case .integer(let v): try container.encode(v)
+        case .real(let v): try container.encode(v)
+        case .text(let v): try container.encode(v)
+        case .blob(let bytes): try container.encode(["blob": Data(bytes).base64EncodedString()])
+        }
+    }
+}

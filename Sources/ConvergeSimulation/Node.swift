@@ -1,0 +1,100 @@
+import ConvergeCore
+
+/// What an apply did, whatever the replica kind.
+struct NodeApplyReport {
+    var changed = 0
+    var quarantined = 0
+    var released = 0
+}
+
+/// One simulated replica, of either kind. Every call passes the replica's physical time
+/// (virtual time plus its skew and jumps): nothing reads a real clock.
+protocol SimNode: AnyObject {
+    var replicaID: ReplicaID { get }
+    /// The record's merge state as this replica holds it (for the workload's choices and
+    /// for recording what a write observed).
+    func recordState(_ address: RecordAddress) -> RecordState?
+    /// Runs a local transaction; returns the delta it produced (empty when nothing changed).
+    func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset
+    /// Resolves a critical field; returns the delta it produced.
+    func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset
+    /// A page of the change feed after `cursor`.
+    /// A feed page: parts changed after `cursor`, records after `position` (paging keeps the cursor fixed).
+    func changes(since cursor: UInt64, after position: UInt64?, limit: Int, now: UInt64) throws -> (changeset: Changeset, next: UInt64, hasMore: Bool)
+    func apply(_ changeset: Changeset, now: UInt64) throws -> NodeApplyReport
+    func releaseQuarantine(now: UInt64, force: Bool) throws -> Int
+    func quarantinedCount() throws -> Int
+    /// The last local sequence number of the change feed.
+    func feedSequence() throws -> UInt64
+    /// Loses everything volatile; the durable state stays.
+    func crash() throws
+    func restart(now: UInt64) throws
+    /// The full merge state, encoded: byte-identical on replicas holding the same state.
+    func stateBytes() throws -> [UInt8]
+    /// The app's visible rows of `table`, by key.
+    func visibleRows(table: String) throws -> [Value: [String: Value]]
+    func conflicts() throws -> [Conflict]
+    /// Releases files.
+    func close()
+}
+
+/// A pure-model replica: `ConvergeCore.Replica`, which is durable by construction (a crash
+/// loses the messages in flight, not the state).
+final class CoreNode: SimNode {
+    var replica: Replica
+
+    init(id: ReplicaID, maxDriftMilliseconds: UInt64) {
+        replica = Replica(id: id, maxDriftMilliseconds: maxDriftMilliseconds)
+        for schema in SimulationSchema.tables { replica.replicate(schema) }
+    }
+
+    var replicaID: ReplicaID { replica.id }
+
+    func recordState(_ address: RecordAddress) -> RecordState? { replica.state.state(of: address) }
+
+    func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset {
+        replica.perform(operations, physicalMilliseconds: now)
+    }
+
+    func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset {
+        replica.resolve(table: table, key: key, column: column, to: value, physicalMilliseconds: now)
+    }
+
+    func changes(since cursor: UInt64, after position: UInt64?, limit: Int, now: UInt64) throws -> (changeset: Changeset, next: UInt64, hasMore: Bool) {
+        let page = replica.state.changes(since: cursor, after: position, limit: limit)
+        return (page.changeset, page.next, page.hasMore)
+    }
+
+    func apply(_ changeset: Changeset, now: UInt64) throws -> NodeApplyReport {
+        let report = replica.apply(changeset, physicalMilliseconds: now)
+        return NodeApplyReport(changed: report.changedRecords, quarantined: report.quarantinedRecords, released: report.releasedRecords)
+    }
+
+    func releaseQuarantine(now: UInt64, force: Bool) throws -> Int {
+        replica.releaseQuarantine(physicalMilliseconds: now, force: force)
+    }
+
+    func quarantinedCount() throws -> Int { replica.quarantine.count }
+
+    func feedSequence() throws -> UInt64 { replica.state.sequence }
+
+    func crash() throws {}
+    func restart(now: UInt64) throws {}
+
+    func stateBytes() throws -> [UInt8] { WireEncoder.encode(replica.state.snapshot) }
+
+    func visibleRows(table: String) throws -> [Value: [String: Value]] {
+        var result = [Value: [String: Value]]()
+        for row in replica.rows(table: table) { result[row.key] = row.values }
+        return result
+    }
+
+    func conflicts() throws -> [Conflict] { replica.conflicts() }
+
+    func close() {}
+}
+
+/// A physical clock the simulator sets before each call into a store.
+final class VirtualClockBox: @unchecked Sendable {
+    var milliseconds: UInt64 = 0
+}

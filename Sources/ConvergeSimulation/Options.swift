@@ -1,0 +1,168 @@
+import ConvergeCore
+
+/// Which replica implementation a simulation runs.
+public enum StoreKind: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Pure-model replicas (`ConvergeCore.Replica`): cheap, for thousands of replicas.
+    case core
+    /// Real `ConvergeSQLite` stores, in memory or on temporary files.
+    case sqlite
+}
+
+/// Who syncs with whom.
+public enum Topology: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Replica 0 is the server; every other replica syncs with it only.
+    case hub
+    /// Gossip: every replica syncs with random peers.
+    case mesh
+}
+
+/// The faults a simulation can inject, each with its own rate.
+public enum FaultKind: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
+    case drop, dup, reorder, delay, partition, skew, jump, crash
+
+    public static func < (lhs: FaultKind, rhs: FaultKind) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+
+    /// Parses `none`, `all`, or a comma-separated list of kinds.
+    public static func parseList(_ text: String) throws(OptionError) -> Set<FaultKind> {
+        let trimmed = text.trimmingSpaces.lowercased()
+        if trimmed == "none" || trimmed.isEmpty { return [] }
+        if trimmed == "all" { return Set(allCases) }
+        var result = Set<FaultKind>()
+        for part in trimmed.split(separator: ",") {
+            let name = String(part).trimmingSpaces
+            guard let kind = FaultKind(rawValue: name) else {
+                throw OptionError("unknown fault kind '\(name)' (expected none, all, or a list of \(allCases.map(\.rawValue).joined(separator: ",")))")
+            }
+            result.insert(kind)
+        }
+        return result
+    }
+
+    /// The canonical text form of a set of faults (`none`, `all` or a sorted list).
+    public static func describe(_ faults: Set<FaultKind>) -> String {
+        if faults.isEmpty { return "none" }
+        if faults.count == allCases.count { return "all" }
+        return faults.sorted().map(\.rawValue).joined(separator: ",")
+    }
+}
+
+/// A deliberately broken merge, injected on delivery, so tests can show the checker is
+/// not vacuous. Never used by a normal run.
+public enum Mutation: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Deltas lose the causal context of their membership: a delete no longer removes
+    /// what it saw, and an add no longer supersedes older tags (a join that drops the context).
+    case dropMembershipContext = "drop-context"
+    /// Received last-writer-wins stamps lose their replica: ties between equal clocks are
+    /// then broken by value instead of by replica (a tie-break that ignores the replica).
+    case tieIgnoresReplica = "tie-ignores-replica"
+}
+
+/// A bad option value.
+public struct OptionError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Everything that determines a run: the same options replay the same run, event for event.
+public struct SimulationOptions: Sendable, Hashable, Codable {
+    public var seed: UInt64 = 1
+    public var replicas: Int = 6
+    public var ops: Int = 300
+    public var store: StoreKind = .core
+    public var topology: Topology = .hub
+    public var faults: Set<FaultKind> = Set(FaultKind.allCases)
+    /// SQLite stores on temporary files instead of in memory (forced on by crash faults).
+    public var files: Bool = false
+    /// Keys per table; `nil` picks one from the number of operations.
+    public var keysPerTable: Int?
+    /// Sync round trips started per operation; `nil` picks a rate from the shape of the run.
+    public var syncRate: Double?
+    /// Records per sync message at most.
+    public var batchRecords: Int = 1_000
+    /// The drift allowance of every replica.
+    public var maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds
+    /// Test-only: a broken merge injected on delivery.
+    public var mutation: Mutation?
+
+    public init(
+        seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
+        topology: Topology = .hub, faults: Set<FaultKind> = Set(FaultKind.allCases), files: Bool = false,
+        keysPerTable: Int? = nil, syncRate: Double? = nil, mutation: Mutation? = nil
+    ) {
+        self.seed = seed
+        self.replicas = replicas
+        self.ops = ops
+        self.store = store
+        self.topology = topology
+        self.faults = faults
+        self.files = files
+        self.keysPerTable = keysPerTable
+        self.syncRate = syncRate
+        self.mutation = mutation
+    }
+
+    /// Checks the values; throws a message fit for the command line.
+    public func validate() throws(OptionError) {
+        guard replicas >= 2 else { throw OptionError("--replicas must be at least 2 (got \(replicas))") }
+        guard replicas <= 100_000 else { throw OptionError("--replicas must be at most 100000 (got \(replicas))") }
+        guard ops >= 0 else { throw OptionError("--ops must not be negative (got \(ops))") }
+        if let keysPerTable, keysPerTable < 1 { throw OptionError("--keys must be at least 1 (got \(keysPerTable))") }
+        if let syncRate, !(syncRate >= 0 && syncRate <= 100) { throw OptionError("--sync-rate must be between 0 and 100 (got \(syncRate))") }
+        guard batchRecords >= 1 else { throw OptionError("--batch must be at least 1 (got \(batchRecords))") }
+        guard maxDriftMilliseconds >= 1_000 else { throw OptionError("--max-drift-ms must be at least 1000") }
+    }
+
+    public func has(_ fault: FaultKind) -> Bool { faults.contains(fault) }
+
+    /// SQLite stores live on files when asked, or when crashes must reopen them.
+    public var usesFiles: Bool { store == .sqlite && (files || has(.crash)) }
+
+    /// Keys per table actually used: few enough that writes collide.
+    public var effectiveKeysPerTable: Int {
+        keysPerTable ?? min(500, max(8, ops / 80))
+    }
+
+    /// Sync round trips started per operation actually used.
+    ///
+    /// Each replica syncs about every 40 of its own operations (3 to 20 times a run). A
+    /// pull costs up to the number of records, so with many replicas the total is capped
+    /// at about 2 million record deltas; the healing phase still brings everyone up to date.
+    public var effectiveSyncRate: Double {
+        if let syncRate { return syncRate }
+        guard ops > 0 else { return 0 }
+        let perReplicaOps = Double(ops) / Double(replicas)
+        let syncsPerReplica = min(20, max(3, perReplicaOps / 40))
+        let records = Double(SimulationSchema.tables.count * 2 * effectiveKeysPerTable)
+        let syncs = min(syncsPerReplica * Double(replicas), max(2 * Double(replicas), 2_000_000 / records))
+        return min(2, syncs / Double(ops))
+    }
+
+    /// The one-line command that replays this run.
+    public var replayCommand: String {
+        var parts = ["swift run -c release converge-sim", "--seed \(seed)", "--replicas \(replicas)", "--ops \(ops)",
+                     "--store \(store.rawValue)", "--topology \(topology.rawValue)", "--faults \(FaultKind.describe(faults))"]
+        if files && !(store == .sqlite && has(.crash)) { parts.append("--files") }
+        if let keysPerTable { parts.append("--keys \(keysPerTable)") }
+        if let syncRate { parts.append("--sync-rate \(syncRate)") }
+        if batchRecords != 1_000 { parts.append("--batch \(batchRecords)") }
+        if maxDriftMilliseconds != HybridClock.defaultMaxDriftMilliseconds { parts.append("--max-drift-ms \(maxDriftMilliseconds)") }
+        if let mutation { parts.append("--mutation \(mutation.rawValue)") }
+        return parts.joined(separator: " ")
+    }
+
+    /// A short description: `6 core replicas, 300 ops, hub, faults all, seed 1`.
+    public var summary: String {
+        "\(replicas) \(store.rawValue) replicas, \(ops) ops, \(topology.rawValue), faults \(FaultKind.describe(faults)), seed \(seed)"
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var slice = Substring(self)
+        while slice.first == " " { slice.removeFirst() }
+        while slice.last == " " { slice.removeLast() }
+        return String(slice)
+    }
+}

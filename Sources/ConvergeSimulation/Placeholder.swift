@@ -1,1 +1,0 @@
-// Placeholder so the package builds until the simulator lands; the simulator engineer replaces or deletes this file.

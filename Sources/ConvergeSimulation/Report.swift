@@ -1,0 +1,196 @@
+import ConvergeCore
+
+/// A failure that stops a run (a store error, a broken expectation of the harness).
+struct SimulationFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The first place where replicas disagree with each other or with the oracle.
+public struct Divergence: Sendable, Hashable, Codable, CustomStringConvertible {
+    public var table: String
+    public var key: String
+    /// The field, `(row)` for the row's presence, `(conflict)` for a sibling list,
+    /// `(state)` for the merge metadata.
+    public var field: String
+    /// What the oracle expects.
+    public var expected: String
+    /// The value each group of replicas shows: `replicas 0,2: 'x'`.
+    public var observed: [String]
+    /// The record's write history (small runs only).
+    public var history: [String]
+
+    public var description: String {
+        var lines = ["first divergence: table \(table), key \(key), field \(field)", "  oracle expects: \(expected)"]
+        lines += observed.map { "  \($0)" }
+        if !history.isEmpty {
+            lines.append("  history of the record (replica, stamp, write):")
+            lines += history.map { "    \($0)" }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Live figures, for a progress line.
+public struct SimulationProgress: Sendable {
+    public var opsDone: Int
+    public var ops: Int
+    public var replicas: Int
+    public var faults: Int
+    public var messages: Int
+    public var phase: String
+}
+
+/// The outcome of one run.
+public struct SimulationReport: Sendable, Codable {
+    public var options: SimulationOptions
+    public var converged: Bool
+    public var elapsedSeconds: Double
+    /// Local transactions that stamped something (acknowledged writes).
+    public var writes: Int
+    /// Writes the workload issued that changed nothing (updates of absent rows...).
+    public var noOpWrites: Int
+    public var messages: Int
+    public var bytes: Int
+    public var faults: Int
+    public var faultCounts: [String: Int]
+    /// Writes whose effect the oracle says must be visible, and is not on some replica.
+    public var lostWrites: Int
+    /// Field writes still visible at the end (field winners and siblings).
+    public var visibleWrites: Int
+    public var visibleRows: Int
+    public var openConflicts: Int
+    public var quarantinedDuringRun: Int
+    public var quarantinedAtHeal: Int
+    public var healRounds: Int
+    /// Sync round trips started, of which continuations (a page said more follows).
+    public var roundTrips: Int
+    public var continuations: Int
+    /// Record deltas carried by all messages.
+    public var recordsSent: Int
+    /// FNV-1a of replica 0's final merge state: equal runs have equal digests.
+    public var digest: String
+    public var divergence: Divergence?
+    public var failure: String?
+
+    /// The short readable report.
+    public var text: String {
+        var lines = [String]()
+        lines.append("\(converged ? "CONVERGED" : "DIVERGED"): \(options.summary)")
+        lines.append("  \(writes) writes acknowledged (\(noOpWrites) no-op), \(visibleWrites) still visible in \(visibleRows) rows, \(openConflicts) open conflicts, lost writes: \(lostWrites)")
+        lines.append("  \(messages) messages (\(roundTrips) round trips, \(continuations) continued), \(recordsSent) record deltas, \(formatBytes(bytes)), \(faults) faults injected" + (faultCounts.isEmpty ? "" : " (" + faultCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
+        lines.append("  quarantined: \(quarantinedDuringRun) records during the run, \(quarantinedAtHeal) still held when healing began; healed in \(healRounds) round\(healRounds == 1 ? "" : "s")")
+        lines.append("  state digest \(digest), \(String(format2: elapsedSeconds)) s")
+        if let failure { lines.append("  failure: \(failure)") }
+        if let divergence { lines.append(divergence.description) }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The one-line JSON summary.
+    public var json: String {
+        var fields: [(String, String)] = [
+            ("converged", converged ? "true" : "false"),
+            ("replicas", "\(options.replicas)"),
+            ("ops", "\(options.ops)"),
+            ("seed", "\(options.seed)"),
+            ("elapsed_s", String(format2: elapsedSeconds)),
+            ("messages", "\(messages)"),
+            ("bytes", "\(bytes)"),
+            ("faults", "\(faults)"),
+            ("lost_writes", "\(lostWrites)"),
+            ("store", jsonString(options.store.rawValue)),
+            ("topology", jsonString(options.topology.rawValue)),
+            ("fault_kinds", jsonString(FaultKind.describe(options.faults))),
+            ("writes", "\(writes)"),
+            ("quarantined", "\(quarantinedDuringRun)"),
+            ("digest", jsonString(digest)),
+        ]
+        if let divergence { fields.append(("divergence", jsonString("\(divergence.table) \(divergence.key) \(divergence.field)"))) }
+        if let failure { fields.append(("failure", jsonString(failure))) }
+        return "{" + fields.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+    }
+}
+
+func jsonString(_ text: String) -> String {
+    var result = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": result += "\\\""
+        case "\\": result += "\\\\"
+        case "\n": result += "\\n"
+        case "\r": result += "\\r"
+        case "\t": result += "\\t"
+        default:
+            if scalar.value < 0x20 {
+                let hex = String(scalar.value, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return result + "\""
+}
+
+func formatBytes(_ bytes: Int) -> String {
+    if bytes < 10_000 { return "\(bytes) B" }
+    if bytes < 10_000_000 { return "\(bytes / 1_000) kB" }
+    return "\(bytes / 1_000_000) MB"
+}
+
+extension String {
+    /// A number with two decimals, without Foundation.
+    init(format2 value: Double) {
+        let scaled = Int((value * 100).rounded())
+        let whole = scaled / 100, fraction = abs(scaled % 100)
+        self = "\(whole).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+}
+
+/// FNV-1a, 64 bits: a digest stable across processes (unlike `Hasher`).
+struct FNV1a {
+    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    mutating func combine(_ bytes: [UInt8]) {
+        for byte in bytes {
+            value ^= UInt64(byte)
+            value &*= 0x0000_0100_0000_01b3
+        }
+    }
+    mutating func combine(_ text: String) { combine(Array(text.utf8)) }
+    var hex: String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+/// A compact text form of merge states, replicas named by their simulation index.
+struct StateFormatter {
+    var names: [ReplicaID: String]
+
+    func stamp(_ stamp: Stamp) -> String { "\(stamp.hlc)@\(names[stamp.replica] ?? "?")" }
+
+    func context(_ context: CausalContext) -> String {
+        "{" + context.entries.map { "\(names[$0.replica] ?? "?"):\($0.hlc)" }.joined(separator: " ") + "}"
+    }
+
+    func register(_ register: Register) -> String {
+        switch register {
+        case .lww(let lww): return "\(lww.value)@\(stamp(lww.stamp))"
+        case .multi(let mv):
+            return "mv[" + mv.siblings.map { "\($0.value)@\(stamp($0.stamp))" }.joined(separator: " | ") + "] ctx" + context(mv.context)
+        }
+    }
+
+    func record(_ state: RecordState?) -> String {
+        guard let state else { return "absent" }
+        var parts = ["dots [" + state.membership.dots.map(stamp).joined(separator: " ") + "] ctx" + context(state.membership.context)]
+        for (column, field) in state.fields.sorted(by: { $0.key < $1.key }) {
+            switch field {
+            case .plain(let r): parts.append("\(column)=\(register(r))")
+            case .incarnated(let entries):
+                parts.append("\(column)={" + entries.map { "inc \(stamp($0.incarnation)): \(register($0.register))" }.joined(separator: "; ") + "}")
+            }
+        }
+        return parts.joined(separator: "; ")
+    }
+}

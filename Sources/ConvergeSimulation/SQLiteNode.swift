@@ -1,0 +1,225 @@
+import ConvergeCore
+import ConvergeSQLite
+import Foundation
+import GRDB
+
+/// A real `ConvergeSQLite` store, in memory or on a file.
+///
+/// Local writes are plain SQL on the app tables. A *shadow* core replica follows the
+/// store's own change feed after every call, so the workload can read a record's merge
+/// state (what a write observes) without asking SQLite for it; the shadow takes no part
+/// in the convergence check.
+final class SQLiteNode: SimNode {
+    let path: String?
+    let clock = VirtualClockBox()
+    let wantedID: ReplicaID
+    let maxDriftMilliseconds: UInt64
+    private var queue: DatabaseQueue?
+    private var store: ReplicatedDatabase?
+    private var shadow: Replica
+    private var shadowCursor: UInt64 = 0
+    /// Set when the store took a new identity on its own (it must not, in a simulation).
+    private(set) var identityResets = 0
+
+    init(id: ReplicaID, path: String?, maxDriftMilliseconds: UInt64, now: UInt64) throws {
+        self.path = path
+        self.wantedID = id
+        self.maxDriftMilliseconds = maxDriftMilliseconds
+        shadow = Replica(id: id, maxDriftMilliseconds: .max)
+        for schema in SimulationSchema.tables { shadow.replicate(schema) }
+        clock.milliseconds = now
+        try open(initial: true)
+    }
+
+    var replicaID: ReplicaID { store?.replicaID ?? wantedID }
+
+    private func open(initial: Bool) throws {
+        var configuration = GRDB.Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = OFF")
+        }
+        let queue = try path.map { try DatabaseQueue(path: $0, configuration: configuration) } ?? DatabaseQueue(configuration: configuration)
+        try queue.write { db in
+            for schema in SimulationSchema.tables { try db.execute(sql: SimulationSchema.createSQL(schema)) }
+        }
+        let box = clock
+        let storeConfiguration = ReplicatedDatabase.Configuration(
+            maxDriftMilliseconds: maxDriftMilliseconds, physicalTime: { box.milliseconds })
+        var store = try ReplicatedDatabase(queue, configuration: storeConfiguration)
+        if initial && store.replicaID != wantedID {
+            // A seeded identity, so that stamp ties break the same way on every replay.
+            // ConvergeSQLite draws new identities from the system generator and has no hook
+            // to inject one, so the fresh store's identity row is rewritten before anything
+            // is stamped, and the store opened again.
+            try queue.write { db in
+                try db.execute(sql: "UPDATE converge_identity SET replica = ?", arguments: [Data(wantedID.bytes)])
+            }
+            store = try ReplicatedDatabase(queue, configuration: storeConfiguration)
+        }
+        for schema in SimulationSchema.tables {
+            try store.replicate(table: schema.name, policies: schema.policies, deletePolicy: schema.deletePolicy)
+        }
+        self.queue = queue
+        self.store = store
+    }
+
+    private func live() throws -> (DatabaseQueue, ReplicatedDatabase) {
+        guard let queue, let store else { throw SimulationFailure("replica used while crashed") }
+        return (queue, store)
+    }
+
+    /// Brings the shadow up to the store's feed; returns what it read.
+    @discardableResult
+    private func followFeed() throws -> Changeset {
+        let (_, store) = try live()
+        var read = [RecordDelta]()
+        var position: UInt64?
+        while true {
+            let batch = try store.changes(since: shadowCursor, after: position, maxRecords: 10_000, maxBytes: 1 << 26)
+            shadow.apply(batch.changeset, physicalMilliseconds: 0)
+            read += batch.changeset.records
+            position = batch.next
+            if !batch.hasMore { break }
+        }
+        shadowCursor = position ?? shadowCursor
+        return Changeset(records: read)
+    }
+
+    func recordState(_ address: RecordAddress) -> RecordState? { shadow.state.state(of: address) }
+
+    func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset {
+        let (queue, _) = try live()
+        clock.milliseconds = now
+        try followFeed()
+        try queue.write { db in
+            for operation in operations {
+                switch operation {
+                case .insert(let table, let key, let values):
+                    guard let schema = SimulationSchema.byName[table] else { continue }
+                    let columns = schema.columns.filter { values[$0] != nil }
+                    let names = ([schema.primaryKey] + columns).joined(separator: ", ")
+                    let marks = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO \(table)(\(names)) VALUES (\(marks))",
+                        arguments: StatementArguments([key.simulatedDatabaseValue] + columns.map { values[$0]!.simulatedDatabaseValue }))
+                case .update(let table, let key, let values):
+                    guard let schema = SimulationSchema.byName[table] else { continue }
+                    let columns = schema.columns.filter { values[$0] != nil }
+                    guard !columns.isEmpty else { continue }
+                    try db.execute(
+                        sql: "UPDATE \(table) SET \(columns.map { "\($0) = ?" }.joined(separator: ", ")) WHERE \(schema.primaryKey) = ?",
+                        arguments: StatementArguments(columns.map { values[$0]!.simulatedDatabaseValue } + [key.simulatedDatabaseValue]))
+                case .delete(let table, let key):
+                    guard let schema = SimulationSchema.byName[table] else { continue }
+                    try db.execute(sql: "DELETE FROM \(table) WHERE \(schema.primaryKey) = ?", arguments: [key.simulatedDatabaseValue])
+                }
+            }
+        }
+        return try followFeed()
+    }
+
+    func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset {
+        let (_, store) = try live()
+        clock.milliseconds = now
+        try followFeed()
+        do {
+            try store.resolve(table: table, key: key, column: column, to: value)
+        } catch is RecordNotFound {
+            return Changeset()
+        }
+        return try followFeed()
+    }
+
+    func changes(since cursor: UInt64, after position: UInt64?, limit: Int, now: UInt64) throws -> (changeset: Changeset, next: UInt64, hasMore: Bool) {
+        let (_, store) = try live()
+        clock.milliseconds = now
+        let batch = try store.changes(since: cursor, after: position, maxRecords: limit, maxBytes: 1 << 24)
+        return (batch.changeset, batch.next, batch.hasMore)
+    }
+
+    func apply(_ changeset: Changeset, now: UInt64) throws -> NodeApplyReport {
+        let (_, store) = try live()
+        clock.milliseconds = now
+        let report = try store.apply(changeset)
+        if report.identityReset { identityResets += 1 }
+        try followFeed()
+        return NodeApplyReport(changed: report.changedRecords, quarantined: report.quarantinedRecords, released: report.releasedRecords)
+    }
+
+    func releaseQuarantine(now: UInt64, force: Bool) throws -> Int {
+        let (_, store) = try live()
+        clock.milliseconds = now
+        let released = try store.releaseQuarantine(force: force)
+        try followFeed()
+        return released
+    }
+
+    func quarantinedCount() throws -> Int { try live().1.quarantinedCount() }
+
+    /// The shadow follows the feed to its end after every call, so its cursor is the
+    /// store's last sequence number.
+    func feedSequence() throws -> UInt64 { shadowCursor }
+
+    func crash() throws {
+        // Close the database: whatever was in flight is lost, the file stays.
+        store = nil
+        try queue?.close()
+        queue = nil
+    }
+
+    func restart(now: UInt64) throws {
+        guard queue == nil else { return }
+        clock.milliseconds = now
+        try open(initial: false)
+        try followFeed()
+    }
+
+    func stateBytes() throws -> [UInt8] { WireEncoder.encode(try live().1.snapshot()) }
+
+    func visibleRows(table: String) throws -> [Value: [String: Value]] {
+        let (queue, _) = try live()
+        guard let schema = SimulationSchema.byName[table] else { return [:] }
+        return try queue.read { db in
+            var result = [Value: [String: Value]]()
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY \(schema.primaryKey)") {
+                var values = [String: Value]()
+                for column in schema.columns { values[column] = Value(simulated: row[column] as DatabaseValue) }
+                result[Value(simulated: row[schema.primaryKey] as DatabaseValue)] = values
+            }
+            return result
+        }
+    }
+
+    func conflicts() throws -> [Conflict] { try live().1.conflicts() }
+
+    func close() {
+        store = nil
+        try? queue?.close()
+        queue = nil
+        if let path {
+            for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
+    }
+}
+
+extension Value {
+    init(simulated databaseValue: DatabaseValue) {
+        switch databaseValue.storage {
+        case .null: self = .null
+        case .int64(let value): self = .integer(value)
+        case .double(let value): self = .real(normalizing: value)
+        case .string(let value): self = .text(value)
+        case .blob(let data): self = .blob([UInt8](data))
+        }
+    }
+
+    var simulatedDatabaseValue: DatabaseValue {
+        switch self {
+        case .null: return .null
+        case .integer(let value): return value.databaseValue
+        case .real(let value): return value.databaseValue
+        case .text(let value): return value.databaseValue
+        case .blob(let bytes): return Data(bytes).databaseValue
+        }
+    }
+}

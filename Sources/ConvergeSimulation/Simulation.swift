@@ -1,0 +1,661 @@
+import ConvergeCore
+import Foundation
+
+/// Fault rates: each kind has its own.
+public struct FaultRates: Sendable, Hashable {
+    public var drop = 0.05
+    public var duplicate = 0.03
+    public var reorder = 0.25
+    public var delay = 0.02
+    /// Expected partitions, crashes and clock jumps per run are derived from these.
+    public var partitionsPer10kOps = 2.0
+    public var jumpsPerReplica = 0.2
+    public var crashesPerReplica = 0.1
+    /// The share of clock jumps that go beyond the drift allowance (far future).
+    public var farFutureJumpShare = 0.35
+    public var maxSkewMilliseconds: Int64 = 120_000
+    public init() {}
+}
+
+/// A deterministic many-replica simulation: one seeded generator, virtual time, one thread.
+///
+/// A run has three phases. *Writing*: each operation advances virtual time, delivers the
+/// messages due, injects faults, runs one local transaction on a random replica (recorded
+/// in the oracle) and starts sync round trips. *Healing*: faults off, crashed replicas
+/// back, in-flight messages delivered, virtual time moved past every stamp so quarantines
+/// release, then full exchange through replica 0 until nothing moves. *Checking*: every
+/// replica's merge state byte for byte, and its visible rows and conflicts against the
+/// oracle.
+public final class Simulation {
+    public let options: SimulationOptions
+    public var rates = FaultRates()
+
+    private var rng: SeededGenerator
+    private var nodes: [any SimNode] = []
+    private var down: [Bool] = []
+    private var epoch: [Int] = []
+    private var skew: [Int64] = []
+    private var jump: [Int64] = []
+    private var now: UInt64 = 1_750_000_000_000
+    private var oracle: Oracle
+    private var workload: WorkloadGenerator
+    private var heap = MessageHeap()
+    private var order: UInt64 = 0
+    private var cursors: [[Int: PeerCursor]] = []
+    private var partitionSide: [Bool]?
+    private var partitionEnd = 0
+    private var jumpEnds: [(op: Int, replica: Int)] = []
+    private var restarts: [(op: Int, replica: Int)] = []
+    private var healing = false
+    private var syncCredit = 0.0
+    private var directory: URL?
+
+    private var messages = 0
+    private var bytes = 0
+    private var faultCounts: [FaultKind: Int] = [:]
+    private var writes = 0
+    private var noOps = 0
+    private var quarantinedDuringRun = 0
+    private var quarantinedAtHeal = 0
+    private var healRounds = 0
+    private var opsDone = 0
+    private var roundTrips = 0
+    private var continuations = 0
+    private var recordsSent = 0
+
+    public init(options: SimulationOptions) {
+        self.options = options
+        rng = SeededGenerator(seed: options.seed ^ 0x5EED_C0DE_CAFE_F00D)
+        oracle = Oracle(keepHistory: options.ops <= 50_000)
+        workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable)
+    }
+
+    /// Runs the simulation and checks it. Never throws: errors are failures in the report.
+    public func run(progress: ((SimulationProgress) -> Void)? = nil) -> SimulationReport {
+        let start = ContinuousClock.now
+        var failure: String?
+        var outcome: CheckOutcome?
+        do {
+            try options.validate()
+            try setUp()
+            try writePhase(progress)
+            progress?(currentProgress("healing"))
+            try heal()
+            progress?(currentProgress("checking"))
+            outcome = try check()
+        } catch {
+            failure = "\(error)"
+        }
+        for node in nodes { node.close() }
+        if let directory { try? FileManager.default.removeItem(at: directory) }
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        if failure == nil, let identityResets = (nodes.compactMap { ($0 as? SQLiteNode)?.identityResets }.reduce(0, +) as Int?), identityResets > 0 {
+            failure = "\(identityResets) store(s) reset their identity during the run"
+        }
+        return SimulationReport(
+            options: options,
+            converged: failure == nil && outcome?.divergence == nil && outcome?.failure == nil,
+            elapsedSeconds: seconds,
+            writes: writes, noOpWrites: noOps, messages: messages, bytes: bytes,
+            faults: faultCounts.values.reduce(0, +),
+            faultCounts: Dictionary(uniqueKeysWithValues: faultCounts.map { ($0.key.rawValue, $0.value) }),
+            lostWrites: outcome?.lostWrites ?? 0,
+            visibleWrites: outcome?.visibleWrites ?? 0,
+            visibleRows: outcome?.visibleRows ?? 0,
+            openConflicts: outcome?.openConflicts ?? 0,
+            quarantinedDuringRun: quarantinedDuringRun,
+            quarantinedAtHeal: quarantinedAtHeal,
+            healRounds: healRounds,
+            roundTrips: roundTrips, continuations: continuations, recordsSent: recordsSent,
+            digest: outcome?.digest ?? "-",
+            divergence: outcome?.divergence,
+            failure: failure ?? outcome?.failure)
+    }
+
+    private func currentProgress(_ phase: String) -> SimulationProgress {
+        SimulationProgress(opsDone: opsDone, ops: options.ops, replicas: options.replicas,
+                           faults: faultCounts.values.reduce(0, +), messages: messages, phase: phase)
+    }
+
+    // MARK: - Set up
+
+    private static let directoryCounter = Mutex(0)
+    static let trace: (table: String, key: String, replica: Int)? = {
+        guard let text = ProcessInfo.processInfo.environment["CONVERGE_SIM_TRACE"] else { return nil }
+        let parts = text.split(separator: "/").map(String.init)
+        guard parts.count == 3, let replica = Int(parts[2]) else { return nil }
+        return (parts[0], parts[1], replica)
+    }()
+
+    private func setUp() throws {
+        let count = options.replicas
+        down = Array(repeating: false, count: count)
+        epoch = Array(repeating: 0, count: count)
+        jump = Array(repeating: 0, count: count)
+        cursors = Array(repeating: [:], count: count)
+        skew = (0..<count).map { _ in
+            guard options.has(.skew) else { return 0 }
+            return Int64(rng.below(Int(2 * rates.maxSkewMilliseconds + 1))) - rates.maxSkewMilliseconds
+        }
+        if options.has(.skew) { faultCounts[.skew] = skew.filter { $0 != 0 }.count }
+        if options.usesFiles {
+            let serial = Simulation.directoryCounter.withLock { value -> Int in value += 1; return value }
+            let url = FileManager.default.temporaryDirectory
+                .appendingPathComponent("converge-sim-\(ProcessInfo.processInfo.processIdentifier)-\(serial)-\(options.seed)")
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            directory = url
+        }
+        for index in 0..<count {
+            let id = ReplicaID(using: &rng)
+            switch options.store {
+            case .core:
+                nodes.append(CoreNode(id: id, maxDriftMilliseconds: options.maxDriftMilliseconds))
+            case .sqlite:
+                let path = directory?.appendingPathComponent("replica-\(index).sqlite").path
+                nodes.append(try SQLiteNode(id: id, path: path, maxDriftMilliseconds: options.maxDriftMilliseconds, now: physical(index)))
+            }
+        }
+    }
+
+    private func physical(_ replica: Int) -> UInt64 {
+        UInt64(max(0, Int64(now) + skew[replica] + jump[replica]))
+    }
+
+    private func count(_ fault: FaultKind, _ amount: Int = 1) {
+        faultCounts[fault, default: 0] += amount
+    }
+
+    // MARK: - Writing phase
+
+    private func writePhase(_ progress: ((SimulationProgress) -> Void)?) throws {
+        let rate = options.effectiveSyncRate
+        let ops = max(1, options.ops)
+        let pPartition = options.has(.partition) ? max(2.0, rates.partitionsPer10kOps * Double(ops) / 10_000) / Double(ops) : 0
+        let pJump = options.has(.jump) ? max(2.0, rates.jumpsPerReplica * Double(options.replicas)) / Double(ops) : 0
+        let pCrash = options.has(.crash) ? max(2.0, rates.crashesPerReplica * Double(options.replicas)) / Double(ops) : 0
+        for index in 0..<options.ops {
+            now += UInt64(rng.below(3))
+            try deliverDue()
+            try injectFaults(op: index, pPartition: pPartition, pJump: pJump, pCrash: pCrash)
+            try localWrite()
+            syncCredit += rate
+            while syncCredit >= 1 {
+                syncCredit -= 1
+                try startRandomSync()
+            }
+            opsDone = index + 1
+            if opsDone & 1023 == 0 { progress?(currentProgress("writing")) }
+        }
+        progress?(currentProgress("writing"))
+    }
+
+    private func injectFaults(op index: Int, pPartition: Double, pJump: Double, pCrash: Double) throws {
+        let count = options.replicas
+        if options.has(.partition) {
+            if partitionSide != nil, index >= partitionEnd {
+                partitionSide = nil
+            } else if partitionSide == nil, rng.chance(pPartition) {
+                var side = (0..<count).map { _ in rng.chance(0.4) }
+                if options.topology == .hub { side[0] = false }
+                partitionSide = side
+                partitionEnd = index + 1 + rng.below(max(10, options.ops / 10))
+                self.count(.partition)
+            }
+        }
+        if options.has(.jump) {
+            if !jumpEnds.isEmpty {
+                for end in jumpEnds where end.op <= index { jump[end.replica] = 0 }
+                jumpEnds.removeAll { $0.op <= index }
+            }
+            if rng.chance(pJump) {
+                let replica = rng.below(count)
+                if jump[replica] == 0 {
+                    let kind = rng.below(100)
+                    let drift = Int64(options.maxDriftMilliseconds)
+                    if Double(kind) < rates.farFutureJumpShare * 100 {
+                        // Far future: beyond the drift allowance, so receivers quarantine.
+                        jump[replica] = drift + 60_000 + Int64(rng.below(30 * 60_000))
+                    } else if kind < 70 {
+                        jump[replica] = -(1_000 + Int64(rng.below(120_000)))
+                    } else {
+                        jump[replica] = 1_000 + Int64(rng.below(120_000))
+                    }
+                    jumpEnds.append((index + 1 + rng.below(max(10, options.ops / 10)), replica))
+                    self.count(.jump)
+                }
+            }
+        }
+        if options.has(.crash) {
+            if !restarts.isEmpty {
+                for restart in restarts where restart.op <= index {
+                    try nodes[restart.replica].restart(now: physical(restart.replica))
+                    down[restart.replica] = false
+                }
+                restarts.removeAll { $0.op <= index }
+            }
+            if rng.chance(pCrash) {
+                let replica = rng.below(count)
+                if !down[replica] {
+                    try nodes[replica].crash()
+                    down[replica] = true
+                    epoch[replica] += 1
+                    restarts.append((index + 1 + rng.below(max(10, options.ops / 20)), replica))
+                    self.count(.crash)
+                }
+            }
+        }
+    }
+
+    private func pickLiveReplica() -> Int? {
+        let first = rng.below(options.replicas)
+        for offset in 0..<options.replicas {
+            let replica = (first + offset) % options.replicas
+            if !down[replica] { return replica }
+        }
+        return nil
+    }
+
+    private func localWrite() throws {
+        guard let replica = pickLiveReplica() else { return }
+        let node = nodes[replica]
+        let transaction = workload.next(replica: replica, rng: &rng, view: node.recordState)
+        let planned: [PlannedWrite]
+        let delta: Changeset
+        switch transaction {
+        case .operations(let operations):
+            planned = operations.compactMap { operation in
+                let (table, key) = operation.simulatedAddress
+                return PlannedWrite.plan(operation, before: node.recordState(RecordAddress(table: table, key: key)))
+            }
+            delta = try node.perform(operations, now: physical(replica))
+        case .resolve(let table, let key, let column, let value):
+            planned = PlannedWrite.planResolve(
+                table: table, key: key, column: column, value: value,
+                before: node.recordState(RecordAddress(table: table, key: key))).map { [$0] } ?? []
+            delta = try node.resolve(table: table, key: key, column: column, to: value, now: physical(replica))
+        }
+        let id = node.replicaID
+        let own = delta.records.reduce(HLC.zero) { max($0, $1.state.maxHLC(by: id)) }
+        if planned.isEmpty {
+            if own > .zero { throw SimulationFailure("replica \(replica) stamped a write that changes nothing: \(delta.records.map { "\($0.table) \($0.key)" })") }
+            noOps += 1
+            return
+        }
+        guard own > .zero else {
+            throw SimulationFailure("replica \(replica): \(planned.map { "\($0.kind) \($0.address.table) \($0.address.key)" }) produced no stamped delta")
+        }
+        let stamp = Stamp(hlc: own, replica: id)
+        if let mismatch = captureMismatch(planned: planned, delta: delta, stamp: stamp) {
+            throw SimulationFailure("replica \(replica) captured its write differently than issued: \(mismatch)")
+        }
+        for write in planned { oracle.record(write, stamp: stamp, replica: replica) }
+        writes += 1
+    }
+
+    // MARK: - Network
+
+    private func startRandomSync() throws {
+        let count = options.replicas
+        let client: Int, peer: Int
+        switch options.topology {
+        case .hub:
+            client = 1 + rng.below(count - 1)
+            peer = 0
+        case .mesh:
+            client = rng.below(count)
+            let other = rng.below(count - 1)
+            peer = other >= client ? other + 1 : other
+        }
+        guard !down[client] else { return }
+        try startSync(from: client, to: peer)
+    }
+
+    private func startSync(from client: Int, to peer: Int) throws {
+        let cursor = cursors[client][peer] ?? PeerCursor()
+        let page = try nodes[client].changes(since: cursor.sent, after: cursor.sentPosition, limit: options.batchRecords, now: physical(client))
+        let push = page.changeset.isEmpty ? nil : WireEncoder.encode(page.changeset)
+        roundTrips += 1
+        recordsSent += page.changeset.records.count
+        send(from: client, to: peer, .request(
+            push: push, pushNext: page.next, pushHasMore: page.hasMore, pullCursor: cursor.received, pullPosition: cursor.receivedPosition))
+    }
+
+    private func send(from: Int, to: Int, _ payload: Message.Payload) {
+        let size = payload.byteCount
+        messages += 1
+        bytes += size
+        let faulty = !healing
+        if faulty && options.has(.drop) && rng.chance(rates.drop) {
+            count(.drop)
+            return
+        }
+        var latency = UInt64(1 + rng.below(20))
+        if faulty && options.has(.reorder) && rng.chance(rates.reorder) {
+            latency += UInt64(rng.below(500))
+            count(.reorder)
+        }
+        if faulty && options.has(.delay) && rng.chance(rates.delay) {
+            latency += UInt64(5_000 + rng.below(55_000))
+            count(.delay)
+        }
+        order += 1
+        let message = Message(deliverAt: now + latency, order: order, from: from, to: to,
+                              fromEpoch: epoch[from], toEpoch: epoch[to], payload: payload)
+        heap.push(message)
+        if faulty && options.has(.dup) && rng.chance(rates.duplicate) {
+            count(.dup)
+            messages += 1
+            bytes += size
+            order += 1
+            var copy = message
+            copy.order = order
+            copy.deliverAt = now + UInt64(1 + rng.below(800))
+            heap.push(copy)
+        }
+    }
+
+    private func deliverDue() throws {
+        while let first = heap.first, first.deliverAt <= now {
+            _ = heap.pop()
+            try deliver(first)
+        }
+    }
+
+    private func deliver(_ message: Message) throws {
+        // A crash loses what was in flight to or from the replica.
+        if down[message.to] || epoch[message.to] != message.toEpoch || epoch[message.from] != message.fromEpoch { return }
+        if let side = partitionSide, side[message.from] != side[message.to] { return }
+        switch message.payload {
+        case .request(let push, let pushNext, let pushHasMore, let pullCursor, let pullPosition):
+            if let push { try applyBytes(push, to: message.to) }
+            let page = try nodes[message.to].changes(since: pullCursor, after: pullPosition, limit: options.batchRecords, now: physical(message.to))
+            let pull = page.changeset.isEmpty ? nil : WireEncoder.encode(page.changeset)
+            recordsSent += page.changeset.records.count
+            send(from: message.to, to: message.from, .response(
+                ackPush: pushNext, pull: pull, pullNext: page.next, pullHasMore: page.hasMore, pushHasMore: pushHasMore))
+        case .response(let ackPush, let pull, let pullNext, let pullHasMore, let pushHasMore):
+            var cursor = cursors[message.to][message.from] ?? PeerCursor()
+            if let trace = Simulation.trace, trace.replica == message.to {
+                print("TRACE response to r\(message.to) at op \(opsDone): cursor \(cursor) pullNext \(pullNext) ack \(ackPush) records \(pull.map { (try? WireDecoder.decode($0).records.count) ?? -1 } ?? 0)")
+            }
+            if pushHasMore {
+                cursor.sentPosition = max(cursor.sentPosition ?? cursor.sent, ackPush)
+            } else {
+                cursor.sent = max(cursor.sent, ackPush)
+                cursor.sentPosition = nil
+            }
+            if let pull {
+                // When the peer has acknowledged everything in our feed, what its answer
+                // changes here is known to it: no need to echo it back.
+                let before = try nodes[message.to].feedSequence()
+                try applyBytes(pull, to: message.to)
+                if cursor.sentPosition == nil && cursor.sent >= before { cursor.sent = try nodes[message.to].feedSequence() }
+            }
+            if pullHasMore {
+                cursor.receivedPosition = max(cursor.receivedPosition ?? cursor.received, pullNext)
+            } else {
+                cursor.received = max(cursor.received, pullNext)
+                cursor.receivedPosition = nil
+            }
+            cursors[message.to][message.from] = cursor
+            if pullHasMore || pushHasMore {
+                continuations += 1
+                try startSync(from: message.to, to: message.from)
+            }
+        }
+    }
+
+    @discardableResult
+    private func applyBytes(_ encoded: [UInt8], to replica: Int) throws -> Int {
+        var changeset = try WireDecoder.decode(encoded)
+        if let mutation = options.mutation { changeset = mutation.corrupt(changeset) }
+        if let trace = Simulation.trace, trace.replica == replica || replica == 0 {
+            for record in changeset.records where record.table == trace.table && "\(record.key)" == trace.key {
+                print("TRACE apply to r\(replica) seq \(try nodes[replica].feedSequence()) at op \(opsDone) now \(physical(replica)) healing \(healing): \(StateFormatter(names: names).record(record.state)) maxHLC \(record.state.maxHLC)")
+            }
+        }
+        let report = try nodes[replica].apply(changeset, now: physical(replica))
+        if let trace = Simulation.trace, trace.replica == replica || replica == 0, changeset.records.contains(where: { $0.table == trace.table && "\($0.key)" == trace.key }) {
+            print("TRACE   -> seq \(try nodes[replica].feedSequence()) quarantined \(report.quarantined), state now \(StateFormatter(names: names).record(nodes[replica].recordState(RecordAddress(table: trace.table, key: .text(String(trace.key.dropFirst().dropLast()))))))")
+        }
+        quarantinedDuringRun += report.quarantined
+        return report.changed
+    }
+
+    // MARK: - Healing
+
+    private func heal() throws {
+        healing = true
+        partitionSide = nil
+        for replica in 0..<options.replicas {
+            jump[replica] = 0
+            if down[replica] {
+                try nodes[replica].restart(now: physical(replica))
+                down[replica] = false
+            }
+        }
+        restarts.removeAll()
+        jumpEnds.removeAll()
+        // Deliver what is still in flight (continuations included).
+        while let message = heap.pop() {
+            now = max(now, message.deliverAt)
+            try deliver(message)
+        }
+        // Move virtual time past every stamp issued, far-future ones included, so that
+        // every quarantine releases by itself.
+        let maxSkew = UInt64(skew.map { abs($0) }.max() ?? 0)
+        now = max(now, oracle.maxStamp.hlc.milliseconds + maxSkew + 1_000)
+        for node in nodes { quarantinedAtHeal += try node.quarantinedCount() }
+        for (index, node) in nodes.enumerated() { _ = try node.releaseQuarantine(now: physical(index), force: false) }
+        let held = try nodes.reduce(0) { try $0 + $1.quarantinedCount() }
+        if held > 0 {
+            throw SimulationFailure("\(held) quarantined records still held after virtual time passed every stamp")
+        }
+        // Full exchange through replica 0 until a round moves nothing.
+        var healCursors: [PeerCursor] = (0..<options.replicas).map { replica in
+            options.topology == .hub ? (cursors[replica][0] ?? PeerCursor()) : PeerCursor()
+        }
+        let limit = max(options.batchRecords, 1_000)
+        for _ in 0..<50 {
+            var moved = 0
+            for replica in 1..<options.replicas {
+                healCursors[replica].sent = try transfer(from: replica, to: 0, since: healCursors[replica].sent, limit: limit, moved: &moved)
+            }
+            for replica in 1..<options.replicas {
+                healCursors[replica].received = try transfer(from: 0, to: replica, since: healCursors[replica].received, limit: limit, moved: &moved)
+            }
+            healRounds += 1
+            if moved == 0 { return }
+        }
+        throw SimulationFailure("the healing exchange did not reach quiescence in 50 rounds")
+    }
+
+    /// Sends `from`'s whole feed after `cursor` to `to`; returns the new cursor.
+    private func transfer(from: Int, to: Int, since cursor: UInt64, limit: Int, moved: inout Int) throws -> UInt64 {
+        var position: UInt64?
+        while true {
+            let page = try nodes[from].changes(since: cursor, after: position, limit: limit, now: physical(from))
+            if !page.changeset.isEmpty {
+                let encoded = WireEncoder.encode(page.changeset)
+                messages += 1
+                bytes += encoded.count + 20
+                recordsSent += page.changeset.records.count
+                moved += try applyBytes(encoded, to: to)
+            }
+            position = page.next
+            if !page.hasMore { return max(cursor, page.next) }
+        }
+    }
+
+    // MARK: - Checking
+
+    struct CheckOutcome {
+        var divergence: Divergence?
+        var failure: String?
+        var lostWrites = 0
+        var visibleWrites = 0
+        var visibleRows = 0
+        var openConflicts = 0
+        var digest = ""
+    }
+
+    private func check() throws -> CheckOutcome {
+        var outcome = CheckOutcome()
+        let count = options.replicas
+        let reference = try nodes[0].stateBytes()
+        var digest = FNV1a()
+        digest.combine(reference)
+        outcome.digest = digest.hex
+        var differing = [Int]()
+        for replica in 1..<count where try nodes[replica].stateBytes() != reference { differing.append(replica) }
+        // Replicas with byte-identical core state show identical rows; SQLite stores also
+        // materialize rows, which are checked on every replica.
+        let checked = options.store == .sqlite || count <= 64 ? Array(0..<count) : [0] + differing
+
+        var rows = [Int: [String: [Value: [String: Value]]]]()
+        var conflicts = [Int: [RecordAddress: [String: [MVRegister.Sibling]]]]()
+        for replica in checked {
+            for schema in SimulationSchema.tables { rows[replica, default: [:]][schema.name] = try nodes[replica].visibleRows(table: schema.name) }
+            var byRecord = [RecordAddress: [String: [MVRegister.Sibling]]]()
+            for conflict in try nodes[replica].conflicts() {
+                byRecord[RecordAddress(table: conflict.table, key: conflict.key), default: [:]][conflict.column] = conflict.siblings.sorted { $0.stamp < $1.stamp }
+            }
+            conflicts[replica] = byRecord
+        }
+
+        var addresses = Set(oracle.addresses)
+        for replica in checked {
+            for (table, tableRows) in rows[replica] ?? [:] {
+                for key in tableRows.keys { addresses.insert(RecordAddress(table: table, key: key)) }
+            }
+        }
+        var lost = Set<String>()
+        for address in addresses.sorted() {
+            let expected = oracle.expected(address)
+            if let row = expected.row {
+                outcome.visibleRows += 1
+                outcome.visibleWrites += expected.winners.values.reduce(0) { $0 + $1.count }
+                outcome.openConflicts += expected.conflicts.count
+                _ = row
+            }
+            guard let schema = SimulationSchema.byName[address.table] else { continue }
+            var fields = ["(row)"] + schema.columns + schema.columns.filter { schema.policy(of: $0) != .lww }.map { "(conflict \($0))" }
+            if expected.row == nil { fields = ["(row)"] }
+            for field in fields {
+                let expectedText: String
+                var actual = [Int: String]()
+                if field == "(row)" {
+                    expectedText = expected.row == nil ? "absent" : "present"
+                    for replica in checked { actual[replica] = rows[replica]?[address.table]?[address.key] == nil ? "absent" : "present" }
+                } else if field.hasPrefix("(conflict ") {
+                    let column = String(field.dropFirst(10).dropLast())
+                    expectedText = describe(expected.conflicts[column])
+                    for replica in checked { actual[replica] = describe(conflicts[replica]?[address]?[column]) }
+                } else {
+                    expectedText = expected.row?[field].map { "\($0)" } ?? "-"
+                    for replica in checked { actual[replica] = rows[replica]?[address.table]?[address.key]?[field].map { "\($0)" } ?? "-" }
+                }
+                let wrong = actual.filter { $0.value != expectedText }
+                guard !wrong.isEmpty else { continue }
+                // Writes the oracle says must show and do not, on some replica.
+                if field == "(row)" {
+                    if expected.row != nil {
+                        for (column, winners) in expected.winners { for stamp in winners.keys { lost.insert("\(address)|\(column)|\(stamp)") } }
+                    }
+                } else if field.hasPrefix("(conflict ") {
+                    let column = String(field.dropFirst(10).dropLast())
+                    for replica in wrong.keys {
+                        let shown = Set((conflicts[replica]?[address]?[column] ?? []).map(\.stamp))
+                        for stamp in (expected.conflicts[column] ?? []).map(\.stamp) where !shown.contains(stamp) {
+                            lost.insert("\(address)|\(column)|\(stamp)")
+                        }
+                    }
+                } else if expected.row != nil, let winner = expected.winners[field]?.max(by: { $0.key < $1.key }) {
+                    lost.insert("\(address)|\(field)|\(winner.key)")
+                }
+                if outcome.divergence == nil {
+                    var groups = [String: [Int]]()
+                    for (replica, text) in actual { groups[text, default: []].append(replica) }
+                    let observed = groups.sorted { $0.value.min()! < $1.value.min()! }.map { text, replicas -> String in
+                        let sorted = replicas.sorted()
+                        let list = sorted.prefix(12).map(String.init).joined(separator: ",") + (sorted.count > 12 ? ",… (\(sorted.count))" : "")
+                        return "replica\(sorted.count == 1 ? "" : "s") \(list): \(text)"
+                    }
+                    var states = [String]()
+                    let formatter = StateFormatter(names: names)
+                    for replicas in groups.values.map({ $0.min()! }).sorted() {
+                        let state = try WireDecoder.decode(try nodes[replicas].stateBytes()).records
+                            .first { $0.table == address.table && $0.key == address.key }?.state
+                        states.append("state on replica \(replicas): \(formatter.record(state))")
+                    }
+                    outcome.divergence = Divergence(
+                        table: address.table, key: "\(address.key)", field: field, expected: expectedText,
+                        observed: observed + states, history: historyLines(address))
+                }
+            }
+        }
+        outcome.lostWrites = lost.count
+        if outcome.divergence == nil, let replica = differing.first {
+            outcome.divergence = try stateDivergence(replica, reference: reference)
+        }
+        return outcome
+    }
+
+    private func describe(_ siblings: [MVRegister.Sibling]?) -> String {
+        guard let siblings, !siblings.isEmpty else { return "no conflict" }
+        return siblings.map { "\($0.value)@\($0.stamp.hlc)" }.joined(separator: " | ")
+    }
+
+    private var names: [ReplicaID: String] {
+        var result = [ReplicaID: String]()
+        for (index, node) in nodes.enumerated() { result[node.replicaID] = "r\(index)" }
+        return result
+    }
+
+    private func historyLines(_ address: RecordAddress) -> [String] {
+        let ids = nodes.map(\.replicaID)
+        return (oracle.history[address] ?? []).suffix(40).map { line in
+            let index = ids.firstIndex(of: line.stamp.replica).map(String.init) ?? "?"
+            return "r\(line.replica) \(line.stamp.hlc)@r\(index): \(line.text)"
+        }
+    }
+
+    /// The first record whose merge state differs between replica 0 and `replica`.
+    private func stateDivergence(_ replica: Int, reference: [UInt8]) throws -> Divergence {
+        let mine = try WireDecoder.decode(reference).normalized.records
+        let theirs = try WireDecoder.decode(try nodes[replica].stateBytes()).normalized.records
+        var byAddress = [RecordAddress: (RecordState?, RecordState?)]()
+        for record in mine { byAddress[RecordAddress(table: record.table, key: record.key), default: (nil, nil)].0 = record.state }
+        for record in theirs { byAddress[RecordAddress(table: record.table, key: record.key), default: (nil, nil)].1 = record.state }
+        for (address, states) in byAddress.sorted(by: { $0.key < $1.key }) where states.0 != states.1 {
+            return Divergence(
+                table: address.table, key: "\(address.key)", field: "(state)", expected: "the same merge state everywhere",
+                observed: ["replica 0: \(StateFormatter(names: names).record(states.0))", "replica \(replica): \(StateFormatter(names: names).record(states.1))"],
+                history: historyLines(address))
+        }
+        return Divergence(table: "-", key: "-", field: "(state)", expected: "identical encoded states",
+                          observed: ["replica 0 and replica \(replica) differ in encoding only"], history: [])
+    }
+}
+
+extension Replica.Operation {
+    var simulatedAddress: (String, Value) {
+        switch self {
+        case .insert(let table, let key, _), .update(let table, let key, _), .delete(let table, let key):
+            return (table, key)
+        }
+    }
+}
+
+/// A lock around a value (Synchronization's `Mutex` needs macOS 15).
+final class Mutex<Value>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+    init(_ value: Value) { self.value = value }
+    func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
+}

@@ -1,0 +1,148 @@
+import ConvergeCore
+
+/// The replicated tables every simulated replica holds: both delete policies, critical
+/// fields and plain ones.
+public enum SimulationSchema {
+    /// Edits revive (`.updateWins`); `amount` is critical.
+    public static let notes = TableSchema(
+        name: "notes", primaryKey: "id", columns: ["title", "body", "amount"],
+        policies: ["amount": .critical], deletePolicy: .updateWins)
+    /// Deletes win (`.deleteWins`); `qty` is critical.
+    public static let items = TableSchema(
+        name: "items", primaryKey: "id", columns: ["name", "qty", "status"],
+        policies: ["qty": .critical], deletePolicy: .deleteWins)
+    /// Deletes win, last writer wins on every field.
+    public static let docs = TableSchema(
+        name: "docs", primaryKey: "id", columns: ["title", "body"], deletePolicy: .deleteWins)
+
+    public static let tables = [notes, items, docs]
+    static let byName: [String: TableSchema] = Dictionary(uniqueKeysWithValues: tables.map { ($0.name, $0) })
+
+    /// The app's DDL for a table (SQLite replicas).
+    static func createSQL(_ schema: TableSchema) -> String {
+        let columns = schema.columns.map { "\($0) \(schema.policy(of: $0) == .lww ? "TEXT" : "INTEGER")" }
+        return "CREATE TABLE IF NOT EXISTS \(schema.name)(\(schema.primaryKey) TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")))"
+    }
+
+    static func criticalColumn(of schema: TableSchema) -> String? {
+        schema.columns.first { schema.policy(of: $0) != .lww }
+    }
+}
+
+/// One local transaction the workload asks a replica to run.
+enum Transaction {
+    /// Plain writes (on distinct records), one stamp for the lot.
+    case operations([Replica.Operation])
+    /// A resolve of a conflicted critical field.
+    case resolve(table: String, key: Value, column: String, value: Value)
+}
+
+/// Draws the workload: inserts, edits, deletes, re-inserts of old ids, concurrent creates
+/// of one id, critical writes and resolves, on keys drawn with a heavy skew.
+struct WorkloadGenerator {
+    let keysPerTable: Int
+    private var valueCounter: UInt64 = 0
+    private var createCounter: Int = 0
+
+    init(keysPerTable: Int) {
+        self.keysPerTable = keysPerTable
+    }
+
+    /// A key with a Zipf-like skew: half the draws hit the first eighth of the keys.
+    func skewedKey(_ rng: inout SeededGenerator) -> Value {
+        let u = Double(rng.next() >> 11) * 0x1.0p-53
+        let index = min(keysPerTable - 1, Int(Double(keysPerTable) * u * u * u))
+        return .text("k\(index)")
+    }
+
+    /// A value no other write has written (so every LWW write changes its field and is
+    /// recognisable in the final state).
+    mutating func uniqueText(replica: Int) -> Value {
+        valueCounter += 1
+        return .text("\(replica).\(valueCounter)")
+    }
+
+    /// A small integer (so equal values meet), different from `current` when there is one.
+    func criticalValue(_ rng: inout SeededGenerator, avoiding current: Value?) -> Value {
+        if case .integer(let c)? = current, (0..<4).contains(c) {
+            return .integer((c + 1 + Int64(rng.below(3))) % 4)
+        }
+        return .integer(Int64(rng.below(4)))
+    }
+
+    mutating func insertValues(_ schema: TableSchema, replica: Int, rng: inout SeededGenerator, criticalDefault: Bool = false) -> [String: Value] {
+        var values = [String: Value]()
+        for column in schema.columns {
+            values[column] = schema.policy(of: column) == .lww
+                ? uniqueText(replica: replica)
+                : (criticalDefault ? .integer(0) : .integer(Int64(rng.below(4))))
+        }
+        return values
+    }
+
+    /// The next transaction for `replica`, given its local view of records.
+    mutating func next(replica: Int, rng: inout SeededGenerator, view: (RecordAddress) -> RecordState?) -> Transaction {
+        let schema = SimulationSchema.tables[rng.below(SimulationSchema.tables.count)]
+        let roll = rng.below(100)
+        if roll >= 95 {
+            // Two records in one transaction: one stamp, distinct keys.
+            let first = skewedKey(&rng)
+            var second = skewedKey(&rng)
+            if second == first { second = .text("k\(keysPerTable + rng.below(4))") }
+            return .operations([
+                single(schema: schema, key: first, roll: rng.below(90), replica: replica, rng: &rng, view: view),
+                single(schema: schema, key: second, roll: rng.below(90), replica: replica, rng: &rng, view: view),
+            ])
+        }
+        if roll >= 90 {
+            // Concurrent creates: consecutive creates share an id, so two replicas create it
+            // without seeing each other, with the same default in the critical field.
+            let key = Value.text("c\((createCounter / 2) % keysPerTable)")
+            createCounter += 1
+            return .operations([.insert(table: schema.name, key: key, values: insertValues(schema, replica: replica, rng: &rng, criticalDefault: true))])
+        }
+        let key = skewedKey(&rng)
+        if roll >= 84, let column = SimulationSchema.criticalColumn(of: schema),
+           let record = view(RecordAddress(table: schema.name, key: key)), record.isAlive,
+           let register = record.multiValue(of: column), register.isConflicted {
+            // Resolve an open conflict: to one of the values, or to a new one.
+            let values = register.values
+            let value = rng.chance(0.7) ? values[rng.below(values.count)] : criticalValue(&rng, avoiding: nil)
+            return .resolve(table: schema.name, key: key, column: column, value: value)
+        }
+        return .operations([single(schema: schema, key: key, roll: roll, replica: replica, rng: &rng, view: view)])
+    }
+
+    private mutating func single(
+        schema: TableSchema, key: Value, roll: Int, replica: Int, rng: inout SeededGenerator,
+        view: (RecordAddress) -> RecordState?
+    ) -> Replica.Operation {
+        let record = view(RecordAddress(table: schema.name, key: key))
+        let alive = record?.isAlive ?? false
+        switch roll {
+        case 0..<25:
+            return .insert(table: schema.name, key: key, values: insertValues(schema, replica: replica, rng: &rng))
+        case 25..<40 where !alive:
+            // Re-insert an id that is absent or deleted here.
+            return .insert(table: schema.name, key: key, values: insertValues(schema, replica: replica, rng: &rng))
+        case 25..<62:
+            var values = [String: Value]()
+            for column in schema.columns where schema.policy(of: column) == .lww && rng.chance(0.6) {
+                values[column] = uniqueText(replica: replica)
+            }
+            if let column = SimulationSchema.criticalColumn(of: schema), values.isEmpty || rng.chance(0.3) {
+                values[column] = criticalValue(&rng, avoiding: record?.value(of: column, policy: schema.policy(of: column)))
+            }
+            if values.isEmpty { values[schema.columns[0]] = uniqueText(replica: replica) }
+            return .update(table: schema.name, key: key, values: values)
+        case 62..<75:
+            return .delete(table: schema.name, key: key)
+        default:
+            if let column = SimulationSchema.criticalColumn(of: schema) {
+                let current = record?.value(of: column, policy: schema.policy(of: column))
+                return .update(table: schema.name, key: key, values: [column: criticalValue(&rng, avoiding: current)])
+            }
+            return .update(table: schema.name, key: key, values: [schema.columns[rng.below(schema.columns.count)]: uniqueText(replica: replica)])
+        }
+    }
+}

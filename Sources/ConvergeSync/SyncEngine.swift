@@ -1,0 +1,491 @@
+import ConvergeCore
+import ConvergeSQLite
+import Foundation
+import GRDB
+
+/// Synchronizes a replicated database with a server, round after round.
+///
+/// The store's change feed and its per-peer cursors are the outbox: a write made offline
+/// is in the feed, and the engine pushes everything after the cursor the server last
+/// acknowledged, so nothing is queued elsewhere and nothing is lost on a restart.
+///
+/// ```swift
+/// let engine = try SyncEngine(
+///     database: converge,
+///     transport: HTTPSyncTransport(baseURL: URL(string: "https://sync.example.com")!),
+///     token: token, refreshToken: { try await auth.freshToken() })
+/// await engine.start()                      // sync after local writes (debounced)
+/// try await engine.sync()                   // "Sync now"
+/// for await status in await engine.statusUpdates() { ... }
+/// ```
+///
+/// One round pushes the feed in bounded batches and pulls the server's feed page by page
+/// until it has no more; the push cursor moves only once the server acknowledged a batch,
+/// and the pull cursor only once a page was applied and committed. Rounds never overlap.
+public actor SyncEngine {
+    public struct Configuration: Sendable {
+        /// The name under which the server's cursors are kept in the store.
+        public var peer: String
+        /// Bounds of one pushed batch.
+        public var pushBatchRecords: Int
+        public var pushBatchBytes: Int
+        /// Bounds asked for one pulled page (the server may lower them).
+        public var pullPageRecords: Int
+        public var pullPageBytes: Int
+        public var retry: RetryPolicy
+        /// Quiet time after a local write before an automatic round (see ``SyncEngine/start()``).
+        public var debounce: Duration
+        /// An automatic round this often, if set (see ``SyncEngine/start()``).
+        public var interval: Duration?
+        /// Rows kept in the sync log table.
+        public var logLimit: Int
+
+        public init(
+            peer: String = "server",
+            pushBatchRecords: Int = 100,
+            pushBatchBytes: Int = 1 << 20,
+            pullPageRecords: Int = 1_000,
+            pullPageBytes: Int = 1 << 20,
+            retry: RetryPolicy = RetryPolicy(),
+            debounce: Duration = .seconds(1),
+            interval: Duration? = nil,
+            logLimit: Int = 500
+        ) {
+            precondition(pushBatchRecords > 0 && pushBatchBytes > 0 && pullPageRecords > 0 && pullPageBytes > 0)
+            self.peer = peer
+            self.pushBatchRecords = pushBatchRecords
+            self.pushBatchBytes = pushBatchBytes
+            self.pullPageRecords = pullPageRecords
+            self.pullPageBytes = pullPageBytes
+            self.retry = retry
+            self.debounce = debounce
+            self.interval = interval
+            self.logLimit = logLimit
+        }
+    }
+
+    /// Exponential backoff with jitter and a cap, for network errors, timeouts and
+    /// 5xx/408/429 answers.
+    public struct RetryPolicy: Sendable {
+        /// Tries per request, the first included.
+        public var maxAttempts: Int
+        public var initialDelay: Duration
+        public var maxDelay: Duration
+        public var multiplier: Double
+        /// The fraction of each delay drawn at random (0: none, 1: "full jitter").
+        public var jitter: Double
+
+        public init(maxAttempts: Int = 6, initialDelay: Duration = .milliseconds(500), maxDelay: Duration = .seconds(30), multiplier: Double = 2, jitter: Double = 0.5) {
+            precondition(maxAttempts > 0 && multiplier >= 1 && (0...1).contains(jitter))
+            self.maxAttempts = maxAttempts
+            self.initialDelay = initialDelay
+            self.maxDelay = maxDelay
+            self.multiplier = multiplier
+            self.jitter = jitter
+        }
+
+        /// The wait before retry number `retry` (1 for the first retry).
+        public func delay(beforeRetry retry: Int) -> Duration {
+            let base = initialDelay * pow(multiplier, Double(max(0, retry - 1)))
+            let capped = min(base, maxDelay)
+            return capped * (1 - jitter * Double.random(in: 0..<1))
+        }
+    }
+
+    public nonisolated let database: ReplicatedDatabase
+    public nonisolated let configuration: Configuration
+    private let transport: any SyncTransport
+    private var token: String?
+    private let refreshToken: (@Sendable () async throws -> String)?
+
+    /// The current status (also delivered by ``statusUpdates()``).
+    public private(set) var status = SyncStatus()
+    private var observers: [UUID: AsyncStream<SyncStatus>.Continuation] = [:]
+    private var isSyncing = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var debounceTask: Task<Void, Never>?
+    private var intervalTask: Task<Void, Never>?
+    private var listenTask: Task<Void, Never>?
+    private var immediatePending = false
+    private var observation: AnyDatabaseCancellable?
+    private let applying = Flag()
+
+    /// - Parameters:
+    ///   - token: The bearer token sent with each request.
+    ///   - refreshToken: Called once when the server answers 401; the round then retries
+    ///     with the new token.
+    public init(
+        database: ReplicatedDatabase,
+        transport: any SyncTransport,
+        configuration: Configuration = Configuration(),
+        token: String? = nil,
+        refreshToken: (@Sendable () async throws -> String)? = nil
+    ) throws {
+        self.database = database
+        self.transport = transport
+        self.configuration = configuration
+        self.token = token
+        self.refreshToken = refreshToken
+        try SyncLog.install(in: database.writer)
+        var initial = SyncStatus()
+        Self.refreshCounts(&initial, database: database, peer: configuration.peer)
+        status = initial
+    }
+
+    // MARK: Status
+
+    /// The status now, then every change of it.
+    public func statusUpdates() -> AsyncStream<SyncStatus> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SyncStatus.self, bufferingPolicy: .bufferingNewest(32))
+        let id = UUID()
+        observers[id] = continuation
+        continuation.yield(status)
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.removeObserver(id) }
+        }
+        return stream
+    }
+
+    private func removeObserver(_ id: UUID) { observers[id] = nil }
+
+    private func publish(_ change: (inout SyncStatus) -> Void) {
+        var updated = status
+        change(&updated)
+        guard updated != status else { return }
+        status = updated
+        for continuation in observers.values { continuation.yield(updated) }
+    }
+
+    /// Recomputes pending changes, conflicts and quarantined changes (after local writes).
+    public func refreshStatus() {
+        var updated = status
+        Self.refreshCounts(&updated, database: database, peer: configuration.peer)
+        publish { $0 = updated }
+    }
+
+    private static func refreshCounts(_ status: inout SyncStatus, database: ReplicatedDatabase, peer: String) {
+        if let cursor = try? database.cursor(for: peer), let pending = try? database.changedRecordCount(since: cursor.sent) {
+            status.pendingChanges = pending
+        }
+        if let conflicts = try? database.conflicts() { status.conflicts = conflicts.count }
+        if let quarantined = try? database.quarantinedCount() { status.quarantined = quarantined }
+    }
+
+    /// The latest rounds, newest first.
+    public nonisolated func log(limit: Int = 100) throws -> [SyncLog.Entry] {
+        try SyncLog.entries(in: database.writer, limit: limit)
+    }
+
+    // MARK: Triggers
+
+    /// Starts automatic rounds: after local writes to replicated tables (debounced), when
+    /// the server announces new changes (if the transport is a ``SyncNotificationSource``),
+    /// and every ``Configuration/interval`` if set. ``sync()`` still works on demand.
+    public func start() throws {
+        guard observation == nil && listenTask == nil else { return }
+        if let source = transport as? any SyncNotificationSource {
+            listenTask = Task { [weak self] in await self?.listen(to: source) }
+        }
+        let tables = database.replicatedTables.keys.sorted().map { Table($0) }
+        if !tables.isEmpty {
+            let applying = self.applying
+            observation = DatabaseRegionObservation(tracking: tables).start(
+                in: database.writer,
+                onError: { _ in },
+                onChange: { [weak self] _ in
+                    guard !applying.isSet else { return }
+                    Task { await self?.localChange() }
+                })
+        }
+        if let interval = configuration.interval {
+            intervalTask = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    guard !Task.isCancelled else { return }
+                    await self?.trigger(immediately: true)
+                }
+            }
+        }
+    }
+
+    /// Listens to the server's notifications, reconnecting with backoff; each one starts
+    /// a round at once.
+    private func listen(to source: any SyncNotificationSource) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                for try await _ in source.notifications(token: token) {
+                    failures = 0
+                    trigger(immediately: true)
+                }
+            } catch {}
+            guard !Task.isCancelled else { return }
+            failures += 1
+            let delay = configuration.retry.delay(beforeRetry: min(failures, 10))
+            do { try await Task.sleep(for: delay) } catch { return }
+            // Changes may have come while disconnected.
+            trigger()
+        }
+    }
+
+    /// Stops automatic rounds.
+    public func stop() {
+        listenTask?.cancel()
+        listenTask = nil
+        observation?.cancel()
+        observation = nil
+        intervalTask?.cancel()
+        intervalTask = nil
+        debounceTask?.cancel()
+        debounceTask = nil
+    }
+
+    /// Tells the engine that something worth a round happened: connectivity is back, the
+    /// app came to the foreground, the server announced new changes. The round starts
+    /// after the debounce delay unless `immediately`. Triggers that come while a round
+    /// waits to start share it; a running round is never interrupted.
+    public func trigger(immediately: Bool = false) {
+        guard immediately else {
+            scheduleDebounced()
+            return
+        }
+        guard !immediatePending else { return }
+        immediatePending = true
+        Task { [weak self] in await self?.runTriggeredRound() }
+    }
+
+    private func runTriggeredRound() async {
+        while isSyncing { await withCheckedContinuation { waiters.append($0) } }
+        immediatePending = false
+        _ = try? await sync()
+    }
+
+    private func localChange() {
+        refreshStatus()
+        scheduleDebounced()
+    }
+
+    private func scheduleDebounced() {
+        debounceTask?.cancel()
+        let delay = configuration.debounce
+        debounceTask = Task { [weak self] in
+            do { try await Task.sleep(for: delay) } catch { return }
+            await self?.debounceElapsed()
+        }
+    }
+
+    private func debounceElapsed() {
+        debounceTask = nil
+        trigger(immediately: true)
+    }
+
+    // MARK: Rounds
+
+    /// Runs one round: pushes every pending local change, pulls everything new.
+    ///
+    /// Waits for a round in progress to finish first, then runs its own (changes may
+    /// have been made since that one started).
+    ///
+    /// - Throws: ``SyncError``.
+    @discardableResult
+    public func sync() async throws -> SyncReport {
+        while isSyncing { await withCheckedContinuation { waiters.append($0) } }
+        isSyncing = true
+        defer {
+            isSyncing = false
+            let resumed = waiters
+            waiters = []
+            for waiter in resumed { waiter.resume() }
+        }
+        let clock = ContinuousClock()
+        let started = clock.now
+        let startDate = Date()
+        var report = SyncReport()
+        publish { $0.phase = .syncing(pushed: 0, pulled: 0) }
+        do {
+            try await runRound(&report)
+            report.duration = clock.now - started
+            refreshStatus()
+            publish {
+                $0.phase = .idle
+                $0.lastSuccess = Date()
+                $0.lastError = nil
+            }
+            SyncLog.record(report, started: startDate, error: nil, peer: configuration.peer, in: database.writer, limit: configuration.logLimit)
+            return report
+        } catch {
+            let failure = Self.syncError(error)
+            report.duration = clock.now - started
+            refreshStatus()
+            publish {
+                if case .offline = failure { $0.phase = .offline } else { $0.phase = .error }
+                $0.lastError = failure
+            }
+            SyncLog.record(report, started: startDate, error: failure, peer: configuration.peer, in: database.writer, limit: configuration.logLimit)
+            throw failure
+        }
+    }
+
+    private static func syncError(_ error: any Error) -> SyncError {
+        if let error = error as? SyncError { return error }
+        if error is CancellationError { return .cancelled }
+        return .local("\(error)")
+    }
+
+    private func runRound(_ report: inout SyncReport) async throws {
+        let peer = configuration.peer
+        var cursor = try database.cursor(for: peer)
+        var knownServer = try SyncLog.serverReplica(for: peer, in: database.writer)
+        var pushing = true
+        var pulling = true
+        // While paging, the cursors stay fixed and these positions advance: a record that
+        // changed again beyond a page may have older parts inside it, sent with the record
+        // when its turn comes. The cursors move to the end once the last page is through.
+        var pushPosition: UInt64?
+        var pullPosition: UInt64?
+        while pushing || pulling {
+            var batch: ReplicatedDatabase.ChangeBatch?
+            if pushing {
+                let page = try database.changes(
+                    since: cursor.sent, after: pushPosition, maxRecords: configuration.pushBatchRecords, maxBytes: configuration.pushBatchBytes)
+                if page.changeset.isEmpty {
+                    // Nothing after the cursor: nothing to push, the cursor may follow the feed.
+                    if page.next != cursor.sent {
+                        cursor.sent = page.next
+                        try database.setCursor(cursor, for: peer)
+                    }
+                    pushing = false
+                } else {
+                    batch = page
+                }
+            }
+            guard pushing || pulling else { break }
+            let payload = batch.map { WireEncoder.encode($0.changeset) } ?? []
+            let request = SyncRequest(
+                replica: database.replicaID, pushUpTo: batch?.next ?? cursor.sent, changeset: payload, pull: pulling,
+                pullCursor: cursor.received, pullAfter: pullPosition, pullMaxRecords: UInt64(configuration.pullPageRecords), pullMaxBytes: UInt64(configuration.pullPageBytes))
+            let response = try await send(request, report: &report)
+            report.requests += 1
+
+            if knownServer != response.serverReplica {
+                try SyncLog.setServerReplica(response.serverReplica, for: peer, in: database.writer)
+                if knownServer != nil {
+                    // Another server (or a restored one): its feed positions mean nothing
+                    // here, and it may lack what it had acknowledged. Start over with it.
+                    knownServer = response.serverReplica
+                    cursor = ReplicatedDatabase.PeerCursor()
+                    try database.setCursor(cursor, for: peer)
+                    pushing = true
+                    pulling = true
+                    pushPosition = nil
+                    pullPosition = nil
+                    continue
+                }
+                knownServer = response.serverReplica
+            }
+
+            if let batch {
+                guard response.acknowledged == batch.next else {
+                    throw SyncError.invalidResponse("server acknowledged \(response.acknowledged), expected \(batch.next)")
+                }
+                if batch.hasMore {
+                    pushPosition = batch.next
+                } else {
+                    cursor.sent = batch.next
+                    try database.setCursor(cursor, for: peer)
+                }
+                report.pushedRecords += batch.changeset.records.count
+                report.pushedBytes += payload.count
+                pushing = batch.hasMore
+            }
+            if pulling {
+                if !response.changeset.isEmpty {
+                    let changeset: Changeset
+                    do {
+                        changeset = try WireDecoder.decode(response.changeset)
+                    } catch {
+                        throw SyncError.invalidResponse("pulled changeset: \(error)")
+                    }
+                    applying.set(true)
+                    defer { applying.set(false) }
+                    let applied = try database.apply(changeset)
+                    report.pulledRecords += changeset.records.count
+                    report.pulledBytes += response.changeset.count
+                    report.appliedRecords += applied.changedRecords
+                    report.quarantinedRecords += applied.quarantinedRecords
+                }
+                if response.hasMore {
+                    pullPosition = response.next
+                } else {
+                    cursor.received = response.next
+                    try database.setCursor(cursor, for: peer)
+                }
+                pulling = response.hasMore
+            }
+            let progress = report
+            publish { $0.phase = .syncing(pushed: progress.pushedRecords, pulled: progress.pulledRecords) }
+        }
+    }
+
+    /// Sends one request, retrying transient failures with backoff; on 401 refreshes the
+    /// token once.
+    private func send(_ request: SyncRequest, report: inout SyncReport) async throws -> SyncResponse {
+        var attempt = 0
+        var refreshed = false
+        while true {
+            attempt += 1
+            let failure: SyncError
+            do {
+                try Task.checkCancellation()
+                let response = try await transport.send(request, token: token)
+                if status.phase == .offline { publish { $0.phase = .syncing(pushed: report.pushedRecords, pulled: report.pulledRecords) } }
+                return response
+            } catch let error as SyncTransportError {
+                switch error {
+                case .status(401, let message):
+                    guard !refreshed, let refreshToken else { throw SyncError.unauthorized(message) }
+                    refreshed = true
+                    attempt -= 1
+                    do {
+                        token = try await refreshToken()
+                    } catch {
+                        throw SyncError.unauthorized("\(message); token refresh failed: \(error)")
+                    }
+                    continue
+                case .status(403, let message):
+                    throw SyncError.forbidden(message)
+                case .status(let code, let message) where (400..<500).contains(code) && code != 408 && code != 429:
+                    throw SyncError.rejected(status: code, message: message)
+                case .status(let code, let message):
+                    failure = .serverError(status: code, message: message)
+                case .invalidResponse(let message):
+                    throw SyncError.invalidResponse(message)
+                case .network(let message):
+                    failure = .offline(message)
+                case .timeout:
+                    failure = .offline("timed out")
+                }
+            } catch is CancellationError {
+                throw SyncError.cancelled
+            } catch {
+                failure = .offline("\(error)")
+            }
+            guard attempt < configuration.retry.maxAttempts else { throw failure }
+            if case .offline = failure { publish { $0.phase = .offline } }
+            report.retries += 1
+            do {
+                try await Task.sleep(for: configuration.retry.delay(beforeRetry: attempt))
+            } catch {
+                throw SyncError.cancelled
+            }
+        }
+    }
+}
+
+/// A flag read from GRDB's callbacks while the actor applies a pulled page.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set(_ newValue: Bool) { lock.withLock { value = newValue } }
+}

@@ -1,0 +1,221 @@
+import ConvergeCore
+
+/// The messages of one sync round, shared by the client and the server.
+///
+/// Binary, versioned and self-delimiting. A request carries the client's identity, one
+/// push batch (a wire-format changeset, possibly empty) with the feed position it reaches,
+/// and the pull cursor; the response acknowledges the batch and carries one page of the
+/// server's feed after the cursor.
+///
+/// ```
+/// request  = "CVRQ" version:u8 flags:u8 replica:16 pushUpTo:varint pullCursor:varint
+///            [pullAfter:varint] pullMaxRecords:varint pullMaxBytes:varint
+///            changesetLength:varint changeset
+///            (flags bit 0: pull requested; bit 1: pullAfter present, when paging)
+/// response = "CVRS" version:u8 flags:u8 serverReplica:16 acknowledged:varint next:varint
+///            changesetLength:varint changeset
+///            (flags bit 0: hasMore)
+/// ```
+///
+/// Varints are unsigned LEB128 (at most 10 bytes). The changesets are ConvergeCore's wire
+/// format (magic, version, CRC-32C trailer), decoded with `WireDecoder`.
+public enum SyncProtocol {
+    public static let version: UInt8 = 1
+    public static let contentType = "application/x-converge-sync"
+    static let requestMagic: [UInt8] = Array("CVRQ".utf8)
+    static let responseMagic: [UInt8] = Array("CVRS".utf8)
+}
+
+/// Why bytes did not decode as a sync message, and where.
+public struct SyncProtocolError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let reason: String
+    public let offset: Int
+
+    public init(_ reason: String, offset: Int) {
+        self.reason = reason
+        self.offset = offset
+    }
+
+    public var description: String { "sync message error at byte \(offset): \(reason)" }
+}
+
+/// One request of a sync round: a push batch and a pull cursor.
+public struct SyncRequest: Sendable, Hashable {
+    /// The client's replica: a device is bound to it on its first push.
+    public var replica: ReplicaID
+    /// The client's feed position that the pushed batch reaches; the server echoes it
+    /// back as ``SyncResponse/acknowledged`` once the batch is applied and committed.
+    public var pushUpTo: UInt64
+    /// The pushed changes, in ConvergeCore's wire format; empty when nothing is pushed.
+    public var changeset: [UInt8]
+    /// Whether the client wants a page of the server's feed.
+    public var pull: Bool
+    /// The server's feed position the client has applied.
+    public var pullCursor: UInt64
+    /// While paging a pull: the previous page's `next`. The cursor stays fixed meanwhile,
+    /// because a record beyond a page may have older parts inside it.
+    public var pullAfter: UInt64?
+    /// Bounds of the page asked for (the server may lower them).
+    public var pullMaxRecords: UInt64
+    public var pullMaxBytes: UInt64
+
+    public init(
+        replica: ReplicaID, pushUpTo: UInt64 = 0, changeset: [UInt8] = [], pull: Bool = true,
+        pullCursor: UInt64 = 0, pullAfter: UInt64? = nil, pullMaxRecords: UInt64 = 1_000, pullMaxBytes: UInt64 = 1 << 20
+    ) {
+        self.replica = replica
+        self.pushUpTo = pushUpTo
+        self.changeset = changeset
+        self.pull = pull
+        self.pullCursor = pullCursor
+        self.pullAfter = pullAfter
+        self.pullMaxRecords = pullMaxRecords
+        self.pullMaxBytes = pullMaxBytes
+    }
+
+    public func encoded() -> [UInt8] {
+        var out = SyncProtocol.requestMagic
+        out.reserveCapacity(64 + changeset.count)
+        out.append(SyncProtocol.version)
+        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2))
+        out.append(contentsOf: replica.bytes)
+        Varint.append(pushUpTo, to: &out)
+        Varint.append(pullCursor, to: &out)
+        if let pullAfter { Varint.append(pullAfter, to: &out) }
+        Varint.append(pullMaxRecords, to: &out)
+        Varint.append(pullMaxBytes, to: &out)
+        Varint.append(UInt64(changeset.count), to: &out)
+        out.append(contentsOf: changeset)
+        return out
+    }
+
+    public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
+        var reader = MessageReader(bytes)
+        let flags = try reader.header(magic: SyncProtocol.requestMagic, what: "sync request")
+        guard flags & ~3 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        replica = try reader.replica()
+        pushUpTo = try reader.varint("push position")
+        pullCursor = try reader.varint("pull cursor")
+        pullAfter = flags & 2 != 0 ? try reader.varint("pull page position") : nil
+        pullMaxRecords = try reader.varint("pull record bound")
+        pullMaxBytes = try reader.varint("pull byte bound")
+        changeset = try reader.payload()
+        pull = flags & 1 != 0
+        try reader.end()
+    }
+}
+
+/// The answer to a ``SyncRequest``.
+public struct SyncResponse: Sendable, Hashable {
+    /// The server's replica.
+    public var serverReplica: ReplicaID
+    /// The client's feed position now held by the server (the request's `pushUpTo`).
+    public var acknowledged: UInt64
+    /// One page of the server's feed after the pull cursor (wire format; empty if none).
+    public var changeset: [UInt8]
+    /// The pull cursor to continue from.
+    public var next: UInt64
+    /// Whether more changes follow `next`.
+    public var hasMore: Bool
+
+    public init(serverReplica: ReplicaID, acknowledged: UInt64, changeset: [UInt8], next: UInt64, hasMore: Bool) {
+        self.serverReplica = serverReplica
+        self.acknowledged = acknowledged
+        self.changeset = changeset
+        self.next = next
+        self.hasMore = hasMore
+    }
+
+    public func encoded() -> [UInt8] {
+        var out = SyncProtocol.responseMagic
+        out.reserveCapacity(48 + changeset.count)
+        out.append(SyncProtocol.version)
+        out.append(hasMore ? 1 : 0)
+        out.append(contentsOf: serverReplica.bytes)
+        Varint.append(acknowledged, to: &out)
+        Varint.append(next, to: &out)
+        Varint.append(UInt64(changeset.count), to: &out)
+        out.append(contentsOf: changeset)
+        return out
+    }
+
+    public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
+        var reader = MessageReader(bytes)
+        let flags = try reader.header(magic: SyncProtocol.responseMagic, what: "sync response")
+        guard flags & ~1 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        serverReplica = try reader.replica()
+        acknowledged = try reader.varint("acknowledged position")
+        next = try reader.varint("next cursor")
+        changeset = try reader.payload()
+        hasMore = flags & 1 != 0
+        try reader.end()
+    }
+}
+
+enum Varint {
+    static func append(_ value: UInt64, to out: inout [UInt8]) {
+        var value = value
+        while value >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        out.append(UInt8(value))
+    }
+}
+
+/// Bounds-checked reading of untrusted bytes: never traps, never over-allocates.
+struct MessageReader {
+    let bytes: [UInt8]
+    var offset = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func header(magic: [UInt8], what: String) throws(SyncProtocolError) -> UInt8 {
+        guard bytes.count >= magic.count + 2 else { throw SyncProtocolError("\(what) too short (\(bytes.count) bytes)", offset: 0) }
+        guard Array(bytes[0..<magic.count]) == magic else { throw SyncProtocolError("not a \(what) (bad magic)", offset: 0) }
+        guard bytes[magic.count] == SyncProtocol.version else {
+            throw SyncProtocolError("unsupported \(what) version \(bytes[magic.count])", offset: magic.count)
+        }
+        offset = magic.count + 2
+        return bytes[magic.count + 1]
+    }
+
+    mutating func replica() throws(SyncProtocolError) -> ReplicaID {
+        guard bytes.count - offset >= 16, let replica = ReplicaID(bytes: bytes[offset..<offset + 16]) else {
+            throw SyncProtocolError("truncated replica identity", offset: offset)
+        }
+        offset += 16
+        return replica
+    }
+
+    mutating func varint(_ what: String) throws(SyncProtocolError) -> UInt64 {
+        var result: UInt64 = 0
+        var shift: UInt64 = 0
+        let start = offset
+        while true {
+            guard offset < bytes.count else { throw SyncProtocolError("truncated \(what)", offset: start) }
+            let byte = bytes[offset]
+            offset += 1
+            if shift == 63 && byte > 1 { throw SyncProtocolError("\(what) overflows 64 bits", offset: start) }
+            result |= UInt64(byte & 0x7F) << shift
+            if byte & 0x80 == 0 { return result }
+            shift += 7
+            if shift > 63 { throw SyncProtocolError("\(what) varint too long", offset: start) }
+        }
+    }
+
+    mutating func payload() throws(SyncProtocolError) -> [UInt8] {
+        let start = offset
+        let length = try varint("changeset length")
+        guard length <= UInt64(bytes.count - offset) else {
+            throw SyncProtocolError("changeset length \(length) exceeds the \(bytes.count - offset) bytes left", offset: start)
+        }
+        let end = offset + Int(length)
+        defer { offset = end }
+        return Array(bytes[offset..<end])
+    }
+
+    func end() throws(SyncProtocolError) {
+        guard offset == bytes.count else { throw SyncProtocolError("\(bytes.count - offset) trailing bytes", offset: offset) }
+    }
+}

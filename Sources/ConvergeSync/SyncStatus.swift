@@ -1,0 +1,82 @@
+import Foundation
+
+/// Why a sync round failed.
+public enum SyncError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The server refused the token, even after one refresh (HTTP 401).
+    case unauthorized(String)
+    /// The server refused what was pushed: a write stamped by another replica, or a
+    /// device bound to another replica (HTTP 403).
+    case forbidden(String)
+    /// Any other 4xx answer (for example a changeset the server could not decode: 400,
+    /// or a push larger than the server accepts: 413). Retrying would not help.
+    case rejected(status: Int, message: String)
+    /// The server could not be reached (network errors, timeouts) after every retry.
+    case offline(String)
+    /// The server kept failing (5xx, 408, 429) after every retry.
+    case serverError(status: Int, message: String)
+    /// The server's answer did not make sense.
+    case invalidResponse(String)
+    /// The local store failed.
+    case local(String)
+    /// The round was cancelled.
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .unauthorized(let message): return "unauthorized: \(message)"
+        case .forbidden(let message): return "forbidden: \(message)"
+        case .rejected(let status, let message): return "rejected (\(status)): \(message)"
+        case .offline(let message): return "offline: \(message)"
+        case .serverError(let status, let message): return "server error (\(status)): \(message)"
+        case .invalidResponse(let message): return "invalid response: \(message)"
+        case .local(let message): return "local store error: \(message)"
+        case .cancelled: return "cancelled"
+        }
+    }
+}
+
+/// What an app shows about synchronization.
+public struct SyncStatus: Sendable, Hashable {
+    public enum Phase: Sendable, Hashable {
+        case idle
+        /// A round is running; records pushed and pulled so far.
+        case syncing(pushed: Int, pulled: Int)
+        /// The server could not be reached (a round is retrying, or gave up).
+        case offline
+        /// The last round failed (see ``SyncStatus/lastError``).
+        case error
+    }
+
+    public var phase: Phase = .idle
+    /// Local records changed since the server last acknowledged.
+    public var pendingChanges = 0
+    /// When a round last completed.
+    public var lastSuccess: Date?
+    /// The error of the last round, `nil` once a round succeeds.
+    public var lastError: SyncError?
+    /// Open conflicts on critical fields.
+    public var conflicts = 0
+    /// Remote changes held back because they were stamped too far in the future.
+    public var quarantined = 0
+
+    public init() {}
+}
+
+/// What one round did.
+public struct SyncReport: Sendable, Hashable {
+    /// Requests sent (retries not counted).
+    public var requests = 0
+    public var pushedRecords = 0
+    public var pushedBytes = 0
+    public var pulledRecords = 0
+    public var pulledBytes = 0
+    /// Pulled records that changed the local store.
+    public var appliedRecords = 0
+    /// Pulled records quarantined (stamped too far in the future).
+    public var quarantinedRecords = 0
+    /// Requests retried after a transient failure.
+    public var retries = 0
+    public var duration: Duration = .zero
+
+    public init() {}
+}

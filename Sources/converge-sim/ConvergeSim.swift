@@ -1,0 +1,220 @@
+import ArgumentParser
+import ConvergeCore
+import ConvergeSimulation
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+struct ConvergeSim: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "converge-sim",
+        abstract: "Runs many Converge replicas through faults and checks they converge to an oracle.",
+        discussion: """
+            Deterministic: one seeded generator, virtual time, one thread. The same options \
+            replay the same run. Exit status: 0 converged, 1 diverged, 2 bad options.
+            """)
+
+    @Option(help: "The seed of the run (the first one with --sweep).")
+    var seed: UInt64 = 1
+
+    @Option(help: "Number of replicas.")
+    var replicas: Int = 50
+
+    @Option(help: "Number of local write operations.")
+    var ops: Int = 20_000
+
+    @Option(help: "Replica kind: core (pure model) or sqlite (ConvergeSQLite stores).")
+    var store: String = "sqlite"
+
+    @Option(help: "hub (replica 0 is the server) or mesh (gossip among random peers).")
+    var topology: String = "hub"
+
+    @Option(help: "none, all, or a list of drop,dup,reorder,delay,partition,skew,jump,crash.")
+    var faults: String = "all"
+
+    @Option(help: "Run this many consecutive seeds and report how many converged.")
+    var sweep: Int?
+
+    @Flag(help: "End with one JSON line.")
+    var json = false
+
+    @Flag(help: "SQLite stores on temporary files instead of in memory (implied by crash faults).")
+    var files = false
+
+    @Option(help: "Keys per table (default: from --ops).")
+    var keys: Int?
+
+    @Option(name: .customLong("sync-rate"), help: "Sync round trips started per operation (default: from the shape of the run).")
+    var syncRate: Double?
+
+    @Option(help: "Records per sync message at most.")
+    var batch: Int = 1_000
+
+    @Option(name: .customLong("max-drift-ms"), help: "Drift allowance of every replica, in milliseconds.")
+    var maxDriftMs: UInt64 = HybridClock.defaultMaxDriftMilliseconds
+
+    @Flag(name: .customLong("no-shrink"), help: "Do not shrink a failing run.")
+    var noShrink = false
+
+    @Option(help: .hidden)
+    var mutation: String?
+
+    func makeOptions() throws -> SimulationOptions {
+        guard let storeKind = StoreKind(rawValue: store) else { throw ValidationError("--store must be core or sqlite (got '\(store)')") }
+        guard let topologyKind = Topology(rawValue: topology) else { throw ValidationError("--topology must be hub or mesh (got '\(topology)')") }
+        var options = SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: storeKind, topology: topologyKind)
+        do {
+            options.faults = try FaultKind.parseList(faults)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        options.files = files
+        options.keysPerTable = keys
+        options.syncRate = syncRate
+        options.batchRecords = batch
+        options.maxDriftMilliseconds = maxDriftMs
+        if let mutation {
+            guard let kind = Mutation(rawValue: mutation) else {
+                throw ValidationError("--mutation must be one of \(Mutation.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            options.mutation = kind
+        }
+        if let sweep, sweep < 1 { throw ValidationError("--sweep must be at least 1 (got \(sweep))") }
+        do {
+            try options.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return options
+    }
+}
+
+/// Prints a `\r` progress line when stdout is a terminal.
+final class ProgressLine {
+    let enabled = isatty(STDOUT_FILENO) != 0
+    private let start = ContinuousClock.now
+    private var last = ContinuousClock.now - .seconds(1)
+    private var printed = false
+    var prefix = ""
+
+    func update(_ progress: SimulationProgress) {
+        guard enabled else { return }
+        let now = ContinuousClock.now
+        guard now - last >= .milliseconds(100) || progress.phase != "writing" else { return }
+        last = now
+        let elapsed = now - start
+        let seconds = max(0.001, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        let rate = Int(Double(progress.opsDone) / seconds)
+        let line = "\(prefix)\(progress.phase): \(progress.opsDone)/\(progress.ops) ops, \(progress.replicas) replicas, \(progress.faults) faults, \(progress.messages) messages, \(rate) ops/s"
+        print("\r\u{1B}[K" + line, terminator: "")
+        fflush(nil)
+        printed = true
+    }
+
+    func clear() {
+        guard enabled, printed else { return }
+        print("\r\u{1B}[K", terminator: "")
+        fflush(nil)
+        printed = false
+    }
+}
+
+@main
+enum Main {
+    static func main() {
+        let command: ConvergeSim
+        let options: SimulationOptions
+        do {
+            command = try ConvergeSim.parse(Array(CommandLine.arguments.dropFirst()))
+            options = try command.makeOptions()
+        } catch {
+            if ConvergeSim.exitCode(for: error) == .success { ConvergeSim.exit(withError: error) }
+            FileHandleOutput.standardError(ConvergeSim.fullMessage(for: error))
+            exit(2)
+        }
+        let progress = ProgressLine()
+        if let sweep = command.sweep {
+            exit(runSweep(options, count: sweep, command: command, progress: progress))
+        }
+        exit(runOne(options, command: command, progress: progress))
+    }
+
+    static func runOne(_ options: SimulationOptions, command: ConvergeSim, progress: ProgressLine) -> Int32 {
+        let report = simulate(options, progress: progress.update)
+        progress.clear()
+        print(report.text)
+        if !report.converged {
+            print("seed: \(options.seed)")
+            print("replay: \(options.replayCommand)")
+            if !command.noShrink {
+                print("shrinking...")
+                let result = shrink(options, report: report) { candidate, _ in
+                    if progress.enabled { print("  still fails: \(candidate.summary)") }
+                }
+                print("smallest failing run (\(result.attempts) runs tried): \(result.options.summary)")
+                print("replay: \(result.options.replayCommand)")
+                if let divergence = result.report.divergence { print(divergence.description) }
+                if let failure = result.report.failure { print("failure: \(failure)") }
+            }
+        }
+        if command.json { print(report.json) }
+        return report.converged ? 0 : 1
+    }
+
+    static func runSweep(_ base: SimulationOptions, count: Int, command: ConvergeSim, progress: ProgressLine) -> Int32 {
+        var converged = 0
+        var failed = [SimulationReport]()
+        var messages = 0, bytes = 0, faults = 0, lost = 0
+        let start = ContinuousClock.now
+        for index in 0..<count {
+            var options = base
+            options.seed = base.seed &+ UInt64(index)
+            progress.prefix = "seed \(options.seed) (\(index + 1)/\(count)) "
+            let report = simulate(options, progress: progress.update)
+            messages += report.messages
+            bytes += report.bytes
+            faults += report.faults
+            lost += report.lostWrites
+            if report.converged {
+                converged += 1
+            } else {
+                failed.append(report)
+                progress.clear()
+                print("seed \(options.seed) DIVERGED")
+                print(report.text)
+                print("replay: \(options.replayCommand)")
+            }
+        }
+        progress.clear()
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print("sweep: \(converged)/\(count) seeds converged (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(Int(seconds)) s")
+        if let first = failed.first, !command.noShrink {
+            print("shrinking seed \(first.options.seed)...")
+            let result = shrink(first.options, report: first)
+            print("smallest failing run (\(result.attempts) runs tried): \(result.options.summary)")
+            print("replay: \(result.options.replayCommand)")
+            if let divergence = result.report.divergence { print(divergence.description) }
+            if let failure = result.report.failure { print("failure: \(failure)") }
+        }
+        if command.json {
+            let fields = [
+                "\"converged\":\(failed.isEmpty)", "\"replicas\":\(base.replicas)", "\"ops\":\(base.ops)", "\"seed\":\(base.seed)",
+                "\"elapsed_s\":\(Double(Int(seconds * 100)) / 100)", "\"messages\":\(messages)", "\"bytes\":\(bytes)", "\"faults\":\(faults)",
+                "\"lost_writes\":\(lost)", "\"runs\":\(count)", "\"converged_runs\":\(converged)",
+            ]
+            print("{" + fields.joined(separator: ",") + "}")
+        }
+        return failed.isEmpty ? 0 : 1
+    }
+}
+
+enum FileHandleOutput {
+    static func standardError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+}
+

@@ -1,0 +1,130 @@
+import ConvergeCore
+import ConvergeServer
+import ConvergeSQLite
+import ConvergeSync
+import Foundation
+import GRDB
+import Logging
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+enum Fixtures {
+    /// No column affinity on value columns: SQLite keeps values exactly as given.
+    static let createNotes = "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, title, body, amount)"
+    static let createItems = "CREATE TABLE items(id TEXT PRIMARY KEY NOT NULL, name, qty)"
+
+    static let schema = ServerSchema(tables: [
+        .init(name: "notes", create: createNotes, policies: ["amount": .critical], deletePolicy: .updateWins),
+        .init(name: "items", create: createItems, policies: ["qty": .critical], deletePolicy: .deleteWins),
+    ])
+
+    /// A fresh HS256 secret: each test server has its own, so a device of one test can
+    /// never talk to another test's server by mistake (a reused port answers 401).
+    static func makeSecret() -> String { "test-secret-\(UUID().uuidString)" }
+
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("converge-sync-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Fast retries, so that failure tests stay quick.
+    static let quickRetry = SyncEngine.RetryPolicy(maxAttempts: 3, initialDelay: .milliseconds(10), maxDelay: .milliseconds(40))
+}
+
+/// A real server on loopback, on a free port, with its data in a temporary folder.
+final class TestServer: Sendable {
+    let running: RunningServer
+    let directory: URL
+
+    var service: SyncService { running.service }
+    var port: Int { running.port }
+    var baseURL: URL { running.baseURL }
+
+    private init(running: RunningServer, directory: URL) {
+        self.running = running
+        self.directory = directory
+    }
+
+    static func start(maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0, secret: String = Fixtures.makeSecret()) async throws -> TestServer {
+        let directory = try directory ?? Fixtures.temporaryDirectory()
+        let service = try await SyncService(configuration: ServerConfiguration(
+            dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: Fixtures.schema))
+        var logger = Logger(label: "converge-test-server")
+        logger.logLevel = .warning
+        return TestServer(running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory)
+    }
+
+    func stop(keepData: Bool = false) async {
+        await running.stop()
+        if !keepData { try? FileManager.default.removeItem(at: directory) }
+    }
+
+    func token(namespace: String = "team", device: String) async throws -> String {
+        try await service.authenticator.token(namespace: namespace, device: device)
+    }
+
+    func store(_ namespace: String = "team") async throws -> any NamespaceStore {
+        try await service.storage.store(for: namespace)
+    }
+
+    /// A raw POST to `/v1/sync`.
+    func post(_ body: [UInt8], token: String?) async throws -> (status: Int, body: String) {
+        var request = URLRequest(url: baseURL.appendingPathComponent("v1/sync"))
+        request.httpMethod = "POST"
+        request.httpBody = Data(body)
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
+    }
+
+    func get(_ path: String, token: String?) async throws -> (status: Int, body: Data) {
+        var request = URLRequest(url: URL(string: baseURL.absoluteString + path)!)
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, data)
+    }
+}
+
+/// A device: its own SQLite file, replicated tables and a sync engine over HTTP.
+struct Device {
+    let name: String
+    let database: ReplicatedDatabase
+    let engine: SyncEngine
+
+    static func make(
+        _ name: String, server: TestServer, namespace: String = "team", in directory: URL,
+        configuration: SyncEngine.Configuration = SyncEngine.Configuration(retry: Fixtures.quickRetry),
+        token: String? = nil, refreshToken: (@Sendable () async throws -> String)? = nil
+    ) async throws -> Device {
+        let queue = try DatabaseQueue(path: directory.appendingPathComponent("\(name)-\(UUID().uuidString).sqlite").path)
+        try await queue.write { db in
+            try db.execute(sql: Fixtures.createNotes)
+            try db.execute(sql: Fixtures.createItems)
+        }
+        let database = try ReplicatedDatabase(queue)
+        try database.replicate(table: "notes", policies: ["amount": .critical], deletePolicy: .updateWins)
+        try database.replicate(table: "items", policies: ["qty": .critical], deletePolicy: .deleteWins)
+        let resolvedToken: String
+        if let token { resolvedToken = token } else { resolvedToken = try await server.token(namespace: namespace, device: name) }
+        let engine = try SyncEngine(
+            database: database, transport: HTTPSyncTransport(baseURL: server.baseURL), configuration: configuration,
+            token: resolvedToken, refreshToken: refreshToken)
+        return Device(name: name, database: database, engine: engine)
+    }
+
+    func execute(_ sql: String, _ arguments: StatementArguments = []) throws {
+        try database.writer.write { db in try db.execute(sql: sql, arguments: arguments) }
+    }
+
+    /// Every row of a table, sorted by key, as text.
+    func rows(_ table: String) throws -> [String] {
+        try database.writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY id").map { "\($0)" }
+        }
+    }
+
+    @discardableResult
+    func sync() async throws -> SyncReport { try await engine.sync() }
+}
