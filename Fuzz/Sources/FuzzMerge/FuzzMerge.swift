@@ -245,7 +245,7 @@ struct World {
                 var states = [RecordState]()
                 for replica in replicas {
                     if let state = replica.state.state(of: address) { states.append(state) }
-                    states += replica.quarantine.filter { $0.table == schema.name && $0.key == key }.map(\.state)
+                    if let held = replica.quarantine[address] { states.append(held) }
                 }
                 for changeset in history.reversed() {
                     states += changeset.records.filter { $0.table == schema.name && $0.key == key }.map(\.state)
