@@ -41,6 +41,8 @@ public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
         /// A table name that is not a plain identifier, or that names Converge's or
         /// SQLite's own tables.
         case invalidTableName
+        /// A NULL primary key: no record can have it.
+        case nullKey
         /// The key's type disagrees with the replicated table's primary key.
         case keyTypeMismatch(expected: String, actual: String)
         /// The app table refused the merged row (a constraint failed).

@@ -88,3 +88,18 @@ import Testing
         #expect(b.clock.milliseconds >= skewed.now)
     }
 }
+
+@Suite struct NullKeyTests {
+    /// Found by FuzzApply: a NULL key for a table not replicated here reached SQLite's NOT
+    /// NULL constraint as an untyped error. It is refused up front now.
+    @Test func nullKeysAreRefusedWithATypedError() throws {
+        let clock = TestClock()
+        let store = try StoreFixtures.makeStore(clock: clock)
+        let state = RecordState(membership: ORSet(dots: [Stamp(hlc: HLC(milliseconds: clock.now), replica: .random())], context: CausalContext()), fields: [:])
+        for table in ["parked", "notes"] {
+            #expect(throws: ApplyError(table: table, key: .null, reason: .nullKey)) {
+                try store.apply(Changeset(records: [RecordDelta(table: table, key: .null, state: state)]))
+            }
+        }
+    }
+}

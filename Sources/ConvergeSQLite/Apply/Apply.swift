@@ -99,6 +99,7 @@ extension ReplicatedDatabase {
         guard isPlainIdentifier(delta.table), !isReservedName(delta.table) else {
             throw ApplyError(table: delta.table, key: delta.key, reason: .invalidTableName)
         }
+        guard delta.key != .null else { throw ApplyError(table: delta.table, key: delta.key, reason: .nullKey) }
         if let table = tables[delta.table], !table.accepts(delta.key) {
             throw ApplyError(table: delta.table, key: delta.key, reason: .keyTypeMismatch(expected: table.keyType, actual: delta.key.storageClassName))
         }
