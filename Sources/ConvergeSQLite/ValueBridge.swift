@@ -3,8 +3,8 @@ import Foundation
 import GRDB
 
 extension Value {
-    /// The value as GRDB binds it.
-    var databaseValue: DatabaseValue {
+    /// The value as GRDB binds it (for statement arguments).
+    public var databaseValue: DatabaseValue {
         switch self {
         case .null: return .null
         case .integer(let value): return value.databaseValue
@@ -14,8 +14,8 @@ extension Value {
         }
     }
 
-    /// The value SQLite stored (a NaN never comes back: SQLite stores it as NULL).
-    init(_ databaseValue: DatabaseValue) {
+    /// The value SQLite stored, exactly (a NaN never comes back: SQLite stores it as NULL).
+    public init(_ databaseValue: DatabaseValue) {
         switch databaseValue.storage {
         case .null: self = .null
         case .int64(let value): self = .integer(value)

@@ -101,17 +101,17 @@ final class SQLiteNode: SimNode {
                     let marks = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
                     try db.execute(
                         sql: "INSERT OR REPLACE INTO \(table)(\(names)) VALUES (\(marks))",
-                        arguments: StatementArguments([key.simulatedDatabaseValue] + columns.map { values[$0]!.simulatedDatabaseValue }))
+                        arguments: StatementArguments([key.databaseValue] + columns.map { values[$0]!.databaseValue }))
                 case .update(let table, let key, let values):
                     guard let schema = SimulationSchema.byName[table] else { continue }
                     let columns = schema.columns.filter { values[$0] != nil }
                     guard !columns.isEmpty else { continue }
                     try db.execute(
                         sql: "UPDATE \(table) SET \(columns.map { "\($0) = ?" }.joined(separator: ", ")) WHERE \(schema.primaryKey) = ?",
-                        arguments: StatementArguments(columns.map { values[$0]!.simulatedDatabaseValue } + [key.simulatedDatabaseValue]))
+                        arguments: StatementArguments(columns.map { values[$0]!.databaseValue } + [key.databaseValue]))
                 case .delete(let table, let key):
                     guard let schema = SimulationSchema.byName[table] else { continue }
-                    try db.execute(sql: "DELETE FROM \(table) WHERE \(schema.primaryKey) = ?", arguments: [key.simulatedDatabaseValue])
+                    try db.execute(sql: "DELETE FROM \(table) WHERE \(schema.primaryKey) = ?", arguments: [key.databaseValue])
                 }
             }
         }
@@ -183,8 +183,8 @@ final class SQLiteNode: SimNode {
             var result = [Value: [String: Value]]()
             for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY \(schema.primaryKey)") {
                 var values = [String: Value]()
-                for column in schema.columns { values[column] = Value(simulated: row[column] as DatabaseValue) }
-                result[Value(simulated: row[schema.primaryKey] as DatabaseValue)] = values
+                for column in schema.columns { values[column] = Value(row[column] as DatabaseValue) }
+                result[Value(row[schema.primaryKey] as DatabaseValue)] = values
             }
             return result
         }
@@ -202,24 +202,3 @@ final class SQLiteNode: SimNode {
     }
 }
 
-extension Value {
-    init(simulated databaseValue: DatabaseValue) {
-        switch databaseValue.storage {
-        case .null: self = .null
-        case .int64(let value): self = .integer(value)
-        case .double(let value): self = .real(normalizing: value)
-        case .string(let value): self = .text(value)
-        case .blob(let data): self = .blob([UInt8](data))
-        }
-    }
-
-    var simulatedDatabaseValue: DatabaseValue {
-        switch self {
-        case .null: return .null
-        case .integer(let value): return value.databaseValue
-        case .real(let value): return value.databaseValue
-        case .text(let value): return value.databaseValue
-        case .blob(let bytes): return Data(bytes).databaseValue
-        }
-    }
-}
