@@ -63,6 +63,12 @@ public final class ReplicatedDatabase: Sendable {
         /// True when the changeset showed this replica's own stamps beyond its clock (it
         /// was restored from a backup or copied): the replica took a new identity.
         public var identityReset = false
+        /// The feed's position just before and just after the apply, read in its
+        /// transaction. A peer whose `sent` cursor had reached `feedBefore` holds everything
+        /// up to `feedAfter` too when the changeset came from it: move the cursor there, and
+        /// what was just pulled is not pushed back.
+        public var feedBefore: UInt64 = 0
+        public var feedAfter: UInt64 = 0
     }
 
     /// What this replica has sent to and received from one peer.

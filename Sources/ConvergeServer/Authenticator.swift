@@ -24,15 +24,36 @@ public struct Principal: Sendable, Hashable {
     public var device: String
 }
 
-/// Verifies (and, for tools and tests, signs) HS256 bearer tokens.
+/// Verifies (and, for tools and tests, signs) bearer tokens: HS256 with the server's
+/// secret, and ES256 with a public key when one is configured (tokens then come from the
+/// app's own auth service, which keeps the private key).
 public struct Authenticator: Sendable {
     private let keys: JWTKeyCollection
+    private let es256Keys: JWTKeyCollection?
 
-    /// - Throws: ``WeakSecret`` for a secret shorter than 32 bytes (HS256's hash size).
-    public init(secret: String) async throws {
+    /// - Parameter es256PublicKeyPEM: A P-256 public key in PEM form; tokens it verifies
+    ///   are accepted too.
+    /// - Throws: ``WeakSecret`` for a secret shorter than 32 bytes (HS256's hash size), or
+    ///   jwt-kit's error for a key that is not a P-256 public key.
+    public init(secret: String, es256PublicKeyPEM: String? = nil) async throws {
         guard secret.utf8.count >= 32 else { throw WeakSecret() }
         keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        if let es256PublicKeyPEM {
+            let collection = JWTKeyCollection()
+            await collection.add(ecdsa: try ES256PublicKey(pem: es256PublicKeyPEM))
+            es256Keys = collection
+        } else {
+            es256Keys = nil
+        }
+    }
+
+    /// An ES256 token for `namespace` and `device`, signed with a P-256 private key in PEM
+    /// form (what an app's auth service issues; for tools and tests).
+    public static func es256Token(namespace: String, device: String, privateKeyPEM: String, expires: Date? = nil) async throws -> String {
+        let collection = JWTKeyCollection()
+        await collection.add(ecdsa: try ES256PrivateKey(pem: privateKeyPEM))
+        return try await collection.sign(SyncClaims(namespace: namespace, device: device, expires: expires))
     }
 
     /// A signed token for `namespace` and `device`.
@@ -49,9 +70,11 @@ public struct Authenticator: Sendable {
         }
         let token = authorization.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)
         let claims: SyncClaims
-        do {
-            claims = try await keys.verify(token, as: SyncClaims.self)
-        } catch {
+        if let verified = try? await keys.verify(token, as: SyncClaims.self) {
+            claims = verified
+        } else if let es256Keys, let verified = try? await es256Keys.verify(token, as: SyncClaims.self) {
+            claims = verified
+        } else {
             throw ServiceError(status: 401, code: "unauthorized", message: "invalid token")
         }
         guard Namespace.isValid(claims.namespace) else {

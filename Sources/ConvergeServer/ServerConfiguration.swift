@@ -7,6 +7,8 @@ public struct ServerConfiguration: Sendable {
     public var dataDirectory: URL
     /// The HS256 secret that signs bearer tokens.
     public var jwtSecret: String
+    /// A P-256 public key (PEM): ES256 tokens it verifies are accepted beside HS256 ones.
+    public var jwtES256PublicKeyPEM: String?
     /// The largest request body accepted (larger ones get 413).
     public var maxBodyBytes: Int
     /// Caps on one pulled page, whatever the client asks.
@@ -22,6 +24,7 @@ public struct ServerConfiguration: Sendable {
     public init(
         dataDirectory: URL,
         jwtSecret: String,
+        jwtES256PublicKeyPEM: String? = nil,
         maxBodyBytes: Int = 8 << 20,
         maxPullRecords: Int = 1_000,
         maxPullBytes: Int = 4 << 20,
@@ -33,6 +36,7 @@ public struct ServerConfiguration: Sendable {
         self.idleTimeoutSeconds = max(1, idleTimeoutSeconds)
         self.dataDirectory = dataDirectory
         self.jwtSecret = jwtSecret
+        self.jwtES256PublicKeyPEM = jwtES256PublicKeyPEM
         self.maxBodyBytes = maxBodyBytes
         self.maxPullRecords = max(1, maxPullRecords)
         self.maxPullBytes = max(1, maxPullBytes)

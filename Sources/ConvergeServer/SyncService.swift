@@ -38,7 +38,7 @@ public final class SyncService: Sendable {
     public init(configuration: ServerConfiguration, storage: (any NamespaceStorage)? = nil) async throws {
         self.configuration = configuration
         self.storage = try storage ?? SQLiteStorage(directory: configuration.dataDirectory, schema: configuration.schema)
-        authenticator = try await Authenticator(secret: configuration.jwtSecret)
+        authenticator = try await Authenticator(secret: configuration.jwtSecret, es256PublicKeyPEM: configuration.jwtES256PublicKeyPEM)
         metrics = ServerMetrics()
     }
 

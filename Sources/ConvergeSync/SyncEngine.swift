@@ -409,6 +409,11 @@ public actor SyncEngine {
                     applying.set(true)
                     defer { applying.set(false) }
                     let applied = try database.apply(changeset)
+                    // Everything local was acknowledged before this page: what it added to
+                    // the feed came from the server, so it need not be pushed back.
+                    if pushPosition == nil && cursor.sent >= applied.feedBefore && applied.feedAfter > cursor.sent {
+                        cursor.sent = applied.feedAfter
+                    }
                     report.pulledRecords += changeset.records.count
                     report.pulledBytes += response.changeset.count
                     report.appliedRecords += applied.changedRecords

@@ -26,6 +26,9 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("jwt-secret"), help: "The HS256 secret of bearer tokens.")
     var jwtSecretOption: String?
 
+    @Option(name: .customLong("jwt-es256-public-key"), help: "A PEM file of a P-256 public key: ES256 tokens it verifies are accepted too.")
+    var es256KeyOption: String?
+
     @Option(name: .customLong("schema"), help: "A JSON file of the app's tables (see ServerSchema).")
     var schemaOption: String?
 
@@ -39,10 +42,13 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let jwtSecret = jwtSecretOption ?? environment["CONVERGE_JWT_SECRET"]
         let schema = schemaOption ?? environment["CONVERGE_SCHEMA"]
+        let es256KeyPath = es256KeyOption ?? environment["CONVERGE_JWT_ES256_PUBLIC_KEY"]
+        let es256Key = try es256KeyPath.map { try String(contentsOfFile: $0, encoding: .utf8) }
         let secret = jwtSecret ?? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         let configuration = ServerConfiguration(
             dataDirectory: URL(fileURLWithPath: data, isDirectory: true),
             jwtSecret: secret,
+            jwtES256PublicKeyPEM: es256Key,
             maxBodyBytes: maxBodyBytes,
             schema: try schema.map { try ServerSchema(contentsOf: URL(fileURLWithPath: $0)) } ?? ServerSchema())
         if let printToken {

@@ -170,6 +170,11 @@ import Testing
             #expect(try b.rows("notes").count == 1_000)
             #expect(try b.rows("notes") == a.rows("notes"))
             #expect(try a.database.snapshot() == b.database.snapshot())
+            // What b pulled is not pushed back: its next round pushes nothing.
+            await b.engine.refreshStatus()
+            #expect(await b.engine.status.pendingChanges == 0)
+            let again = try await b.sync()
+            #expect(again.pushedRecords == 0)
         }
     }
 

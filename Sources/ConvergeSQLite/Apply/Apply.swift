@@ -24,6 +24,7 @@ extension ReplicatedDatabase {
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
             var report = ApplyReport()
+            report.feedBefore = metadata.sequence
             report.releasedRecords = try release(&metadata, now: now, force: false, received: &received)
             for delta in changeset.records {
                 try validate(delta, tables: metadata.tables)
@@ -39,6 +40,7 @@ extension ReplicatedDatabase {
             }
             // A changeset that changed nothing was seen before, and the clock with it.
             if received > .zero && report.changedRecords + report.releasedRecords > 0 { source.receive(received) }
+            report.feedAfter = metadata.sequence
             return report
         }
         if rewound {
