@@ -59,7 +59,15 @@ extension ReplicatedDatabase {
         let old = source.replica
         let new = ReplicaID.random()
         let fingerprint = Identity.fingerprint(path: writer.path)
-        defer { if source.replica == new, (try? currentReplicaOnDisk()) != new { source.replica = old } }
+        do {
+            try restamp(from: old, to: new, fingerprint: fingerprint)
+        } catch {
+            source.replica = old  // the transaction rolled back: the old identity stands
+            throw error
+        }
+    }
+
+    private func restamp(from old: ReplicaID, to new: ReplicaID, fingerprint: String?) throws {
         try withMetadata { metadata in
             let acknowledged = UInt64(bitPattern: try Int64.fetchOne(metadata.db, sql: "SELECT max(sent) FROM converge_peers") ?? 0)
             source.replica = new
@@ -81,12 +89,6 @@ extension ReplicatedDatabase {
         }
     }
 
-    private func currentReplicaOnDisk() throws -> ReplicaID? {
-        try writer.read { db in
-            let data = try Data.fetchOne(db, sql: "SELECT replica FROM converge_identity")
-            return data.flatMap { ReplicaID(bytes: [UInt8]($0)) }
-        }
-    }
 }
 
 extension RecordState {
