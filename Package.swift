@@ -3,7 +3,9 @@ import PackageDescription
 
 let package = Package(
     name: "Converge",
-    platforms: [.macOS(.v13), .iOS(.v16)],
+    // macOS 14 / iOS 17: Hummingbird 2 (the server) requires them, and one floor for the
+    // whole package keeps the client and the server building from the same checkout.
+    platforms: [.macOS(.v14), .iOS(.v17), .tvOS(.v17), .visionOS(.v1)],
     products: [
         .library(name: "ConvergeCore", targets: ["ConvergeCore"]),
         .library(name: "ConvergeSQLite", targets: ["ConvergeSQLite"]),
@@ -18,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -37,7 +40,7 @@ let package = Package(
         .target(name: "ConvergeSimulation", dependencies: ["ConvergeCore", "ConvergeSQLite"]),
         .executableTarget(
             name: "converge-sim",
-            dependencies: ["ConvergeSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ConvergeSimulation", "ConvergeSimulationHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "ConvergeCoreTests",
@@ -56,6 +59,7 @@ let package = Package(
             dependencies: [
                 "ConvergeCore", "ConvergeSQLite", "ConvergeSync",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -64,6 +68,11 @@ let package = Package(
                 .product(name: "CompressNIO", package: "compress-nio"),
             ]
         ),
+        // The simulator's hub through the real server over loopback HTTP (`--transport http`).
+        .target(
+            name: "ConvergeSimulationHTTP",
+            dependencies: ["ConvergeSimulation", "ConvergeSync", "ConvergeServer", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "converge-server",
             dependencies: ["ConvergeServer", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -71,7 +80,8 @@ let package = Package(
         .testTarget(
             name: "ConvergeSyncTests",
             dependencies: [
-                "ConvergeSync", "ConvergeServer",
+                "ConvergeSync", "ConvergeServer", "ConvergeSimulationHTTP",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

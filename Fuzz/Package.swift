@@ -13,7 +13,7 @@ let core = Target.Dependency.product(name: "ConvergeCore", package: "Converge")
 
 let package = Package(
     name: "ConvergeFuzz",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v14)],
     dependencies: [
         .package(name: "Converge", path: ".."),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
@@ -27,6 +27,11 @@ let package = Package(
         .executableTarget(name: "FuzzDecode", dependencies: ["FuzzSupport", core]),
         // Bytes as an operation script over three core replicas.
         .executableTarget(name: "FuzzMerge", dependencies: ["FuzzSupport", core]),
+        // Arbitrary bytes into the sync protocol's request and response decoders.
+        .executableTarget(
+            name: "FuzzSyncMessages",
+            dependencies: ["FuzzSupport", core, .product(name: "ConvergeSync", package: "Converge")]
+        ),
         // Changesets, valid, mutated and hostile, applied to an in-memory SQLite store.
         .executableTarget(
             name: "FuzzApply",

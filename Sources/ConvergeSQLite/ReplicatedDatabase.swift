@@ -69,6 +69,8 @@ public final class ReplicatedDatabase: Sendable {
         /// what was just pulled is not pushed back.
         public var feedBefore: UInt64 = 0
         public var feedAfter: UInt64 = 0
+        /// Changes refused by the validator and undone by compensating writes.
+        public var rejections: [ChangeRejection] = []
     }
 
     /// What this replica has sent to and received from one peer.
@@ -88,6 +90,7 @@ public final class ReplicatedDatabase: Sendable {
     let source: StampSource
     private let tablesLock = NSLock()
     nonisolated(unsafe) private var _tables: [String: ReplicatedTable]
+    nonisolated(unsafe) private var _authority: ReplicaID?
 
     /// Opens (and on first use, sets up) replication on an app's database.
     ///
@@ -103,6 +106,7 @@ public final class ReplicatedDatabase: Sendable {
             let identity = try Identity.loadOrCreate(db, fingerprint: fingerprint)
             return (identity, try ReplicatedTable.load(db))
         }
+        _authority = opened.0.authority
         source = StampSource(replica: opened.0.replica, clock: HybridClock(latest: opened.0.clock), physicalTime: configuration.physicalTime)
         _tables = opened.1
         try writer.write { db in source.install(in: db) }
@@ -120,6 +124,13 @@ public final class ReplicatedDatabase: Sendable {
         set { tablesLock.withLock { _tables = newValue } }
     }
 
+    /// The replica whose concurrent writes show in `.authority` columns: the sync server,
+    /// learned on the first sync (see ``setAuthority(_:)``); `nil` until then.
+    public internal(set) var authority: ReplicaID? {
+        get { tablesLock.withLock { _authority } }
+        set { tablesLock.withLock { _authority = newValue } }
+    }
+
     /// The merge schemas of the replicated tables.
     public var replicatedTables: [String: TableSchema] { tables.mapValues(\.schema) }
 
@@ -128,7 +139,8 @@ public final class ReplicatedDatabase: Sendable {
     func withMetadata<T>(_ body: (inout MetadataStore) throws -> T) throws -> T {
         let tables = self.tables
         return try writer.write { db in
-            var metadata = try MetadataStore(db, tables: tables)
+            // Read inside the write: `setAuthority` changes it in a write transaction.
+            var metadata = try MetadataStore(db, tables: tables, authority: authority)
             let result = try source.withoutCapture { () throws -> T in
                 _ = try LogFold.fold(&metadata, replica: source.replica)
                 return try body(&metadata)

@@ -2,6 +2,7 @@ import CompressNIO
 import ConvergeSync
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -13,6 +14,12 @@ import ServiceLifecycle
 /// - `GET /v1/conflicts`: open conflicts as JSON.
 /// - `GET /v1/events`: server-sent events; `event: changes` whenever a push changed the
 ///   namespace, so that listening devices pull at once.
+/// - `GET /v1/ws`: the same notifications over a WebSocket: text messages
+///   `{"event":"connected"}` once subscribed, then `{"event":"changes","device":"<pusher>"}`;
+///   the server pings every `heartbeatSeconds` and closes connections that do not answer.
+///   The token is checked before the upgrade (a 401 answer refuses it); browsers, which
+///   cannot set headers on a WebSocket, may pass it as `?access_token=<JWT>` instead (the
+///   header wins; URLs may end up in proxy logs). Without an upgrade request: 426.
 /// - `GET /health`: `{"status":"ok"}`.
 /// - `GET /metrics`: Prometheus text format.
 ///
@@ -129,12 +136,123 @@ public enum ConvergeHTTPServer {
         router.get("/v1/conflicts") { request, _ in
             response(await service.conflicts(authorization: request.headers[.authorization]))
         }
+        router.get("/v1/ws") { request, _ -> Response in
+            // Reached only by requests that do not ask for an upgrade.
+            do {
+                _ = try await service.authenticator.authenticate(webSocketAuthorization(request.head))
+            } catch let error as ServiceError {
+                return response(error.response)
+            }
+            var answer = response(ServiceError(status: 426, code: "upgrade_required", message: "GET /v1/ws is a WebSocket endpoint").response)
+            answer.headers[.upgrade] = "websocket"
+            answer.headers[.connection] = "Upgrade"
+            return answer
+        }
+        // The HTTP/1 channel of `.http1(...)` that also takes WebSocket upgrades: requests
+        // that do not ask for one go to `router` as before.
+        let channel = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(idleTimeout: .seconds(Int64(service.configuration.idleTimeoutSeconds))),
+            ws: .init(autoPing: .enabled(timePeriod: .seconds(service.configuration.heartbeatSeconds)), closeTimeout: .seconds(5)))
         return Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(service.configuration.idleTimeoutSeconds)))),
+            server: .http1WebSocketUpgrade(configuration: channel) { request, channel, _ in
+                await webSocketUpgrade(request, channel: channel, service: service)
+            },
             configuration: .init(address: .hostname(host, port: port), serverName: "converge-server"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
+    }
+
+    // MARK: WebSocket
+
+    private typealias WebSocketDecision = ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+
+    /// Decides an upgrade request before anything is accepted: only `/v1/ws` with a valid
+    /// token is upgraded; anything else gets an error answer.
+    private static func webSocketUpgrade(_ request: HTTPRequest, channel: any Channel, service: SyncService) async -> WebSocketDecision {
+        let path = URLComponents(string: request.path ?? "/")?.path ?? ""
+        guard path == "/v1/ws" else {
+            return await refuse(channel, ServiceError(status: 404, code: "not_found", message: "no WebSocket endpoint at \(path)"))
+        }
+        let principal: Principal
+        do {
+            principal = try await service.authenticator.authenticate(webSocketAuthorization(request))
+        } catch {
+            return await refuse(channel, error)
+        }
+        return .upgrade([:]) { inbound, outbound, _ in
+            try await notify(principal.namespace, of: service.notifier, inbound: inbound, outbound: outbound)
+        }
+    }
+
+    /// The `Authorization` header, or else a bearer authorization made of the
+    /// `access_token` query parameter (browsers cannot set headers on a WebSocket).
+    static func webSocketAuthorization(_ request: HTTPRequest) -> String? {
+        if let header = request.headerFields[.authorization] { return header }
+        let query = URLComponents(string: request.path ?? "/")?.queryItems ?? []
+        guard let token = query.first(where: { $0.name == "access_token" })?.value, !token.isEmpty else { return nil }
+        return "Bearer \(token)"
+    }
+
+    /// Refuses an upgrade with `error`'s answer (status and JSON body). Hummingbird answers
+    /// a refused upgrade with an empty 400 and closes the connection; a handler put at the
+    /// head of the connection's pipeline (plain HTTP: no TLS handler before it) writes this
+    /// answer in its place.
+    private static func refuse(_ channel: any Channel, _ error: ServiceError) async -> WebSocketDecision {
+        let answer = error.response
+        let reason = switch answer.status {
+        case 401: "Unauthorized"
+        case 404: "Not Found"
+        default: "Refused"
+        }
+        var head = "HTTP/1.1 \(answer.status) \(reason)\r\n"
+        head += "Content-Type: \(answer.contentType)\r\nContent-Length: \(answer.body.count)\r\nConnection: close\r\n"
+        if answer.status == 401 { head += "WWW-Authenticate: Bearer\r\n" }
+        let bytes = Array((head + "\r\n").utf8) + answer.body
+        // Fails only if the client is already gone.
+        try? await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.addHandler(RefusedUpgradeAnswer(bytes: bytes), position: .first)
+        }.get()
+        return .dontUpgrade
+    }
+
+    /// Serves one WebSocket: `connected`, then a `changes` message per notification of
+    /// `namespace`, until the client leaves, the notifier ends or the server shuts down.
+    /// The subscription ends with the connection.
+    private static func notify(
+        _ namespace: String, of notifier: ChangeNotifier, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter
+    ) async throws {
+        let events = notifier.subscribe(namespace)
+        let (messages, message) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(8))
+        message.yield(#"{"event":"connected"}"#)
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in events { message.yield(changesMessage(device: event.device)) }
+                    message.finish()
+                }
+                // Reading is what answers pings, takes pongs and sees the client's close; the
+                // client has nothing else to say.
+                group.addTask {
+                    defer { message.finish() }
+                    for try await _ in inbound {}
+                }
+                for await text in messages {
+                    try await outbound.write(.text(text))
+                }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            message.finish()
+        }
+    }
+
+    /// `{"event":"changes","device":"<device>"}`.
+    static func changesMessage(device: String) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
+        let quoted = (try? encoder.encode(device)).map { String(decoding: $0, as: UTF8.self) } ?? #""""#
+        return #"{"event":"changes","device":"# + quoted + "}"
     }
 
     private static func tooLarge(_ length: Int?, _ limit: Int) -> ServiceResponse {
@@ -219,5 +337,29 @@ public final class RunningServer: Sendable {
         service.notifier.finishAll()
         await group.triggerGracefulShutdown()
         _ = await task.result
+    }
+}
+
+/// Put first in the pipeline of a connection whose WebSocket upgrade is refused: the first
+/// bytes written (Hummingbird's empty 400) become `bytes`, a whole HTTP answer, and what
+/// follows is dropped (the connection closes after it).
+private final class RefusedUpgradeAnswer: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = ByteBuffer
+
+    private let bytes: [UInt8]
+    private var written = false
+
+    init(bytes: [UInt8]) {
+        self.bytes = bytes
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !written else {
+            promise?.succeed()
+            return
+        }
+        written = true
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: promise)
     }
 }

@@ -1,4 +1,5 @@
 import ConvergeCore
+import ConvergeSQLite
 import Foundation
 
 /// Options of a sync server.
@@ -20,6 +21,20 @@ public struct ServerConfiguration: Sendable {
     public var idleTimeoutSeconds: Int
     /// How often an event stream sends a heartbeat comment.
     public var heartbeatSeconds: Int
+    /// Server-side rules: sees each row a push changes visibly (before and after) and
+    /// returns why it is refused, or `nil`. A refused change is undone by a compensating
+    /// write of the server, so every replica converges to the server's row, and the
+    /// pushing device receives the rejection and its reason in its sync status. It runs
+    /// inside the push's transaction, in turn with the namespace's other pushes: keep it
+    /// fast and free of I/O.
+    public var validator: Validator?
+    /// The namespaces' store options: how far ahead of the server's time a pushed stamp may
+    /// be before it is quarantined, and the server's physical time (the simulator injects
+    /// virtual time; keep the default wall clock otherwise).
+    public var store: ReplicatedDatabase.Configuration
+
+    /// A rule for pushed changes; see ``ServerConfiguration/validator``.
+    public typealias Validator = @Sendable (_ change: ProposedChange, _ pusher: Principal) -> String?
 
     public init(
         dataDirectory: URL,
@@ -30,8 +45,12 @@ public struct ServerConfiguration: Sendable {
         maxPullBytes: Int = 4 << 20,
         schema: ServerSchema = ServerSchema(),
         idleTimeoutSeconds: Int = 60,
-        heartbeatSeconds: Int = 20
+        heartbeatSeconds: Int = 20,
+        validator: Validator? = nil,
+        store: ReplicatedDatabase.Configuration = ReplicatedDatabase.Configuration()
     ) {
+        self.validator = validator
+        self.store = store
         self.heartbeatSeconds = max(1, heartbeatSeconds)
         self.idleTimeoutSeconds = max(1, idleTimeoutSeconds)
         self.dataDirectory = dataDirectory
@@ -61,7 +80,8 @@ public struct ServerSchema: Sendable, Hashable, Codable {
         public var name: String
         /// The `CREATE TABLE` statement, run when the table does not exist yet.
         public var create: String
-        /// Column policies: `"lww"` (the default) or `"critical"`.
+        /// Column policies: `"lww"` (the default), `"critical"` (concurrent values kept for
+        /// the user to choose) or `"authority"` (concurrent values resolve to the server's).
         public var policies: [String: Policy]
         public var deletePolicy: DeletePolicy
 
@@ -84,8 +104,15 @@ public struct ServerSchema: Sendable, Hashable, Codable {
     public enum Policy: String, Sendable, Hashable, Codable {
         case lww
         case critical
+        case authority
 
-        var columnPolicy: ColumnPolicy { self == .critical ? .critical : .lww }
+        public var columnPolicy: ColumnPolicy {
+            switch self {
+            case .lww: return .lww
+            case .critical: return .critical
+            case .authority: return .authority
+            }
+        }
     }
 
     public var tables: [Table]

@@ -9,12 +9,14 @@ public final class ServerMetrics: Sendable {
     private let recordsIn: Counter
     private let recordsOut: Counter
     private let latency: DurationHistogram
+    private let rejections: Counter
 
     public init() {
         fieldsIn = registry.makeCounter(descriptor: Self.name("fields_in", "total", "Field states received in pushes"))
         fieldsOut = registry.makeCounter(descriptor: Self.name("fields_out", "total", "Field states sent in pulled pages"))
         recordsIn = registry.makeCounter(descriptor: Self.name("records_in", "total", "Record deltas received in pushes"))
         recordsOut = registry.makeCounter(descriptor: Self.name("records_out", "total", "Record deltas sent in pulled pages"))
+        rejections = registry.makeCounter(descriptor: Self.name("rejections", "total", "Pushed changes refused by validation and undone"))
         latency = registry.makeDurationHistogram(
             descriptor: Self.name("request_duration", "seconds", "Time to answer a sync request"),
             buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
@@ -29,6 +31,8 @@ public final class ServerMetrics: Sendable {
         self.fieldsOut.increment(by: Int64(fieldsOut))
         latency.record(duration)
     }
+
+    func rejected(_ count: Int) { rejections.increment(by: Int64(count)) }
 
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "converge", subsystem: "sync", metricName: metric, unitName: unit, helpText: help)

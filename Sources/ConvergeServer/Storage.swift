@@ -22,7 +22,16 @@ public protocol NamespaceStore: Sendable {
     /// Refuses, changing nothing, with ``PushRefusal`` when the device is bound to another
     /// replica or the changeset carries a stamp of another replica that the server does not
     /// hold; the first accepted push binds the device to `replica`.
-    func push(_ changeset: Changeset, replica: ReplicaID, device: String) async throws -> ReplicatedDatabase.ApplyReport
+    ///
+    /// With `validate`, each visibly changed row is shown to it; a refused one is undone by
+    /// a compensating write of the server and recorded as a rejection for `device`, in the
+    /// same transaction (see ``ReplicatedDatabase/apply(_:origin:validate:)``).
+    func push(
+        _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
+    ) async throws -> ReplicatedDatabase.ApplyReport
+
+    /// Rejections of `device`'s changes after `id`, oldest first, at most `limit`.
+    func rejections(for device: String, after id: UInt64, limit: Int) async throws -> [ChangeRejection]
 
     /// A page of the namespace's feed after `cursor`.
     func changes(since cursor: UInt64, after position: UInt64?, maxRecords: Int, maxBytes: Int) async throws -> ReplicatedDatabase.ChangeBatch
@@ -102,12 +111,14 @@ public func stampMaxima(of changeset: Changeset) -> [ReplicaID: HLC] {
 public actor SQLiteStorage: NamespaceStorage {
     public nonisolated let directory: URL
     public nonisolated let schema: ServerSchema
+    public nonisolated let configuration: ReplicatedDatabase.Configuration
     private var stores: [String: Task<SQLiteNamespaceStore, any Error>] = [:]
 
-    public init(directory: URL, schema: ServerSchema = ServerSchema()) throws {
+    public init(directory: URL, schema: ServerSchema = ServerSchema(), store configuration: ReplicatedDatabase.Configuration = .init()) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.schema = schema
+        self.configuration = configuration
     }
 
     public func store(for namespace: String) async throws -> any NamespaceStore {
@@ -115,7 +126,8 @@ public actor SQLiteStorage: NamespaceStorage {
         if let existing = stores[namespace] { return try await existing.value }
         let path = directory.appendingPathComponent("\(namespace).sqlite").path
         let schema = self.schema
-        let opening = Task { try await SQLiteNamespaceStore.open(path: path, schema: schema) }
+        let configuration = self.configuration
+        let opening = Task { try await SQLiteNamespaceStore.open(path: path, schema: schema, configuration: configuration) }
         stores[namespace] = opening
         do {
             return try await opening.value
@@ -141,7 +153,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         self.held = held
     }
 
-    static func open(path: String, schema: ServerSchema) async throws -> SQLiteNamespaceStore {
+    static func open(path: String, schema: ServerSchema, configuration: ReplicatedDatabase.Configuration) async throws -> SQLiteNamespaceStore {
         let queue = DispatchQueue(label: "converge.namespace")
         return try await run(on: queue) {
             let pool = try DatabasePool(path: path)
@@ -154,10 +166,12 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                         bound_at REAL NOT NULL)
                     """)
             }
-            let database = try ReplicatedDatabase(pool)
+            let database = try ReplicatedDatabase(pool, configuration: configuration)
             for table in schema.tables {
                 try database.replicate(table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy)
             }
+            // The server owns `.authority` columns in its namespaces.
+            try database.setAuthority(database.replicaID)
             return SQLiteNamespaceStore(database: database, queue: queue, held: stampMaxima(of: try database.snapshot()))
         }
     }
@@ -174,11 +188,26 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     public var serverReplica: ReplicaID { database.replicaID }
 
-    public func push(_ changeset: Changeset, replica: ReplicaID, device: String) async throws -> ReplicatedDatabase.ApplyReport {
-        try await run { try self.pushOnQueue(changeset, replica: replica, device: device) }
+    /// Runs `body` in a write transaction of the namespace's database, in turn with pushes:
+    /// the server's own writes (for example to `.authority` columns), captured and synced
+    /// like any replica's. Prefer ``SyncService/write(in:_:)``, which also notifies devices.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await run { try self.database.writer.write(body) }
     }
 
-    private func pushOnQueue(_ changeset: Changeset, replica: ReplicaID, device: String) throws -> ReplicatedDatabase.ApplyReport {
+    public func push(
+        _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)? = nil
+    ) async throws -> ReplicatedDatabase.ApplyReport {
+        try await run { try self.pushOnQueue(changeset, replica: replica, device: device, validate: validate) }
+    }
+
+    public func rejections(for device: String, after id: UInt64, limit: Int) async throws -> [ChangeRejection] {
+        try await run { try self.database.rejections(origin: device, after: Int64(clamping: id), limit: limit) }
+    }
+
+    private func pushOnQueue(
+        _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
+    ) throws -> ReplicatedDatabase.ApplyReport {
         let bound = try boundReplicaOnQueue(of: device)
         if let bound, bound != replica {
             throw PushRefusal(message: "device \(device) is bound to replica \(bound), not \(replica)")
@@ -190,7 +219,9 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                 throw PushRefusal(message: "the push carries a write stamped by replica \(stampReplica) at \(hlc), which this server does not hold; a device may only write as its own replica \(replica)")
             }
         }
-        let report = try database.apply(changeset)
+        let report = try database.apply(changeset, origin: device, validate: validate)
+        // A rewound server took a new identity: it still owns its authority columns.
+        if report.identityReset { try database.setAuthority(database.replicaID) }
         for (stampReplica, hlc) in maxima where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
         if bound == nil {
             try database.writer.write { db in

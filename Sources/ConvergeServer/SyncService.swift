@@ -2,6 +2,7 @@ import ConvergeCore
 import ConvergeSQLite
 import ConvergeSync
 import Foundation
+import GRDB
 
 /// An answer, independent of HTTP: the status, the content type and the body.
 public struct ServiceResponse: Sendable, Hashable {
@@ -37,7 +38,7 @@ public final class SyncService: Sendable {
 
     public init(configuration: ServerConfiguration, storage: (any NamespaceStorage)? = nil) async throws {
         self.configuration = configuration
-        self.storage = try storage ?? SQLiteStorage(directory: configuration.dataDirectory, schema: configuration.schema)
+        self.storage = try storage ?? SQLiteStorage(directory: configuration.dataDirectory, schema: configuration.schema, store: configuration.store)
         authenticator = try await Authenticator(secret: configuration.jwtSecret, es256PublicKeyPEM: configuration.jwtES256PublicKeyPEM)
         metrics = ServerMetrics()
     }
@@ -84,8 +85,10 @@ public final class SyncService: Sendable {
             let store = try await storage.store(for: principal.namespace)
             if !pushed.isEmpty {
                 do {
-                    let report = try await store.push(pushed, replica: request.replica, device: principal.device)
+                    let validate = configuration.validator.map { rule in { @Sendable (change: ProposedChange) in rule(change, principal) } }
+                    let report = try await store.push(pushed, replica: request.replica, device: principal.device, validate: validate)
                     if report.changedRecords > 0 { notifier.publish(.init(device: principal.device), in: principal.namespace) }
+                    if !report.rejections.isEmpty { metrics.rejected(report.rejections.count) }
                 } catch let refusal as PushRefusal {
                     throw ServiceError(status: 403, code: "forbidden", message: refusal.message)
                 } catch let error as ApplyError {
@@ -108,9 +111,15 @@ public final class SyncService: Sendable {
                 recordsOut = page.records.count
                 fieldsOut = page.fieldCount
             }
+            var rejections = [SyncRejection]()
+            if let after = request.rejectionsAfter {
+                rejections = try await store.rejections(for: principal.device, after: after, limit: 100).map {
+                    SyncRejection(id: UInt64($0.id), table: $0.table, key: $0.key, reason: $0.reason)
+                }
+            }
             let response = SyncResponse(
                 serverReplica: store.serverReplica, acknowledged: request.pushUpTo,
-                changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore)
+                changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore, rejections: rejections)
             result = ServiceResponse(status: 200, contentType: SyncProtocol.contentType, body: response.encoded())
         } catch let error as ServiceError {
             result = error.response
@@ -147,6 +156,24 @@ public final class SyncService: Sendable {
         case 413: return "too_large"
         default: return "error"
         }
+    }
+
+    // MARK: The server's own writes
+
+    /// Writes to a namespace as the server (for example values of `.authority` columns,
+    /// or the result of server-side work), then tells connected devices to pull.
+    ///
+    /// - Throws: ``ServiceError`` (404) when the storage is not the embedded SQLite one.
+    public func write<T: Sendable>(in namespace: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        guard Namespace.isValid(namespace) else {
+            throw ServiceError(status: 400, code: "bad_namespace", message: "invalid namespace name \(namespace)")
+        }
+        guard let store = try await storage.store(for: namespace) as? SQLiteNamespaceStore else {
+            throw ServiceError(status: 404, code: "unsupported", message: "server writes need the embedded SQLite storage")
+        }
+        let result = try await store.write(body)
+        notifier.publish(.init(device: "server"), in: namespace)
+        return result
     }
 
     // MARK: Status and conflicts

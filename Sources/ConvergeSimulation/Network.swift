@@ -81,8 +81,9 @@ struct PeerCursor {
 }
 
 extension Mutation {
-    /// Corrupts a received changeset the way a broken merge would.
-    func corrupt(_ changeset: Changeset) -> Changeset {
+    /// Corrupts a received changeset the way a broken merge would (public for the HTTP
+    /// hub, which corrupts what devices pull).
+    public func corrupt(_ changeset: Changeset) -> Changeset {
         var result = changeset
         for index in result.records.indices {
             var state = result.records[index].state

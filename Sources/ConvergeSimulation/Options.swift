@@ -16,6 +16,16 @@ public enum Topology: String, Sendable, Hashable, CaseIterable, Codable {
     case mesh
 }
 
+/// How replicas reach their peers.
+public enum SimulationTransport: String, Sendable, Hashable, CaseIterable, Codable {
+    /// The simulator's own in-process network: virtual time, messages as bytes in a heap.
+    case memory
+    /// The real sync server over loopback HTTP: every replica is a device with a
+    /// `SyncEngine`, and the hub is a Hummingbird server with its own SQLite store
+    /// (ConvergeSimulationHTTP; hub topology and SQLite stores only).
+    case http
+}
+
 /// The faults a simulation can inject, each with its own rate.
 public enum FaultKind: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
     case drop, dup, reorder, delay, partition, skew, jump, crash
@@ -85,11 +95,14 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     public var maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds
     /// Test-only: a broken merge injected on delivery.
     public var mutation: Mutation?
+    /// The simulator's network, or the real server over HTTP.
+    public var transport: SimulationTransport = .memory
 
     public init(
         seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
         topology: Topology = .hub, faults: Set<FaultKind> = Set(FaultKind.allCases), files: Bool = false,
-        keysPerTable: Int? = nil, syncRate: Double? = nil, mutation: Mutation? = nil
+        keysPerTable: Int? = nil, syncRate: Double? = nil, mutation: Mutation? = nil,
+        transport: SimulationTransport = .memory
     ) {
         self.seed = seed
         self.replicas = replicas
@@ -101,6 +114,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         self.keysPerTable = keysPerTable
         self.syncRate = syncRate
         self.mutation = mutation
+        self.transport = transport
     }
 
     /// Checks the values; throws a message fit for the command line.
@@ -112,12 +126,21 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         if let syncRate, !(syncRate >= 0 && syncRate <= 100) { throw OptionError("--sync-rate must be between 0 and 100 (got \(syncRate))") }
         guard batchRecords >= 1 else { throw OptionError("--batch must be at least 1 (got \(batchRecords))") }
         guard maxDriftMilliseconds >= 1_000 else { throw OptionError("--max-drift-ms must be at least 1000") }
+        if transport == .http {
+            guard store == .sqlite else {
+                throw OptionError("--transport http needs --store sqlite (its replicas are devices: SQLite stores syncing with the real server)")
+            }
+            guard topology == .hub else {
+                throw OptionError("--transport http needs --topology hub (devices sync only with the server)")
+            }
+        }
     }
 
     public func has(_ fault: FaultKind) -> Bool { faults.contains(fault) }
 
-    /// SQLite stores live on files when asked, or when crashes must reopen them.
-    public var usesFiles: Bool { store == .sqlite && (files || has(.crash)) }
+    /// SQLite stores live on files when asked, when crashes must reopen them, or when they
+    /// are devices of the real server (each with its own file).
+    public var usesFiles: Bool { store == .sqlite && (files || has(.crash) || transport == .http) }
 
     /// Keys per table actually used: few enough that writes collide.
     public var effectiveKeysPerTable: Int {
@@ -143,7 +166,8 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     public var replayCommand: String {
         var parts = ["swift run -c release converge-sim", "--seed \(seed)", "--replicas \(replicas)", "--ops \(ops)",
                      "--store \(store.rawValue)", "--topology \(topology.rawValue)", "--faults \(FaultKind.describe(faults))"]
-        if files && !(store == .sqlite && has(.crash)) { parts.append("--files") }
+        if transport != .memory { parts.append("--transport \(transport.rawValue)") }
+        if files && !(store == .sqlite && (has(.crash) || transport == .http)) { parts.append("--files") }
         if let keysPerTable { parts.append("--keys \(keysPerTable)") }
         if let syncRate { parts.append("--sync-rate \(syncRate)") }
         if batchRecords != 1_000 { parts.append("--batch \(batchRecords)") }
@@ -152,9 +176,11 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         return parts.joined(separator: " ")
     }
 
-    /// A short description: `6 core replicas, 300 ops, hub, faults all, seed 1`.
+    /// A short description: `6 core replicas, 300 ops, hub, faults all, seed 1` (the
+    /// topology reads `hub over http` for the real server).
     public var summary: String {
-        "\(replicas) \(store.rawValue) replicas, \(ops) ops, \(topology.rawValue), faults \(FaultKind.describe(faults)), seed \(seed)"
+        let network = transport == .memory ? topology.rawValue : "\(topology.rawValue) over \(transport.rawValue)"
+        return "\(replicas) \(store.rawValue) replicas, \(ops) ops, \(network), faults \(FaultKind.describe(faults)), seed \(seed)"
     }
 }
 

@@ -100,6 +100,7 @@ public struct SimulationReport: Sendable, Codable {
             ("lost_writes", "\(lostWrites)"),
             ("store", jsonString(options.store.rawValue)),
             ("topology", jsonString(options.topology.rawValue)),
+            ("transport", jsonString(options.transport.rawValue)),
             ("fault_kinds", jsonString(FaultKind.describe(options.faults))),
             ("writes", "\(writes)"),
             ("quarantined", "\(quarantinedDuringRun)"),

@@ -156,6 +156,21 @@ final class SQLiteNode: SimNode {
 
     func quarantinedCount() throws -> Int { try live().1.quarantinedCount() }
 
+    // MARK: Synced by an engine (`--transport http`)
+
+    /// The open store, for a sync engine that reads and applies it directly.
+    var database: ReplicatedDatabase? { store }
+
+    /// Sets the physical time the store reads while an engine applies to it.
+    func setPhysicalTime(_ now: UInt64) { clock.milliseconds = now }
+
+    /// After an engine applied pulled changes to the store: the shadow catches up (the
+    /// workload reads it), and an identity the store took on its own is noted.
+    func followEngine() throws {
+        try followFeed()
+        if let store, store.replicaID != wantedID, identityResets == 0 { identityResets = 1 }
+    }
+
     /// The shadow follows the feed to its end after every call, so its cursor is the
     /// store's last sequence number.
     func feedSequence() throws -> UInt64 { shadowCursor }
@@ -177,17 +192,7 @@ final class SQLiteNode: SimNode {
     func stateBytes() throws -> [UInt8] { WireEncoder.encode(try live().1.snapshot()) }
 
     func visibleRows(table: String) throws -> [Value: [String: Value]] {
-        let (queue, _) = try live()
-        guard let schema = SimulationSchema.byName[table] else { return [:] }
-        return try queue.read { db in
-            var result = [Value: [String: Value]]()
-            for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY \(schema.primaryKey)") {
-                var values = [String: Value]()
-                for column in schema.columns { values[column] = Value(row[column] as DatabaseValue) }
-                result[Value(row[schema.primaryKey] as DatabaseValue)] = values
-            }
-            return result
-        }
+        try SimulationSchema.visibleRows(in: try live().0, table: table)
     }
 
     func conflicts() throws -> [Conflict] { try live().1.conflicts() }

@@ -15,10 +15,12 @@ public func simulate(_ options: SimulationOptions, progress: ((SimulationProgres
 
 /// Shrinks a failing run: fewer operations, fewer replicas, fewer keys, one fault kind
 /// fewer, a plainer topology, as long as the run still fails. Every candidate is a
-/// deterministic replay, so the result is itself a one-line reproducer.
+/// deterministic replay, so the result is itself a one-line reproducer. `run` runs a
+/// candidate (over HTTP: ConvergeSimulationHTTP's `simulateOverHTTPBlocking`).
 public func shrink(
     _ failing: SimulationOptions, report: SimulationReport, maxAttempts: Int = 80,
-    onStep: ((SimulationOptions, SimulationReport) -> Void)? = nil
+    onStep: ((SimulationOptions, SimulationReport) -> Void)? = nil,
+    run: (SimulationOptions) -> SimulationReport = { simulate($0) }
 ) -> ShrinkResult {
     var current = failing
     var currentReport = report
@@ -29,7 +31,7 @@ public func shrink(
         for candidate in candidates(current) {
             guard attempts < maxAttempts else { break }
             attempts += 1
-            let result = simulate(candidate)
+            let result = run(candidate)
             if !result.converged {
                 current = candidate
                 currentReport = result

@@ -26,9 +26,15 @@ public struct FaultRates: Sendable, Hashable {
 /// release, then full exchange through replica 0 until nothing moves. *Checking*: every
 /// replica's merge state byte for byte, and its visible rows and conflicts against the
 /// oracle.
+///
+/// With `transport == .http` the replicas are devices of a real sync server (the
+/// ``SimulationHub``): every replica syncs with it through a `SyncEngine`, the hub injects
+/// the network faults, healing syncs every device until nothing moves, and the server's
+/// own store is checked with the devices.
 public final class Simulation {
     public let options: SimulationOptions
     public var rates = FaultRates()
+    private let hub: (any SimulationHub)?
 
     private var rng: SeededGenerator
     private var nodes: [any SimNode] = []
@@ -62,9 +68,15 @@ public final class Simulation {
     private var roundTrips = 0
     private var continuations = 0
     private var recordsSent = 0
+    private var hubFaultCounts: [String: Int] = [:]
+    /// The hub's server, as a node of the final check (`--transport http`).
+    private var serverNode: HubServerNode?
 
-    public init(options: SimulationOptions) {
+    /// - Parameter hub: The real server, for `options.transport == .http`
+    ///   (ConvergeSimulationHTTP's `simulateOverHTTP` provides it).
+    public init(options: SimulationOptions, hub: (any SimulationHub)? = nil) {
         self.options = options
+        self.hub = hub
         rng = SeededGenerator(seed: options.seed ^ 0x5EED_C0DE_CAFE_F00D)
         oracle = Oracle(keepHistory: options.ops <= 50_000)
         workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable)
@@ -87,6 +99,7 @@ public final class Simulation {
             failure = "\(error)"
         }
         for node in nodes { node.close() }
+        hub?.stop()
         if let directory { try? FileManager.default.removeItem(at: directory) }
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -98,8 +111,8 @@ public final class Simulation {
             converged: failure == nil && outcome?.divergence == nil && outcome?.failure == nil,
             elapsedSeconds: seconds,
             writes: writes, noOpWrites: noOps, messages: messages, bytes: bytes,
-            faults: faultCounts.values.reduce(0, +),
-            faultCounts: Dictionary(uniqueKeysWithValues: faultCounts.map { ($0.key.rawValue, $0.value) }),
+            faults: faultCounts.values.reduce(0, +) + hubFaultCounts.values.reduce(0, +),
+            faultCounts: Dictionary(faultCounts.map { ($0.key.rawValue, $0.value) } + hubFaultCounts.map { ($0.key, $0.value) }, uniquingKeysWith: +),
             lostWrites: outcome?.lostWrites ?? 0,
             visibleWrites: outcome?.visibleWrites ?? 0,
             visibleRows: outcome?.visibleRows ?? 0,
@@ -115,7 +128,7 @@ public final class Simulation {
 
     private func currentProgress(_ phase: String) -> SimulationProgress {
         SimulationProgress(opsDone: opsDone, ops: options.ops, replicas: options.replicas,
-                           faults: faultCounts.values.reduce(0, +), messages: messages, phase: phase)
+                           faults: faultCounts.values.reduce(0, +) + hubFaultCounts.values.reduce(0, +), messages: messages, phase: phase)
     }
 
     // MARK: - Set up
@@ -129,6 +142,9 @@ public final class Simulation {
     }()
 
     private func setUp() throws {
+        if options.transport == .http && hub == nil {
+            throw SimulationFailure("--transport http runs the real server: use ConvergeSimulationHTTP's simulateOverHTTP")
+        }
         let count = options.replicas
         down = Array(repeating: false, count: count)
         epoch = Array(repeating: 0, count: count)
@@ -155,6 +171,10 @@ public final class Simulation {
                 let path = directory?.appendingPathComponent("replica-\(index).sqlite").path
                 nodes.append(try SQLiteNode(id: id, path: path, maxDriftMilliseconds: options.maxDriftMilliseconds, now: physical(index)))
             }
+        }
+        if let hub {
+            try hub.start(options: options, rates: rates)
+            serverNode = HubServerNode(hub: hub)
         }
     }
 
@@ -197,7 +217,9 @@ public final class Simulation {
                 partitionSide = nil
             } else if partitionSide == nil, rng.chance(pPartition) {
                 var side = (0..<count).map { _ in rng.chance(0.4) }
-                if options.topology == .hub { side[0] = false }
+                // Replica 0 is the hub; over HTTP the server is, and every replica on the
+                // `true` side loses it.
+                if options.topology == .hub && hub == nil { side[0] = false }
                 partitionSide = side
                 partitionEnd = index + 1 + rng.below(max(10, options.ops / 10))
                 self.count(.partition)
@@ -297,6 +319,12 @@ public final class Simulation {
 
     private func startRandomSync() throws {
         let count = options.replicas
+        if let hub {
+            let client = rng.below(count)
+            guard !down[client] else { return }
+            try syncThroughHub(client, hub: hub)
+            return
+        }
         let client: Int, peer: Int
         switch options.topology {
         case .hub:
@@ -356,6 +384,12 @@ public final class Simulation {
     }
 
     private func deliverDue() throws {
+        if let hub {
+            try hub.advanceTime(to: now)
+            try hub.deliverLate(dueBy: opsDone)
+            absorbTraffic()
+            return
+        }
         while let first = heap.first, first.deliverAt <= now {
             _ = heap.pop()
             try deliver(first)
@@ -423,6 +457,51 @@ public final class Simulation {
         return report.changed
     }
 
+    // MARK: - Through the hub (`--transport http`)
+
+    /// One round of `replica` with the server, its engine applying to its store directly.
+    @discardableResult
+    private func syncThroughHub(_ replica: Int, hub: any SimulationHub) throws -> HubRoundOutcome {
+        guard let node = nodes[replica] as? SQLiteNode, let database = node.database else {
+            throw SimulationFailure("replica \(replica) has no open store to sync")
+        }
+        node.setPhysicalTime(physical(replica))
+        try hub.advanceTime(to: now)
+        let offline = partitionSide?[replica] ?? false
+        let outcome = try hub.sync(replica: replica, database: database, round: HubRound(op: opsDone, faulty: !healing, offline: offline))
+        try node.followEngine()
+        quarantinedDuringRun += outcome.quarantinedRecords
+        absorbTraffic()
+        return outcome
+    }
+
+    private func absorbTraffic() {
+        guard let hub else { return }
+        let traffic = hub.takeTraffic()
+        messages += traffic.messages
+        bytes += traffic.bytes
+        roundTrips += traffic.roundTrips
+        continuations += traffic.continuations
+        recordsSent += traffic.recordsSent
+        for (kind, count) in traffic.faults { hubFaultCounts[kind, default: 0] += count }
+    }
+
+    /// Every device syncs with the server, in turn, until a pass moves nothing: no record
+    /// pushed, none pulled that changed a store.
+    private func healThroughHub(_ hub: any SimulationHub) throws {
+        for _ in 0..<50 {
+            var moved = 0
+            for replica in 0..<options.replicas {
+                let outcome = try syncThroughHub(replica, hub: hub)
+                if let failure = outcome.failure { throw SimulationFailure("replica \(replica) failed to sync while healing: \(failure)") }
+                moved += outcome.pushedRecords + outcome.appliedRecords
+            }
+            healRounds += 1
+            if moved == 0 { return }
+        }
+        throw SimulationFailure("the healing rounds through the server did not reach quiescence in 50 passes")
+    }
+
     // MARK: - Healing
 
     private func heal() throws {
@@ -438,6 +517,10 @@ public final class Simulation {
         restarts.removeAll()
         jumpEnds.removeAll()
         // Deliver what is still in flight (continuations included).
+        if let hub {
+            try hub.deliverLate(dueBy: .max)
+            absorbTraffic()
+        }
         while let message = heap.pop() {
             now = max(now, message.deliverAt)
             try deliver(message)
@@ -447,10 +530,20 @@ public final class Simulation {
         let maxSkew = UInt64(skew.map { abs($0) }.max() ?? 0)
         now = max(now, oracle.maxStamp.hlc.milliseconds + maxSkew + 1_000)
         for node in nodes { quarantinedAtHeal += try node.quarantinedCount() }
+        if let serverNode { quarantinedAtHeal += try serverNode.quarantinedCount() }
+        try hub?.advanceTime(to: now)
         for (index, node) in nodes.enumerated() { _ = try node.releaseQuarantine(now: physical(index), force: false) }
         let held = try nodes.reduce(0) { try $0 + $1.quarantinedCount() }
         if held > 0 {
             throw SimulationFailure("\(held) quarantined records still held after virtual time passed every stamp")
+        }
+        if let serverNode {
+            let serverHeld = try serverNode.quarantinedCount()
+            if serverHeld > 0 { throw SimulationFailure("the server still holds \(serverHeld) quarantined records after virtual time passed every stamp") }
+        }
+        if let hub {
+            try healThroughHub(hub)
+            return
         }
         // Full exchange through replica 0 until a round moves nothing.
         var healCursors: [PeerCursor] = (0..<options.replicas).map { replica in
@@ -500,9 +593,23 @@ public final class Simulation {
         var digest = ""
     }
 
+    /// The nodes checked: the replicas, then the server over HTTP.
+    private var checkedNodes: [any SimNode] { nodes + (serverNode.map { [$0] } ?? []) }
+
+    /// A checked node's name in a report: its index, or `server`.
+    private func label(_ index: Int) -> String {
+        serverNode != nil && index == options.replicas ? "server" : "\(index)"
+    }
+
+    /// `replica 3`, or `the server`.
+    private func nodeName(_ index: Int) -> String {
+        serverNode != nil && index == options.replicas ? "the server" : "replica \(index)"
+    }
+
     private func check() throws -> CheckOutcome {
         var outcome = CheckOutcome()
-        let count = options.replicas
+        let nodes = checkedNodes
+        let count = nodes.count
         let reference = try nodes[0].stateBytes()
         var digest = FNV1a()
         digest.combine(reference)
@@ -579,7 +686,8 @@ public final class Simulation {
                     for (replica, text) in actual { groups[text, default: []].append(replica) }
                     let observed = groups.sorted { $0.value.min()! < $1.value.min()! }.map { text, replicas -> String in
                         let sorted = replicas.sorted()
-                        let list = sorted.prefix(12).map(String.init).joined(separator: ",") + (sorted.count > 12 ? ",… (\(sorted.count))" : "")
+                        let list = sorted.prefix(12).map(label).joined(separator: ",") + (sorted.count > 12 ? ",… (\(sorted.count))" : "")
+                        if sorted.count == 1, label(sorted[0]) == "server" { return "the server: \(text)" }
                         return "replica\(sorted.count == 1 ? "" : "s") \(list): \(text)"
                     }
                     var states = [String]()
@@ -587,7 +695,7 @@ public final class Simulation {
                     for replicas in groups.values.map({ $0.min()! }).sorted() {
                         let state = try WireDecoder.decode(try nodes[replicas].stateBytes()).records
                             .first { $0.table == address.table && $0.key == address.key }?.state
-                        states.append("state on replica \(replicas): \(formatter.record(state))")
+                        states.append("state on \(nodeName(replicas)): \(formatter.record(state))")
                     }
                     outcome.divergence = Divergence(
                         table: address.table, key: "\(address.key)", field: field, expected: expectedText,
@@ -610,6 +718,7 @@ public final class Simulation {
     private var names: [ReplicaID: String] {
         var result = [ReplicaID: String]()
         for (index, node) in nodes.enumerated() { result[node.replicaID] = "r\(index)" }
+        if let serverNode { result[serverNode.replicaID] = "server" }
         return result
     }
 
@@ -624,18 +733,18 @@ public final class Simulation {
     /// The first record whose merge state differs between replica 0 and `replica`.
     private func stateDivergence(_ replica: Int, reference: [UInt8]) throws -> Divergence {
         let mine = try WireDecoder.decode(reference).normalized.records
-        let theirs = try WireDecoder.decode(try nodes[replica].stateBytes()).normalized.records
+        let theirs = try WireDecoder.decode(try checkedNodes[replica].stateBytes()).normalized.records
         var byAddress = [RecordAddress: (RecordState?, RecordState?)]()
         for record in mine { byAddress[RecordAddress(table: record.table, key: record.key), default: (nil, nil)].0 = record.state }
         for record in theirs { byAddress[RecordAddress(table: record.table, key: record.key), default: (nil, nil)].1 = record.state }
         for (address, states) in byAddress.sorted(by: { $0.key < $1.key }) where states.0 != states.1 {
             return Divergence(
                 table: address.table, key: "\(address.key)", field: "(state)", expected: "the same merge state everywhere",
-                observed: ["replica 0: \(StateFormatter(names: names).record(states.0))", "replica \(replica): \(StateFormatter(names: names).record(states.1))"],
+                observed: ["replica 0: \(StateFormatter(names: names).record(states.0))", "\(nodeName(replica)): \(StateFormatter(names: names).record(states.1))"],
                 history: historyLines(address))
         }
         return Divergence(table: "-", key: "-", field: "(state)", expected: "identical encoded states",
-                          observed: ["replica 0 and replica \(replica) differ in encoding only"], history: [])
+                          observed: ["replica 0 and \(nodeName(replica)) differ in encoding only"], history: [])
     }
 }
 

@@ -18,8 +18,8 @@ public enum SimulationSchema {
     public static let tables = [notes, items, docs]
     static let byName: [String: TableSchema] = Dictionary(uniqueKeysWithValues: tables.map { ($0.name, $0) })
 
-    /// The app's DDL for a table (SQLite replicas).
-    static func createSQL(_ schema: TableSchema) -> String {
+    /// The app's DDL for a table (SQLite replicas, and the server's schema over HTTP).
+    public static func createSQL(_ schema: TableSchema) -> String {
         let columns = schema.columns.map { "\($0) \(schema.policy(of: $0) == .lww ? "TEXT" : "INTEGER")" }
         return "CREATE TABLE IF NOT EXISTS \(schema.name)(\(schema.primaryKey) TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")))"
     }

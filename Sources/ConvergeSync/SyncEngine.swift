@@ -169,6 +169,20 @@ public actor SyncEngine {
         }
         if let conflicts = try? database.conflicts() { status.conflicts = conflicts.count }
         if let quarantined = try? database.quarantinedCount() { status.quarantined = quarantined }
+        if let rejected = try? SyncLog.rejectionCount(in: database.writer) { status.rejected = rejected }
+    }
+
+    /// The changes of this device the server refused, with its reasons, newest first.
+    /// The server has already undone them (its compensating writes arrive like any
+    /// change); show the reasons to the user, then ``dismissRejections()``.
+    public nonisolated func rejections() throws -> [SyncRejection] {
+        try SyncLog.rejections(in: database.writer)
+    }
+
+    /// Forgets the rejections shown to the user.
+    public func dismissRejections() throws {
+        try SyncLog.dismissRejections(in: database.writer)
+        refreshStatus()
     }
 
     /// The latest rounds, newest first.
@@ -336,6 +350,7 @@ public actor SyncEngine {
         let peer = configuration.peer
         var cursor = try database.cursor(for: peer)
         var knownServer = try SyncLog.serverReplica(for: peer, in: database.writer)
+        var rejectionsSeen = try SyncLog.rejectionsSeen(for: peer, in: database.writer)
         var pushing = true
         var pulling = true
         // While paging, the cursors stay fixed and these positions advance: a record that
@@ -363,7 +378,8 @@ public actor SyncEngine {
             let payload = batch.map { WireEncoder.encode($0.changeset) } ?? []
             let request = SyncRequest(
                 replica: database.replicaID, pushUpTo: batch?.next ?? cursor.sent, changeset: payload, pull: pulling,
-                pullCursor: cursor.received, pullAfter: pullPosition, pullMaxRecords: UInt64(configuration.pullPageRecords), pullMaxBytes: UInt64(configuration.pullPageBytes))
+                pullCursor: cursor.received, pullAfter: pullPosition, pullMaxRecords: UInt64(configuration.pullPageRecords), pullMaxBytes: UInt64(configuration.pullPageBytes),
+                rejectionsAfter: rejectionsSeen)
             let response = try await send(request, report: &report)
             report.requests += 1
 
@@ -373,6 +389,7 @@ public actor SyncEngine {
                     // Another server (or a restored one): its feed positions mean nothing
                     // here, and it may lack what it had acknowledged. Start over with it.
                     knownServer = response.serverReplica
+                    rejectionsSeen = 0
                     cursor = ReplicatedDatabase.PeerCursor()
                     try database.setCursor(cursor, for: peer)
                     pushing = true
@@ -382,6 +399,13 @@ public actor SyncEngine {
                     continue
                 }
                 knownServer = response.serverReplica
+            }
+            // The server owns `.authority` columns: its concurrent writes show.
+            if database.authority != response.serverReplica { try database.setAuthority(response.serverReplica) }
+            if !response.rejections.isEmpty {
+                try SyncLog.record(response.rejections, from: peer, in: database.writer)
+                rejectionsSeen = max(rejectionsSeen, response.rejections.map(\.id).max() ?? 0)
+                report.rejections += response.rejections
             }
 
             if let batch {

@@ -1,4 +1,5 @@
 import ConvergeCore
+import ConvergeSQLite
 import Foundation
 import GRDB
 
@@ -38,9 +39,66 @@ public enum SyncLog {
                     error TEXT);
                 CREATE TABLE IF NOT EXISTS converge_sync_state(
                     peer TEXT PRIMARY KEY NOT NULL,
-                    server_replica TEXT NOT NULL);
+                    server_replica TEXT NOT NULL,
+                    rejections_seen INTEGER NOT NULL DEFAULT 0);
+                CREATE TABLE IF NOT EXISTS converge_sync_rejections(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    peer TEXT NOT NULL,
+                    server_id INTEGER NOT NULL,
+                    tbl TEXT NOT NULL,
+                    key,
+                    reason TEXT NOT NULL,
+                    received_at REAL NOT NULL);
                 """)
+            if try !db.columns(in: "converge_sync_state").contains(where: { $0.name == "rejections_seen" }) {
+                try db.execute(sql: "ALTER TABLE converge_sync_state ADD COLUMN rejections_seen INTEGER NOT NULL DEFAULT 0")
+            }
         }
+    }
+
+    /// The most rejections kept on the device; older ones are pruned.
+    static let rejectionLimit = 1_000
+
+    /// The last rejection received from `peer`'s server (0 if none).
+    static func rejectionsSeen(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
+        try reader.read { db in
+            UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT rejections_seen FROM converge_sync_state WHERE peer = ?", arguments: [peer]) ?? 0)
+        }
+    }
+
+    /// Keeps rejections received from `peer` and moves the cursor past them, together.
+    static func record(_ rejections: [SyncRejection], from peer: String, in writer: any DatabaseWriter) throws {
+        guard let last = rejections.map(\.id).max() else { return }
+        let now = Date().timeIntervalSince1970
+        try writer.write { db in
+            for rejection in rejections {
+                try db.execute(
+                    sql: "INSERT INTO converge_sync_rejections(peer, server_id, tbl, key, reason, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: [peer, Int64(clamping: rejection.id), rejection.table, rejection.key.databaseValue, rejection.reason, now])
+            }
+            try db.execute(
+                sql: "UPDATE converge_sync_state SET rejections_seen = max(rejections_seen, ?) WHERE peer = ?",
+                arguments: [Int64(clamping: last), peer])
+            try db.execute(
+                sql: "DELETE FROM converge_sync_rejections WHERE id <= (SELECT max(id) FROM converge_sync_rejections) - ?",
+                arguments: [rejectionLimit])
+        }
+    }
+
+    static func rejections(in reader: any DatabaseReader) throws -> [SyncRejection] {
+        try reader.read { db in
+            try Row.fetchAll(db, sql: "SELECT server_id, tbl, key, reason FROM converge_sync_rejections ORDER BY id DESC").map { row in
+                SyncRejection(id: UInt64(clamping: row["server_id"] as Int64), table: row["tbl"], key: Value(row["key"] as DatabaseValue), reason: row["reason"])
+            }
+        }
+    }
+
+    static func rejectionCount(in reader: any DatabaseReader) throws -> Int {
+        try reader.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_sync_rejections") ?? 0 }
+    }
+
+    static func dismissRejections(in writer: any DatabaseWriter) throws {
+        try writer.write { db in try db.execute(sql: "DELETE FROM converge_sync_rejections") }
     }
 
     /// Records a round; a failure to log never fails the round.
@@ -81,7 +139,11 @@ public enum SyncLog {
     static func setServerReplica(_ replica: ReplicaID, for peer: String, in writer: any DatabaseWriter) throws {
         try writer.write { db in
             try db.execute(
-                sql: "INSERT INTO converge_sync_state(peer, server_replica) VALUES (?, ?) ON CONFLICT(peer) DO UPDATE SET server_replica = excluded.server_replica",
+                // Another server numbers its rejections anew.
+                sql: """
+                    INSERT INTO converge_sync_state(peer, server_replica) VALUES (?, ?)
+                    ON CONFLICT(peer) DO UPDATE SET server_replica = excluded.server_replica, rejections_seen = 0
+                    """,
                 arguments: [peer, replica.uuidString()])
         }
     }

@@ -13,6 +13,11 @@ public protocol SyncNotificationSource: Sendable {
 
 extension HTTPSyncTransport: SyncNotificationSource {
     /// `GET <baseURL>/v1/events`, a server-sent event stream, read as it arrives.
+    ///
+    /// Not the server's WebSocket (`/v1/ws`): on Linux, FoundationNetworking's
+    /// `URLSessionWebSocketTask` needs a libcurl built with WebSocket support, which older
+    /// ones (Debian 12's 7.88, for one) lack: the task fails with "WebSockets not supported
+    /// by libcurl". Server-sent events work with URLSession everywhere.
     public func notifications(token: String?) -> AsyncThrowingStream<Void, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: Void.self)
         var request = URLRequest(url: baseURL.appendingPathComponent("v1").appendingPathComponent("events"))

@@ -10,11 +10,15 @@ import ConvergeCore
 /// ```
 /// request  = "CVRQ" version:u8 flags:u8 replica:16 pushUpTo:varint pullCursor:varint
 ///            [pullAfter:varint] pullMaxRecords:varint pullMaxBytes:varint
-///            changesetLength:varint changeset
-///            (flags bit 0: pull requested; bit 1: pullAfter present, when paging)
+///            changesetLength:varint changeset [rejectionsAfter:varint]
+///            (flags bit 0: pull requested; bit 1: pullAfter present, when paging;
+///             bit 2: rejectionsAfter present)
 /// response = "CVRS" version:u8 flags:u8 serverReplica:16 acknowledged:varint next:varint
-///            changesetLength:varint changeset
-///            (flags bit 0: hasMore)
+///            changesetLength:varint changeset [count:varint rejection*]
+///            (flags bit 0: hasMore; bit 1: rejections present)
+/// rejection = id:varint table:string key:value reason:string
+/// string   = length:varint utf8
+/// value    = 0 (null) | 1 zigzag:varint | 2 bits:u64le | 3 string | 4 length:varint bytes
 /// ```
 ///
 /// Varints are unsigned LEB128 (at most 10 bytes). The changesets are ConvergeCore's wire
@@ -58,11 +62,16 @@ public struct SyncRequest: Sendable, Hashable {
     /// Bounds of the page asked for (the server may lower them).
     public var pullMaxRecords: UInt64
     public var pullMaxBytes: UInt64
+    /// The last rejection of this device's changes the client has recorded; the server
+    /// answers with the later ones. `nil`: the client does not take rejections.
+    public var rejectionsAfter: UInt64?
 
     public init(
         replica: ReplicaID, pushUpTo: UInt64 = 0, changeset: [UInt8] = [], pull: Bool = true,
-        pullCursor: UInt64 = 0, pullAfter: UInt64? = nil, pullMaxRecords: UInt64 = 1_000, pullMaxBytes: UInt64 = 1 << 20
+        pullCursor: UInt64 = 0, pullAfter: UInt64? = nil, pullMaxRecords: UInt64 = 1_000, pullMaxBytes: UInt64 = 1 << 20,
+        rejectionsAfter: UInt64? = nil
     ) {
+        self.rejectionsAfter = rejectionsAfter
         self.replica = replica
         self.pushUpTo = pushUpTo
         self.changeset = changeset
@@ -77,7 +86,7 @@ public struct SyncRequest: Sendable, Hashable {
         var out = SyncProtocol.requestMagic
         out.reserveCapacity(64 + changeset.count)
         out.append(SyncProtocol.version)
-        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2))
+        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2) | (rejectionsAfter == nil ? 0 : 4))
         out.append(contentsOf: replica.bytes)
         Varint.append(pushUpTo, to: &out)
         Varint.append(pullCursor, to: &out)
@@ -86,13 +95,14 @@ public struct SyncRequest: Sendable, Hashable {
         Varint.append(pullMaxBytes, to: &out)
         Varint.append(UInt64(changeset.count), to: &out)
         out.append(contentsOf: changeset)
+        if let rejectionsAfter { Varint.append(rejectionsAfter, to: &out) }
         return out
     }
 
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
         let flags = try reader.header(magic: SyncProtocol.requestMagic, what: "sync request")
-        guard flags & ~3 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        guard flags & ~7 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
         replica = try reader.replica()
         pushUpTo = try reader.varint("push position")
         pullCursor = try reader.varint("pull cursor")
@@ -101,6 +111,7 @@ public struct SyncRequest: Sendable, Hashable {
         pullMaxBytes = try reader.varint("pull byte bound")
         changeset = try reader.payload()
         pull = flags & 1 != 0
+        rejectionsAfter = flags & 4 != 0 ? try reader.varint("rejection cursor") : nil
         try reader.end()
     }
 }
@@ -117,8 +128,15 @@ public struct SyncResponse: Sendable, Hashable {
     public var next: UInt64
     /// Whether more changes follow `next`.
     public var hasMore: Bool
+    /// The server's validation refused these changes of the device and undid them (the
+    /// compensating writes come with the pulled changes), oldest first.
+    public var rejections: [SyncRejection]
 
-    public init(serverReplica: ReplicaID, acknowledged: UInt64, changeset: [UInt8], next: UInt64, hasMore: Bool) {
+    public init(
+        serverReplica: ReplicaID, acknowledged: UInt64, changeset: [UInt8], next: UInt64, hasMore: Bool,
+        rejections: [SyncRejection] = []
+    ) {
+        self.rejections = rejections
         self.serverReplica = serverReplica
         self.acknowledged = acknowledged
         self.changeset = changeset
@@ -130,25 +148,95 @@ public struct SyncResponse: Sendable, Hashable {
         var out = SyncProtocol.responseMagic
         out.reserveCapacity(48 + changeset.count)
         out.append(SyncProtocol.version)
-        out.append(hasMore ? 1 : 0)
+        out.append((hasMore ? 1 : 0) | (rejections.isEmpty ? 0 : 2))
         out.append(contentsOf: serverReplica.bytes)
         Varint.append(acknowledged, to: &out)
         Varint.append(next, to: &out)
         Varint.append(UInt64(changeset.count), to: &out)
         out.append(contentsOf: changeset)
+        if !rejections.isEmpty {
+            Varint.append(UInt64(rejections.count), to: &out)
+            for rejection in rejections {
+                Varint.append(rejection.id, to: &out)
+                MessageWriter.string(rejection.table, to: &out)
+                MessageWriter.value(rejection.key, to: &out)
+                MessageWriter.string(rejection.reason, to: &out)
+            }
+        }
         return out
     }
 
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
         let flags = try reader.header(magic: SyncProtocol.responseMagic, what: "sync response")
-        guard flags & ~1 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        guard flags & ~3 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
         serverReplica = try reader.replica()
         acknowledged = try reader.varint("acknowledged position")
         next = try reader.varint("next cursor")
         changeset = try reader.payload()
         hasMore = flags & 1 != 0
+        var rejections = [SyncRejection]()
+        if flags & 2 != 0 {
+            let start = reader.offset
+            let count = try reader.varint("rejection count")
+            // Each rejection takes at least 4 bytes: never trust a count beyond that.
+            guard count <= UInt64(bytes.count - reader.offset) / 4 else {
+                throw SyncProtocolError("rejection count \(count) exceeds what the message can hold", offset: start)
+            }
+            for _ in 0..<count {
+                let id = try reader.varint("rejection id")
+                let table = try reader.string("rejected table")
+                let key = try reader.value("rejected key")
+                let reason = try reader.string("rejection reason")
+                rejections.append(SyncRejection(id: id, table: table, key: key, reason: reason))
+            }
+        }
+        self.rejections = rejections
         try reader.end()
+    }
+}
+
+/// A change of this device the server refused and undid, with its reason for the user.
+public struct SyncRejection: Sendable, Hashable {
+    /// The server's number for it, increasing per namespace.
+    public var id: UInt64
+    public var table: String
+    public var key: Value
+    public var reason: String
+
+    public init(id: UInt64, table: String, key: Value, reason: String) {
+        self.id = id
+        self.table = table
+        self.key = key
+        self.reason = reason
+    }
+}
+
+enum MessageWriter {
+    static func string(_ string: String, to out: inout [UInt8]) {
+        let bytes = Array(string.utf8)
+        Varint.append(UInt64(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
+    }
+
+    static func value(_ value: Value, to out: inout [UInt8]) {
+        switch value {
+        case .null:
+            out.append(0)
+        case .integer(let v):
+            out.append(1)
+            Varint.append(UInt64(bitPattern: (v << 1) ^ (v >> 63)), to: &out)
+        case .real(let v):
+            out.append(2)
+            withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+        case .text(let v):
+            out.append(3)
+            string(v, to: &out)
+        case .blob(let bytes):
+            out.append(4)
+            Varint.append(UInt64(bytes.count), to: &out)
+            out.append(contentsOf: bytes)
+        }
     }
 }
 
@@ -213,6 +301,46 @@ struct MessageReader {
         let end = offset + Int(length)
         defer { offset = end }
         return Array(bytes[offset..<end])
+    }
+
+    mutating func bytes(_ what: String) throws(SyncProtocolError) -> ArraySlice<UInt8> {
+        let start = offset
+        let length = try varint("\(what) length")
+        guard length <= UInt64(bytes.count - offset) else {
+            throw SyncProtocolError("\(what) length \(length) exceeds the \(bytes.count - offset) bytes left", offset: start)
+        }
+        let end = offset + Int(length)
+        defer { offset = end }
+        return bytes[offset..<end]
+    }
+
+    mutating func string(_ what: String) throws(SyncProtocolError) -> String {
+        let start = offset
+        guard let string = String(validating: try bytes(what), as: UTF8.self) else {
+            throw SyncProtocolError("\(what) is not valid UTF-8", offset: start)
+        }
+        return string
+    }
+
+    mutating func value(_ what: String) throws(SyncProtocolError) -> Value {
+        guard offset < bytes.count else { throw SyncProtocolError("truncated \(what)", offset: offset) }
+        let tag = bytes[offset]
+        offset += 1
+        switch tag {
+        case 0: return .null
+        case 1:
+            let zigzag = try varint(what)
+            return .integer(Int64(bitPattern: zigzag >> 1) ^ -Int64(bitPattern: zigzag & 1))
+        case 2:
+            guard bytes.count - offset >= 8 else { throw SyncProtocolError("truncated \(what)", offset: offset) }
+            var bits: UInt64 = 0
+            for index in 0..<8 { bits |= UInt64(bytes[offset + index]) << (8 * UInt64(index)) }
+            offset += 8
+            return .real(Double(bitPattern: bits))
+        case 3: return .text(try string(what))
+        case 4: return .blob(Array(try bytes(what)))
+        default: throw SyncProtocolError("unknown value tag \(tag) in \(what)", offset: offset - 1)
+        }
     }
 
     func end() throws(SyncProtocolError) {

@@ -58,6 +58,9 @@ public struct SyncStatus: Sendable, Hashable {
     public var conflicts = 0
     /// Remote changes held back because they were stamped too far in the future.
     public var quarantined = 0
+    /// Changes of this device the server refused and undid, kept until dismissed (see
+    /// ``SyncEngine/rejections()`` for their reasons).
+    public var rejected = 0
 
     public init() {}
 }
@@ -74,6 +77,8 @@ public struct SyncReport: Sendable, Hashable {
     public var appliedRecords = 0
     /// Pulled records quarantined (stamped too far in the future).
     public var quarantinedRecords = 0
+    /// This device's changes the server refused and undid, reported in this round.
+    public var rejections: [SyncRejection] = []
     /// Requests retried after a transient failure.
     public var retries = 0
     public var duration: Duration = .zero

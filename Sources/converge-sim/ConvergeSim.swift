@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConvergeCore
 import ConvergeSimulation
+import ConvergeSimulationHTTP
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,8 @@ struct ConvergeSim: ParsableCommand {
         abstract: "Runs many Converge replicas through faults and checks they converge to an oracle.",
         discussion: """
             Deterministic: one seeded generator, virtual time, one thread. The same options \
-            replay the same run. Exit status: 0 converged, 1 diverged, 2 bad options.
+            replay the same run (over --transport http: the same writes and faults; timing \
+            differs). Exit status: 0 converged, 1 diverged, 2 bad options.
             """)
 
     @Option(help: "The seed of the run (the first one with --sweep).")
@@ -31,6 +33,9 @@ struct ConvergeSim: ParsableCommand {
 
     @Option(help: "hub (replica 0 is the server) or mesh (gossip among random peers).")
     var topology: String = "hub"
+
+    @Option(help: "memory (the simulator's network) or http (the real sync server on loopback; needs --store sqlite and --topology hub).")
+    var transport: String = "memory"
 
     @Option(help: "none, all, or a list of drop,dup,reorder,delay,partition,skew,jump,crash.")
     var faults: String = "all"
@@ -65,7 +70,8 @@ struct ConvergeSim: ParsableCommand {
     func makeOptions() throws -> SimulationOptions {
         guard let storeKind = StoreKind(rawValue: store) else { throw ValidationError("--store must be core or sqlite (got '\(store)')") }
         guard let topologyKind = Topology(rawValue: topology) else { throw ValidationError("--topology must be hub or mesh (got '\(topology)')") }
-        var options = SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: storeKind, topology: topologyKind)
+        guard let transportKind = SimulationTransport(rawValue: transport) else { throw ValidationError("--transport must be memory or http (got '\(transport)')") }
+        var options = SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: storeKind, topology: topologyKind, transport: transportKind)
         do {
             options.faults = try FaultKind.parseList(faults)
         } catch {
@@ -142,8 +148,16 @@ enum Main {
         exit(runOne(options, command: command, progress: progress))
     }
 
+    /// One run, through the simulator's network or the real server (blocking this thread).
+    static func run(_ options: SimulationOptions, progress: ((SimulationProgress) -> Void)? = nil) -> SimulationReport {
+        switch options.transport {
+        case .memory: return simulate(options, progress: progress)
+        case .http: return simulateOverHTTPBlocking(options, progress: progress)
+        }
+    }
+
     static func runOne(_ options: SimulationOptions, command: ConvergeSim, progress: ProgressLine) -> Int32 {
-        let report = simulate(options, progress: progress.update)
+        let report = run(options, progress: progress.update)
         progress.clear()
         print(report.text)
         if !report.converged {
@@ -151,9 +165,9 @@ enum Main {
             print("replay: \(options.replayCommand)")
             if !command.noShrink {
                 print("shrinking...")
-                let result = shrink(options, report: report) { candidate, _ in
+                let result = shrink(options, report: report, onStep: { candidate, _ in
                     if progress.enabled { print("  still fails: \(candidate.summary)") }
-                }
+                }, run: { run($0) })
                 print("smallest failing run (\(result.attempts) runs tried): \(result.options.summary)")
                 print("replay: \(result.options.replayCommand)")
                 if let divergence = result.report.divergence { print(divergence.description) }
@@ -173,7 +187,7 @@ enum Main {
             var options = base
             options.seed = base.seed &+ UInt64(index)
             progress.prefix = "seed \(options.seed) (\(index + 1)/\(count)) "
-            let report = simulate(options, progress: progress.update)
+            let report = run(options, progress: progress.update)
             messages += report.messages
             bytes += report.bytes
             faults += report.faults
@@ -194,7 +208,7 @@ enum Main {
         print("sweep: \(converged)/\(count) seeds converged (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(Int(seconds)) s")
         if let first = failed.first, !command.noShrink {
             print("shrinking seed \(first.options.seed)...")
-            let result = shrink(first.options, report: first)
+            let result = shrink(first.options, report: first, run: { run($0) })
             print("smallest failing run (\(result.attempts) runs tried): \(result.options.summary)")
             print("replay: \(result.options.replayCommand)")
             if let divergence = result.report.divergence { print(divergence.description) }

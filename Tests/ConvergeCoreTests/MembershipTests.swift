@@ -114,6 +114,11 @@ import Testing
         let joined = register.merging(other)
         #expect(joined.value(preferring: server) == .integer(2))
         #expect(joined.provisionalValue == .integer(1))
+        var record = RecordState()
+        record.fields["status"] = .plain(.multi(joined))
+        #expect(record.value(of: "status", policy: .authority, authority: server) == .integer(2))
+        #expect(record.value(of: "status", policy: .authority) == .integer(1), "unknown authority: the largest stamp shows")
+        #expect(record.value(of: "status", policy: .critical, authority: server) == .integer(1))
     }
 }
 

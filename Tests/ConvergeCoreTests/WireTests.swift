@@ -18,7 +18,7 @@ import Testing
     @Test func valuesRoundTripExactly() throws {
         let values: [Value] = [
             .null, .integer(0), .integer(.min), .integer(.max), .real(0), .real(-0.0), .real(12.34), .real(.pi),
-            .real(.infinity), .real(-.greatestFiniteMagnitude), .real(5e-324), .text(""), .text("é"), .text("e\u{301}"),
+            .real(.infinity), .real(-.greatestFiniteMagnitude), .real(.leastNonzeroMagnitude), .text(""), .text("é"), .text("e\u{301}"),
             .text("5F0C8E1A-3B2D-4C6E-8F90-123456789ABC"), .text("5f0c8e1a-3b2d-4c6e-8f90-123456789abc"),
             .text("5f0c8e1a-3b2d-4c6e-8f90-123456789ABC"), .blob([]), .blob([0, 255]),
         ]

@@ -47,10 +47,13 @@ final class TestServer: Sendable {
         self.directory = directory
     }
 
-    static func start(maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0, secret: String = Fixtures.makeSecret()) async throws -> TestServer {
+    static func start(
+        maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0, secret: String = Fixtures.makeSecret(),
+        schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil
+    ) async throws -> TestServer {
         let directory = try directory ?? Fixtures.temporaryDirectory()
         let service = try await SyncService(configuration: ServerConfiguration(
-            dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: Fixtures.schema))
+            dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: schema, validator: validator))
         var logger = Logger(label: "converge-test-server")
         logger.logLevel = .warning
         return TestServer(running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory)
@@ -96,14 +99,15 @@ struct Device {
     static func make(
         _ name: String, server: TestServer, namespace: String = "team", in directory: URL,
         configuration: SyncEngine.Configuration = SyncEngine.Configuration(retry: Fixtures.quickRetry),
-        token: String? = nil, refreshToken: (@Sendable () async throws -> String)? = nil
+        token: String? = nil, refreshToken: (@Sendable () async throws -> String)? = nil,
+        store: ReplicatedDatabase.Configuration = ReplicatedDatabase.Configuration()
     ) async throws -> Device {
         let queue = try DatabaseQueue(path: directory.appendingPathComponent("\(name)-\(UUID().uuidString).sqlite").path)
         try await queue.write { db in
             try db.execute(sql: Fixtures.createNotes)
             try db.execute(sql: Fixtures.createItems)
         }
-        let database = try ReplicatedDatabase(queue)
+        let database = try ReplicatedDatabase(queue, configuration: store)
         try database.replicate(table: "notes", policies: ["amount": .critical], deletePolicy: .updateWins)
         try database.replicate(table: "items", policies: ["qty": .critical], deletePolicy: .deleteWins)
         let resolvedToken: String

@@ -25,6 +25,8 @@ public struct Replica: Sendable {
     /// state per record, so a resent change does not grow it.
     public private(set) var quarantine: [RecordAddress: RecordState] = [:]
     public var maxDriftMilliseconds: UInt64
+    /// The replica whose concurrent writes show in `.authority` columns (the server), once known.
+    public var authority: ReplicaID?
 
     public init(id: ReplicaID, clock: HybridClock = HybridClock(), maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds) {
         self.id = id
@@ -65,7 +67,7 @@ public struct Replica: Sendable {
             case .update(_, _, let values):
                 // As SQL: an update that sets every field to the value shown changes nothing.
                 let changed = values.filter { column, value in
-                    record.value(of: column, policy: schema.policy(of: column)) != value
+                    record.value(of: column, policy: schema.policy(of: column), authority: authority) != value
                 }
                 delta = record.isAlive && !changed.isEmpty ? record.update(changed, at: takeStamp(), schema: schema) : nil
             case .delete:
@@ -156,7 +158,7 @@ public struct Replica: Sendable {
         guard let schema = schemas[table], let record = state.state(of: RecordAddress(table: table, key: key)), record.isAlive else { return nil }
         var row = [String: Value]()
         for column in schema.columns {
-            row[column] = record.value(of: column, policy: schema.policy(of: column)) ?? .null
+            row[column] = record.value(of: column, policy: schema.policy(of: column), authority: authority) ?? .null
         }
         return row
     }

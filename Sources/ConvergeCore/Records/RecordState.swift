@@ -62,12 +62,15 @@ public struct RecordState: Sendable, Hashable, Codable {
     }
 
     /// The value the app sees in `column`, or `nil` when no write is visible.
-    public func value(of column: String, policy: ColumnPolicy = .lww) -> Value? {
+    ///
+    /// - Parameter authority: the replica whose concurrent writes win in `.authority`
+    ///   columns (the sync server); `nil` while unknown.
+    public func value(of column: String, policy: ColumnPolicy = .lww, authority: ReplicaID? = nil) -> Value? {
         guard let register = fields[column]?.visibleRegister(membership: membership) else { return nil }
         switch register {
         case .lww(let lww): return lww.value
         case .multi(let mv):
-            if case .authority(let replica) = policy { return mv.value(preferring: replica) }
+            if policy == .authority, let authority { return mv.value(preferring: authority) }
             return mv.provisionalValue
         }
     }

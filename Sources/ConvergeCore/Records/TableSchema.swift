@@ -4,9 +4,13 @@ public enum ColumnPolicy: Sendable, Hashable, Codable {
     case lww
     /// Concurrent values are all kept until someone resolves them (a multi-value register).
     case critical
-    /// Concurrent values resolve to the one written by `replica` (the server): "server
-    /// wins" that still merges as a join, since it is a multi-value register underneath.
-    case authority(ReplicaID)
+    /// Concurrent values resolve to the one written by the authority replica (the sync
+    /// server): "server wins" that still merges as a join, since it is a multi-value
+    /// register underneath and only the *shown* value depends on the resolver. A write
+    /// that had seen the server's value replaces it as usual. Which replica is the
+    /// authority is a property of the database, not of the column (a device learns the
+    /// server's identity on its first sync); until it is known, the largest stamp shows.
+    case authority
 }
 
 /// What happens when an edit races a delete of the same record.

@@ -17,6 +17,28 @@ extension ReplicatedDatabase {
     ///   merged row the app table refuses); the database is then unchanged.
     @discardableResult
     public func apply(_ changeset: Changeset) throws -> ApplyReport {
+        try apply(changeset, origin: nil, validate: nil)
+    }
+
+    /// Joins a remote changeset like ``apply(_:)``, and lets `validate` refuse what it did.
+    ///
+    /// `validate` sees each record of a replicated table whose visible row the changeset
+    /// changed, before and after, and returns a reason to refuse it (or `nil`). A refused
+    /// change is undone by a *compensating write*: this replica writes the row as it was,
+    /// as a local write stamped after everything it received, so every replica that syncs
+    /// converges to it, the device that made the change included. The merge, the
+    /// compensations and the recorded rejections (see ``rejections(origin:after:limit:)``)
+    /// commit together or not at all. This is how a sync server enforces rules.
+    ///
+    /// Only visible rows are validated: a concurrent value kept as a sibling of a critical
+    /// field is checked when someone resolves the conflict with it.
+    ///
+    /// - Parameters:
+    ///   - origin: Who sent the changeset (a device name); recorded with each rejection.
+    ///   - validate: Returns why `change` is refused, or `nil` to accept it. Throwing aborts
+    ///     the whole apply, leaving the database unchanged.
+    @discardableResult
+    public func apply(_ changeset: Changeset, origin: String?, validate: ((ProposedChange) throws -> String?)?) throws -> ApplyReport {
         let now = configuration.physicalTime()
         let ownReplica = source.replica
         let clockBefore = source.clock.latest
@@ -25,9 +47,10 @@ extension ReplicatedDatabase {
         var report = try withMetadata { metadata -> ApplyReport in
             var report = ApplyReport()
             report.feedBefore = metadata.sequence
-            report.releasedRecords = try release(&metadata, now: now, force: false, received: &received)
+            var touched: ChangeTracker? = validate == nil ? nil : ChangeTracker()
+            report.releasedRecords = try release(&metadata, now: now, force: false, received: &received, tracker: &touched)
             for delta in changeset.records {
-                try validate(delta, tables: metadata.tables)
+                try checkAddress(delta, tables: metadata.tables)
                 let maxHLC = delta.state.maxHLC
                 if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: now, maxDriftMilliseconds: configuration.maxDriftMilliseconds) {
                     try hold(delta, in: metadata.db)
@@ -36,11 +59,14 @@ extension ReplicatedDatabase {
                 }
                 if delta.state.maxHLC(of: ownReplica) > clockBefore { rewound = true }
                 received = max(received, maxHLC)
-                if try merge(delta, into: &metadata) { report.changedRecords += 1 }
+                if try merge(delta, into: &metadata, tracker: &touched) { report.changedRecords += 1 }
             }
             // A changeset that changed nothing was seen before, and the clock with it.
             if received > .zero && report.changedRecords + report.releasedRecords > 0 { source.receive(received) }
             report.feedAfter = metadata.sequence
+            if let validate, let touched {
+                report.rejections = try review(touched, in: &metadata, origin: origin, validate: validate)
+            }
             return report
         }
         if rewound {
@@ -57,7 +83,8 @@ extension ReplicatedDatabase {
         let now = configuration.physicalTime()
         var received = HLC.zero
         return try withMetadata { metadata in
-            let released = try release(&metadata, now: now, force: force, received: &received)
+            var none: ChangeTracker?
+            let released = try release(&metadata, now: now, force: force, received: &received, tracker: &none)
             if received > .zero { source.receive(received) }
             return released
         }
@@ -81,7 +108,7 @@ extension ReplicatedDatabase {
                         RecordEntryCodec.encodeState(state, table: delta.table, key: delta.key).databaseValue])
     }
 
-    private func release(_ metadata: inout MetadataStore, now: UInt64, force: Bool, received: inout HLC) throws -> Int {
+    private func release(_ metadata: inout MetadataStore, now: UInt64, force: Bool, received: inout HLC, tracker: inout ChangeTracker?) throws -> Int {
         let limit = now.addingReportingOverflow(configuration.maxDriftMilliseconds)
         let boundary = limit.overflow ? Int64.max : Int64(bitPattern: (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF)
         let rows = try Row.fetchAll(
@@ -91,13 +118,13 @@ extension ReplicatedDatabase {
             let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
             let state = try RecordEntryCodec.decodeState(row.bytes("state"), table: address.table, key: address.key)
             received = max(received, state.maxHLC)
-            try merge(RecordDelta(table: address.table, key: address.key, state: state), into: &metadata)
+            try merge(RecordDelta(table: address.table, key: address.key, state: state), into: &metadata, tracker: &tracker)
             try metadata.db.execute(sql: "DELETE FROM converge_quarantine WHERE tbl = ? AND key = ?", arguments: [address.table, address.key.databaseValue])
         }
         return rows.count
     }
 
-    private func validate(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws {
+    private func checkAddress(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws {
         guard isPlainIdentifier(delta.table), !isReservedName(delta.table) else {
             throw ApplyError(table: delta.table, key: delta.key, reason: .invalidTableName)
         }
@@ -109,20 +136,21 @@ extension ReplicatedDatabase {
 
     /// Joins one delta into its record; writes the visible row when it changed.
     @discardableResult
-    func merge(_ delta: RecordDelta, into metadata: inout MetadataStore) throws -> Bool {
+    func merge(_ delta: RecordDelta, into metadata: inout MetadataStore, tracker: inout ChangeTracker?) throws -> Bool {
         let address = RecordAddress(table: delta.table, key: delta.key)
         let entry = try metadata.load(address)
         let merged = entry.state.merging(delta.state)
         guard merged != entry.state else { return false }
+        tracker?.note(address, before: entry.state)
         try metadata.commit(entry, changedTo: merged, at: address)
-        if let table = metadata.tables[address.table], visibleRow(entry.state, table) != visibleRow(merged, table) {
-            try Materializer.materialize(merged, key: address.key, in: table, metadata.db)
+        if let table = metadata.tables[address.table], visibleRow(entry.state, table, metadata.authority) != visibleRow(merged, table, metadata.authority) {
+            try Materializer.materialize(merged, key: address.key, in: table, authority: metadata.authority, metadata.db)
         }
         return true
     }
 
-    private func visibleRow(_ state: RecordState, _ table: ReplicatedTable) -> [Value?]? {
+    func visibleRow(_ state: RecordState, _ table: ReplicatedTable, _ authority: ReplicaID?) -> [Value?]? {
         guard state.isAlive else { return nil }
-        return table.schema.columns.map { state.value(of: $0, policy: table.schema.policy(of: $0)) }
+        return table.schema.columns.map { state.value(of: $0, policy: table.schema.policy(of: $0), authority: authority) }
     }
 }

@@ -34,7 +34,7 @@ enum Materializer {
         }
     }
 
-    static func materialize(_ state: RecordState, key: Value, in table: ReplicatedTable, _ db: Database) throws {
+    static func materialize(_ state: RecordState, key: Value, in table: ReplicatedTable, authority: ReplicaID?, _ db: Database) throws {
         let schema = table.schema
         let name = quoted(schema.name)
         let keyColumn = quoted(schema.primaryKey)
@@ -46,7 +46,7 @@ enum Materializer {
         var arguments: [DatabaseValue] = [key.databaseValue]
         arguments.reserveCapacity(schema.columns.count + 1)
         for (index, column) in schema.columns.enumerated() {
-            guard let value = state.value(of: column, policy: schema.policy(of: column)) else { continue }
+            guard let value = state.value(of: column, policy: schema.policy(of: column), authority: authority) else { continue }
             present |= 1 << UInt64(index)
             arguments.append(value.databaseValue)
         }

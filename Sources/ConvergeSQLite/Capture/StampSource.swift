@@ -57,6 +57,14 @@ final class StampSource: @unchecked Sendable {
         return try body()
     }
 
+    /// Runs `body` with capture on, inside a `withoutCapture` block (a compensating write
+    /// made while applying is this replica's own).
+    func withCapture<T>(_ body: () throws -> T) rethrows -> T {
+        lock.withLock { capturing = true }
+        defer { lock.withLock { capturing = false } }
+        return try body()
+    }
+
     /// Installs the SQL functions and the transaction observer on a connection.
     func install(in db: Database) {
         db.add(function: DatabaseFunction("converge_stamp", argumentCount: 0, pure: false) { [unowned self] _ in

@@ -55,7 +55,7 @@ extension ReplicatedDatabase {
                 throw RecordNotFound(table: table, key: key)
             }
             try metadata.commit(entry, changedTo: state, at: address)
-            try Materializer.materialize(state, key: key, in: replicated, metadata.db)
+            try Materializer.materialize(state, key: key, in: replicated, authority: metadata.authority, metadata.db)
         }
     }
 }

@@ -6,12 +6,15 @@ import GRDB
 struct MetadataStore {
     let db: Database
     let tables: [String: ReplicatedTable]
+    /// The replica whose concurrent writes show in `.authority` columns, if known.
+    let authority: ReplicaID?
     /// The last local sequence number taken.
     private(set) var sequence: UInt64
 
-    init(_ db: Database, tables: [String: ReplicatedTable]) throws {
+    init(_ db: Database, tables: [String: ReplicatedTable], authority: ReplicaID?) throws {
         self.db = db
         self.tables = tables
+        self.authority = authority
         let stored = try Int64.fetchOne(db, sql: "SELECT sequence FROM converge_identity") ?? 0
         sequence = UInt64(bitPattern: stored)
     }

@@ -6,6 +6,8 @@ import GRDB
 struct Identity {
     var replica: ReplicaID
     var clock: HLC
+    /// The replica designated as authority for `.authority` columns, if any.
+    var authority: ReplicaID?
     /// The file no longer matches the fingerprint stored with the identity.
     var wasCopied: Bool
 
@@ -19,7 +21,7 @@ struct Identity {
     }
 
     static func loadOrCreate(_ db: Database, fingerprint: String?) throws -> Identity {
-        if let row = try Row.fetchOne(db, sql: "SELECT replica, clock, fingerprint FROM converge_identity") {
+        if let row = try Row.fetchOne(db, sql: "SELECT replica, clock, fingerprint, authority FROM converge_identity") {
             let bytes: DatabaseValue = row["replica"]
             guard case .blob(let data) = bytes.storage, let replica = ReplicaID(bytes: [UInt8](data)) else {
                 throw MetadataCorruption(table: "converge_identity", key: nil, detail: "replica id is not 16 bytes")
@@ -38,13 +40,21 @@ struct Identity {
             if stored == nil, let fingerprint {
                 try db.execute(sql: "UPDATE converge_identity SET fingerprint = ?", arguments: [fingerprint])
             }
-            return Identity(replica: replica, clock: clock, wasCopied: copied)
+            var authority: ReplicaID?
+            let authorityValue: DatabaseValue = row["authority"]
+            if case .blob(let data) = authorityValue.storage {
+                guard let id = ReplicaID(bytes: [UInt8](data)) else {
+                    throw MetadataCorruption(table: "converge_identity", key: nil, detail: "authority id is not 16 bytes")
+                }
+                authority = id
+            }
+            return Identity(replica: replica, clock: clock, authority: authority, wasCopied: copied)
         }
         let replica = ReplicaID.random()
         try db.execute(
             sql: "INSERT INTO converge_identity(singleton, replica, clock, sequence, fingerprint, schema_version) VALUES (1, ?, 0, 0, ?, ?)",
             arguments: [Data(replica.bytes), fingerprint, MetadataSchema.version])
-        return Identity(replica: replica, clock: .zero, wasCopied: false)
+        return Identity(replica: replica, clock: .zero, authority: nil, wasCopied: false)
     }
 }
 
@@ -80,7 +90,7 @@ extension ReplicatedDatabase {
                 var state = entry.state
                 var values = [String: Value]()
                 for column in table.schema.columns {
-                    if let value = state.value(of: column, policy: table.schema.policy(of: column)) { values[column] = value }
+                    if let value = state.value(of: column, policy: table.schema.policy(of: column), authority: metadata.authority) { values[column] = value }
                 }
                 state.insert(values, at: source.stamp(), schema: table.schema)
                 try metadata.commit(entry, changedTo: state, at: address)

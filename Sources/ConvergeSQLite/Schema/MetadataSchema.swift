@@ -3,7 +3,8 @@ import GRDB
 /// Converge's own tables, all named `converge_*`.
 ///
 /// - `converge_identity`: the replica's ID, the clock's high-water mark, the last local
-///   sequence number, and the file fingerprint that detects copies.
+///   sequence number, the file fingerprint that detects copies, and the authority replica
+///   (the sync server) whose concurrent writes show in `.authority` columns.
 /// - `converge_tables`: the replicated tables and their policies.
 /// - `converge_records`: one row per record (of replicated tables, and parked ones of tables
 ///   not replicated here yet): merge state and per-part sequence numbers, indexed by sequence.
@@ -13,6 +14,7 @@ import GRDB
 /// - `converge_quarantine`: remote changes stamped too far in the future, held back (one
 ///   joined state per record, so resending does not grow it).
 /// - `converge_conflicts`: open conflicts on critical fields (observable).
+/// - `converge_rejections`: remote changes refused by a validator and undone (bounded).
 /// - `converge_peers`: per-peer cursors.
 enum MetadataSchema {
     static let version = 1
@@ -25,7 +27,8 @@ enum MetadataSchema {
                 clock INTEGER NOT NULL,
                 sequence INTEGER NOT NULL,
                 fingerprint TEXT,
-                schema_version INTEGER NOT NULL
+                schema_version INTEGER NOT NULL,
+                authority BLOB
             );
             CREATE TABLE IF NOT EXISTS converge_tables (
                 name TEXT PRIMARY KEY NOT NULL,
@@ -53,12 +56,25 @@ enum MetadataSchema {
                 col TEXT NOT NULL,
                 PRIMARY KEY (tbl, key, col)
             ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS converge_rejections (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                tbl TEXT NOT NULL,
+                key NOT NULL,
+                reason TEXT NOT NULL,
+                origin TEXT,
+                at REAL NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS converge_rejections_by_origin ON converge_rejections(origin, id);
             CREATE TABLE IF NOT EXISTS converge_peers (
                 peer TEXT PRIMARY KEY NOT NULL,
                 sent INTEGER NOT NULL DEFAULT 0,
                 received INTEGER NOT NULL DEFAULT 0
             );
             """)
+        // Databases created before `authority` existed.
+        if try !db.columns(in: "converge_identity").contains(where: { $0.name == "authority" }) {
+            try db.execute(sql: "ALTER TABLE converge_identity ADD COLUMN authority BLOB")
+        }
     }
 
     static func logTable(_ table: String) -> String { "converge_log_\(table)" }

@@ -37,7 +37,7 @@ extension ReplicatedDatabase {
         try withMetadata { metadata in
             try inspected.save(metadata.db)
             try CaptureTriggers.install(metadata.db, table: inspected)
-            var metadata2 = try MetadataStore(metadata.db, tables: updated)
+            var metadata2 = try MetadataStore(metadata.db, tables: updated, authority: metadata.authority)
             try register(table: inspected, metadata: &metadata2)
             metadata = metadata2
         }
@@ -72,6 +72,6 @@ extension ReplicatedDatabase {
             let key = Value(row["key"] as DatabaseValue)
             states.append((key, try metadata.decode(row, RecordAddress(table: schema.name, key: key)).state))
         }
-        for (key, state) in states { try Materializer.materialize(state, key: key, in: table, metadata.db) }
+        for (key, state) in states { try Materializer.materialize(state, key: key, in: table, authority: metadata.authority, metadata.db) }
     }
 }

@@ -1,0 +1,138 @@
+import ConvergeCore
+import ConvergeSQLite
+import GRDB
+
+/// The hub of a `--transport http` run: a real sync server that every replica reaches
+/// through its own sync engine (ConvergeSimulationHTTP implements it over loopback HTTP).
+///
+/// The simulation stays the single thread that decides everything: it calls the hub one
+/// round at a time and waits, so the run writes the same things for the same seed. The
+/// hub injects the network faults itself (from its own seeded generator, in the order of
+/// the requests), and keeps requests it delays until ``deliverLate(dueBy:)``.
+public protocol SimulationHub: AnyObject {
+    /// Starts the server for a run of `options` (faults at `rates`).
+    func start(options: SimulationOptions, rates: FaultRates) throws
+    /// One sync round of `replica`, whose store is `database` (its physical time is set).
+    /// Faults a round may meet end it with ``HubRoundOutcome/failure``; anything else that
+    /// goes wrong (a refusal, a failure nothing injected) throws.
+    func sync(replica: Int, database: ReplicatedDatabase, round: HubRound) throws -> HubRoundOutcome
+    /// Sets the server's physical time (the run's virtual time, without any replica's
+    /// skew) and applies the server's quarantined records whose time has come.
+    func advanceTime(to now: UInt64) throws
+    /// Delivers the delayed requests due at operation `op` or before (`Int.max`: all).
+    func deliverLate(dueBy op: Int) throws
+    /// The traffic and faults since the last call.
+    func takeTraffic() -> HubTraffic
+    /// The server's identity in the simulated namespace.
+    var serverReplica: ReplicaID { get }
+    /// The server's full merge state in the namespace.
+    func serverSnapshot() throws -> Changeset
+    /// The server's visible rows of `table`, by key.
+    func serverVisibleRows(table: String) throws -> [Value: [String: Value]]
+    func serverConflicts() throws -> [Conflict]
+    func serverQuarantinedCount() throws -> Int
+    /// Stops the server and removes its files (idempotent).
+    func stop()
+}
+
+/// What the simulation tells the hub about one round.
+public struct HubRound: Sendable, Hashable {
+    /// The operation the run is at.
+    public var op: Int
+    /// Whether faults may be injected (not while healing).
+    public var faulty: Bool
+    /// The replica is cut off from the server by a partition.
+    public var offline: Bool
+
+    public init(op: Int, faulty: Bool, offline: Bool) {
+        self.op = op
+        self.faulty = faulty
+        self.offline = offline
+    }
+}
+
+/// What one round did.
+public struct HubRoundOutcome: Sendable, Hashable {
+    public var pushedRecords = 0
+    public var pulledRecords = 0
+    /// Pulled records that changed the replica's store.
+    public var appliedRecords = 0
+    public var quarantinedRecords = 0
+    /// Why the round failed, when an injected fault made it give up (`nil`: it completed).
+    public var failure: String?
+
+    public init(pushedRecords: Int = 0, pulledRecords: Int = 0, appliedRecords: Int = 0, quarantinedRecords: Int = 0, failure: String? = nil) {
+        self.pushedRecords = pushedRecords
+        self.pulledRecords = pulledRecords
+        self.appliedRecords = appliedRecords
+        self.quarantinedRecords = quarantinedRecords
+        self.failure = failure
+    }
+}
+
+/// Traffic through the hub, counted the way the simulated network counts it.
+public struct HubTraffic: Sendable, Hashable {
+    /// Requests and answers (two per request that reached the server).
+    public var messages = 0
+    /// Protocol bytes: changesets plus 20 bytes of header per message.
+    public var bytes = 0
+    /// Requests the engines sent, retries included.
+    public var roundTrips = 0
+    /// Requests that continued a round (paging), not its first and not a retry.
+    public var continuations = 0
+    /// Record deltas pushed and pulled.
+    public var recordsSent = 0
+    /// Faults injected, by kind.
+    public var faults: [String: Int] = [:]
+
+    public init() {}
+}
+
+extension SimulationSchema {
+    /// The app's visible rows of `table` in a replicated store (a replica's, or the
+    /// server's store of a namespace), by key.
+    public static func visibleRows(of database: ReplicatedDatabase, table: String) throws -> [Value: [String: Value]] {
+        try visibleRows(in: database.writer, table: table)
+    }
+
+    static func visibleRows(in reader: any DatabaseReader, table: String) throws -> [Value: [String: Value]] {
+        guard let schema = byName[table] else { return [:] }
+        return try reader.read { db in
+            var result = [Value: [String: Value]]()
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY \(schema.primaryKey)") {
+                var values = [String: Value]()
+                for column in schema.columns { values[column] = Value(row[column] as DatabaseValue) }
+                result[Value(row[schema.primaryKey] as DatabaseValue)] = values
+            }
+            return result
+        }
+    }
+}
+
+/// The hub's server as a node of the final check: its merge state, rows and conflicts are
+/// compared with the devices' and the oracle's. It takes no part in the run itself.
+final class HubServerNode: SimNode {
+    let hub: any SimulationHub
+
+    init(hub: any SimulationHub) { self.hub = hub }
+
+    var replicaID: ReplicaID { hub.serverReplica }
+    func recordState(_ address: RecordAddress) -> RecordState? { nil }
+    func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset { throw Self.notAReplica }
+    func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset { throw Self.notAReplica }
+    func changes(since cursor: UInt64, after position: UInt64?, limit: Int, now: UInt64) throws -> (changeset: Changeset, next: UInt64, hasMore: Bool) {
+        throw Self.notAReplica
+    }
+    func apply(_ changeset: Changeset, now: UInt64) throws -> NodeApplyReport { throw Self.notAReplica }
+    func releaseQuarantine(now: UInt64, force: Bool) throws -> Int { 0 }
+    func quarantinedCount() throws -> Int { try hub.serverQuarantinedCount() }
+    func feedSequence() throws -> UInt64 { throw Self.notAReplica }
+    func crash() throws {}
+    func restart(now: UInt64) throws {}
+    func stateBytes() throws -> [UInt8] { WireEncoder.encode(try hub.serverSnapshot()) }
+    func visibleRows(table: String) throws -> [Value: [String: Value]] { try hub.serverVisibleRows(table: table) }
+    func conflicts() throws -> [Conflict] { try hub.serverConflicts() }
+    func close() {}
+
+    private static let notAReplica = SimulationFailure("the server is checked, not driven, by the simulation")
+}

@@ -1,0 +1,473 @@
+import ConvergeCore
+import ConvergeServer
+import ConvergeSimulation
+import ConvergeSQLite
+import ConvergeSync
+import Foundation
+import Logging
+
+/// Runs a simulation whose hub is the real sync server over loopback HTTP
+/// (`options.transport == .http`): the run, the oracle and the report are the
+/// simulator's, every replica is a device syncing through a `SyncEngine`.
+///
+/// Runs on a thread of its own (the simulation blocks its thread while each round goes
+/// over HTTP), so it never holds a thread of Swift concurrency's pool.
+public func simulateOverHTTP(
+    _ options: SimulationOptions, rates: FaultRates = FaultRates(),
+    progress: (@Sendable (SimulationProgress) -> Void)? = nil
+) async -> SimulationReport {
+    await withCheckedContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(returning: simulateOverHTTPBlocking(options, rates: rates, progress: progress))
+        }
+        thread.name = "converge-sim-http"
+        thread.stackSize = 16 << 20
+        thread.start()
+    }
+}
+
+/// ``simulateOverHTTP(_:rates:progress:)`` on the calling thread, which it blocks while
+/// each round goes over HTTP: call it from a thread of your own (a command line's main
+/// thread), never from a task of Swift concurrency (it would hold a thread of the pool
+/// that the server and the engines need).
+public func simulateOverHTTPBlocking(
+    _ options: SimulationOptions, rates: FaultRates = FaultRates(),
+    progress: ((SimulationProgress) -> Void)? = nil
+) -> SimulationReport {
+    let simulation = Simulation(options: options, hub: HTTPHub())
+    simulation.rates = rates
+    return simulation.run(progress: progress)
+}
+
+/// The real server as the simulation's hub: a ``RunningServer`` on 127.0.0.1 (any free
+/// port) with its data in a temporary folder, one namespace, and the simulator's tables.
+///
+/// Every replica is a device with its own token and a `SyncEngine` over
+/// `HTTPSyncTransport`, wrapped in a transport that injects the seeded faults:
+///
+/// - `drop`: the request is lost before the server (a network error), or the connection
+///   breaks after the server applied it (`lost-response`), or a proxy answers 502 after
+///   the server applied it (`server-error`), one third each;
+/// - `dup`: the request reaches the server twice;
+/// - `reorder`: a copy of the request reaches the server later, after newer ones;
+/// - `delay`: the request reaches the server later, the engine meanwhile times out;
+/// - `partition`: the replicas cut off cannot reach the server at all;
+/// - `skew`, `jump`, `crash`: the simulation's own (a crash closes the device's SQLite
+///   file; its engine is made again when it reopens).
+///
+/// The engine retries failed requests (four tries, a few milliseconds apart); a round that
+/// still fails is left for a later round, as an app would.
+public final class HTTPHub: SimulationHub {
+    /// The namespace every device belongs to.
+    public static let namespace = "simulation"
+
+    private var server: RunningServer?
+    private var namespaceStore: (any NamespaceStore)?
+    private var directory: URL?
+    private var http: HTTPSyncTransport?
+    private var controller: FaultController?
+    private var tokens: [String] = []
+    private var options = SimulationOptions()
+    private var engines: [Int: (database: ReplicatedDatabase, engine: SyncEngine)] = [:]
+    public private(set) var serverReplica = ReplicaID.zero
+    private let serverClock = ServerClock()
+
+    /// The server's physical time, set by the simulation before each round.
+    private final class ServerClock: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: UInt64 = 0
+        var milliseconds: UInt64 {
+            get { lock.withLock { value } }
+            set { lock.withLock { value = newValue } }
+        }
+    }
+
+    public init() {}
+
+    deinit { stop() }
+
+    /// The server's schema: the simulator's tables, with the same DDL as the devices.
+    public static var schema: ServerSchema {
+        ServerSchema(tables: SimulationSchema.tables.map { table in
+            var policies = [String: ServerSchema.Policy]()
+            for column in table.columns where table.policy(of: column) == .critical { policies[column] = .critical }
+            return ServerSchema.Table(name: table.name, create: SimulationSchema.createSQL(table), policies: policies, deletePolicy: table.deletePolicy)
+        })
+    }
+
+    // MARK: SimulationHub
+
+    public func start(options: SimulationOptions, rates: FaultRates) throws {
+        self.options = options
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("converge-sim-http-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        self.directory = directory
+        // The server lives in the run's virtual time, like the devices: it quarantines
+        // far-future pushes and its own stamps stay comparable with theirs.
+        let serverClock = serverClock
+        let configuration = ServerConfiguration(
+            dataDirectory: directory, jwtSecret: "converge-simulation-\(UUID().uuidString)",
+            maxPullRecords: max(1_000, options.batchRecords), schema: Self.schema,
+            store: ReplicatedDatabase.Configuration(physicalTime: { serverClock.milliseconds }))
+        let logger = { () -> Logger in
+            var logger = Logger(label: "converge-sim-server")
+            logger.logLevel = .error
+            return logger
+        }()
+        let replicas = options.replicas
+        let namespace = Self.namespace
+        let started = try waitFor { () async throws -> (RunningServer, [String], any NamespaceStore) in
+            let service = try await SyncService(configuration: configuration)
+            let server = try await RunningServer.start(service: service, host: "127.0.0.1", port: 0, logger: logger)
+            do {
+                var tokens = [String]()
+                for replica in 0..<replicas {
+                    tokens.append(try await service.authenticator.token(namespace: namespace, device: Self.device(replica)))
+                }
+                return (server, tokens, try await service.storage.store(for: namespace))
+            } catch {
+                await server.stop()
+                throw error
+            }
+        }
+        server = started.0
+        tokens = started.1
+        namespaceStore = started.2
+        serverReplica = started.2.serverReplica
+        http = HTTPSyncTransport(baseURL: started.0.baseURL, configuration: .init(requestTimeout: 60, resourceTimeout: 120))
+        controller = FaultController(options: options, rates: rates)
+    }
+
+    public func sync(replica: Int, database: ReplicatedDatabase, round: HubRound) throws -> HubRoundOutcome {
+        guard let controller else { throw HubError("the hub is not started") }
+        let engine = try engine(for: replica, database: database)
+        controller.beginRound(round)
+        let result = try waitFor { () async -> Result<SyncReport, SyncError> in
+            do {
+                return .success(try await engine.sync())
+            } catch let error as SyncError {
+                return .failure(error)
+            } catch {
+                return .failure(.local("\(error)"))
+            }
+        }
+        let injected = controller.endRound()
+        switch result {
+        case .success(let report):
+            return HubRoundOutcome(
+                pushedRecords: report.pushedRecords, pulledRecords: report.pulledRecords,
+                appliedRecords: report.appliedRecords, quarantinedRecords: report.quarantinedRecords)
+        case .failure(let error):
+            // Only what a fault of this round explains is a round an app would retry later.
+            switch error {
+            case .offline, .serverError:
+                if injected > 0 { return HubRoundOutcome(failure: error.description) }
+            default:
+                break
+            }
+            throw HubError("replica \(replica) (device \(Self.device(replica))): sync round failed at op \(round.op)\(injected > 0 ? " (\(injected) faults injected in the round)" : ""): \(error)")
+        }
+    }
+
+    public func advanceTime(to now: UInt64) throws {
+        serverClock.milliseconds = now
+        guard let store = namespaceStore as? SQLiteNamespaceStore else { return }
+        _ = try store.database.releaseQuarantine(force: false)
+    }
+
+    public func deliverLate(dueBy op: Int) throws {
+        guard let controller, let http else { return }
+        for late in controller.takeLate(dueBy: op) {
+            let token = tokens[late.replica]
+            let outcome = try waitFor { () async -> Result<SyncResponse, any Error> in
+                do { return .success(try await http.send(late.request, token: token)) } catch { return .failure(error) }
+            }
+            switch outcome {
+            case .success(let response):
+                // Nobody waits for this answer any more.
+                controller.count(late.request, response)
+            case .failure(let error):
+                throw HubError("a late request of replica \(late.replica) (sent at op \(late.sentAt)) failed: \(error)")
+            }
+        }
+    }
+
+    public func takeTraffic() -> HubTraffic {
+        controller?.takeTraffic() ?? HubTraffic()
+    }
+
+    public func serverSnapshot() throws -> Changeset {
+        let store = try liveStore()
+        return try waitFor { try await store.snapshot() }
+    }
+
+    public func serverVisibleRows(table: String) throws -> [Value: [String: Value]] {
+        guard let store = try liveStore() as? SQLiteNamespaceStore else {
+            throw HubError("the server's storage is not SQLite: its rows cannot be read")
+        }
+        return try SimulationSchema.visibleRows(of: store.database, table: table)
+    }
+
+    public func serverConflicts() throws -> [Conflict] {
+        let store = try liveStore()
+        return try waitFor { try await store.conflicts() }
+    }
+
+    public func serverQuarantinedCount() throws -> Int {
+        let store = try liveStore()
+        return try waitFor { try await store.quarantinedCount() }
+    }
+
+    public func stop() {
+        engines.removeAll()
+        http = nil
+        namespaceStore = nil
+        if let server {
+            self.server = nil
+            _ = try? waitFor { await server.stop() }
+        }
+        if let directory {
+            self.directory = nil
+            try? FileManager.default.removeItem(at: directory)
+        }
+    }
+
+    // MARK: Devices
+
+    static func device(_ replica: Int) -> String { "replica-\(replica)" }
+
+    private func liveStore() throws -> any NamespaceStore {
+        guard let namespaceStore else { throw HubError("the hub is not started") }
+        return namespaceStore
+    }
+
+    /// The replica's engine; made again when its store was reopened (after a crash).
+    private func engine(for replica: Int, database: ReplicatedDatabase) throws -> SyncEngine {
+        if let current = engines[replica], current.database === database { return current.engine }
+        guard let http, let controller else { throw HubError("the hub is not started") }
+        let batch = max(1, options.batchRecords)
+        let configuration = SyncEngine.Configuration(
+            pushBatchRecords: batch, pushBatchBytes: 4 << 20, pullPageRecords: batch, pullPageBytes: 4 << 20,
+            retry: SyncEngine.RetryPolicy(maxAttempts: 4, initialDelay: .milliseconds(1), maxDelay: .milliseconds(4)),
+            logLimit: 20)
+        let transport = FaultInjectingTransport(replica: replica, base: http, controller: controller)
+        let engine = try SyncEngine(database: database, transport: transport, configuration: configuration, token: tokens[replica])
+        engines[replica] = (database, engine)
+        return engine
+    }
+}
+
+/// A failure of the HTTP hub: a refusal, or a round failing that no fault explains.
+struct HubError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+// MARK: - Faults
+
+/// A device's transport: the real `HTTPSyncTransport`, behind the seeded faults.
+struct FaultInjectingTransport: SyncTransport {
+    let replica: Int
+    let base: HTTPSyncTransport
+    let controller: FaultController
+
+    func send(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
+        switch controller.decide(request, replica: replica, token: token) {
+        case .offline:
+            throw SyncTransportError.network("injected partition: the server cannot be reached")
+        case .dropRequest:
+            throw SyncTransportError.network("injected: the request was lost")
+        case .delay:
+            throw SyncTransportError.timeout
+        case .loseResponse:
+            _ = try await exchange(request, token: token)
+            throw SyncTransportError.network("injected: the connection broke after the server applied the request")
+        case .badGateway:
+            _ = try await exchange(request, token: token)
+            throw SyncTransportError.status(502, "injected: bad gateway after the server applied the request")
+        case .duplicate:
+            _ = try await exchange(request, token: token)
+            return try await exchange(request, token: token)
+        case .pass:
+            return try await exchange(request, token: token)
+        }
+    }
+
+    private func exchange(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
+        let response = try await base.send(request, token: token)
+        controller.count(request, response)
+        return controller.corrupt(response)
+    }
+}
+
+/// The seeded fault decisions of every request, and the traffic counts.
+///
+/// Requests come one at a time (the simulation waits for each round), so the decisions
+/// are drawn in the same order on every replay; the lock only makes the hand-over between
+/// the simulation's thread and the engines' tasks explicit.
+final class FaultController: @unchecked Sendable {
+    enum Decision {
+        case pass, offline, dropRequest, loseResponse, badGateway, delay, duplicate
+    }
+
+    /// A request that reaches the server later than it was sent.
+    struct Late {
+        var due: Int
+        var order: Int
+        var replica: Int
+        var sentAt: Int
+        var request: SyncRequest
+    }
+
+    private let lock = NSLock()
+    private var rng: SeededGenerator
+    private let rates: FaultRates
+    private let faults: Set<FaultKind>
+    private let mutation: Mutation?
+    /// How many operations later a delayed request, or a reordered copy, arrives at most.
+    private let delayWindow: Int
+    private let reorderWindow: Int
+    private var round = HubRound(op: 0, faulty: false, offline: false)
+    private var injectedInRound = 0
+    private var previous: SyncRequest?
+    private var traffic = HubTraffic()
+    private var late: [Late] = []
+    private var lateOrder = 0
+
+    init(options: SimulationOptions, rates: FaultRates) {
+        rng = SeededGenerator(seed: options.seed ^ 0x4854_5450_4855_4221)
+        self.rates = rates
+        faults = options.faults
+        mutation = options.mutation
+        delayWindow = max(10, options.ops / 10)
+        reorderWindow = max(2, min(500, options.ops / 50))
+    }
+
+    func beginRound(_ round: HubRound) {
+        lock.withLock {
+            self.round = round
+            injectedInRound = 0
+            previous = nil
+        }
+    }
+
+    /// Ends a round; returns the faults injected in it.
+    func endRound() -> Int {
+        lock.withLock { injectedInRound }
+    }
+
+    func decide(_ request: SyncRequest, replica: Int, token: String?) -> Decision {
+        lock.withLock {
+            traffic.roundTrips += 1
+            if let previous, previous != request { traffic.continuations += 1 }
+            previous = request
+            guard round.faulty else { return .pass }
+            if round.offline {
+                injectedInRound += 1
+                return .offline
+            }
+            if faults.contains(.drop) && rng.chance(rates.drop) {
+                switch rng.below(3) {
+                case 0: return inject("drop", .dropRequest)
+                case 1: return inject("lost-response", .loseResponse)
+                default: return inject("server-error", .badGateway)
+                }
+            }
+            if faults.contains(.delay) && rng.chance(rates.delay) {
+                park(request, replica: replica, within: delayWindow)
+                return inject("delay", .delay)
+            }
+            if faults.contains(.reorder) && rng.chance(rates.reorder) {
+                // A copy arrives later, after newer requests; this one goes through now.
+                park(request, replica: replica, within: reorderWindow)
+                injectedInRound += 1
+                traffic.faults["reorder", default: 0] += 1
+                return .pass
+            }
+            if faults.contains(.dup) && rng.chance(rates.duplicate) {
+                return inject("dup", .duplicate)
+            }
+            return .pass
+        }
+    }
+
+    /// Called with the lock held.
+    private func inject(_ kind: String, _ decision: Decision) -> Decision {
+        injectedInRound += 1
+        traffic.faults[kind, default: 0] += 1
+        return decision
+    }
+
+    /// Called with the lock held.
+    private func park(_ request: SyncRequest, replica: Int, within window: Int) {
+        lateOrder += 1
+        late.append(Late(due: round.op + 1 + rng.below(window), order: lateOrder, replica: replica, sentAt: round.op, request: request))
+    }
+
+    /// The late requests due at `op`, in the order they are due.
+    func takeLate(dueBy op: Int) -> [Late] {
+        lock.withLock {
+            guard !late.isEmpty else { return [] }
+            let due = late.filter { $0.due <= op }.sorted { ($0.due, $0.order) < ($1.due, $1.order) }
+            late.removeAll { $0.due <= op }
+            return due
+        }
+    }
+
+    /// Counts a request that reached the server, and its answer.
+    func count(_ request: SyncRequest, _ response: SyncResponse) {
+        let records = Self.records(request.changeset) + Self.records(response.changeset)
+        lock.withLock {
+            traffic.messages += 2
+            traffic.bytes += 40 + request.changeset.count + response.changeset.count
+            traffic.recordsSent += records
+        }
+    }
+
+    /// The answer as a broken merge on the device would see it (test-only mutations).
+    func corrupt(_ response: SyncResponse) -> SyncResponse {
+        guard let mutation, !response.changeset.isEmpty, let changeset = try? WireDecoder.decode(response.changeset) else { return response }
+        var corrupted = response
+        corrupted.changeset = WireEncoder.encode(mutation.corrupt(changeset))
+        return corrupted
+    }
+
+    func takeTraffic() -> HubTraffic {
+        lock.withLock {
+            let taken = traffic
+            traffic = HubTraffic()
+            return taken
+        }
+    }
+
+    private static func records(_ changeset: [UInt8]) -> Int {
+        guard !changeset.isEmpty else { return 0 }
+        return (try? WireDecoder.decode(changeset).records.count) ?? 0
+    }
+}
+
+// MARK: - Waiting on the simulation's thread
+
+/// Runs `body` as a task and blocks the calling thread until it is done. Only for the
+/// simulation's own thread (never a thread of the concurrency pool).
+func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let semaphore = DispatchSemaphore(value: 0)
+    let box = ResultBox<T>()
+    Task {
+        do {
+            box.result = .success(try await body())
+        } catch {
+            box.result = .failure(error)
+        }
+        semaphore.signal()
+    }
+    semaphore.wait()
+    return try box.result!.get()
+}
+
+/// Carries a task's result to the thread waiting on the semaphore (which orders the
+/// write before the read).
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}

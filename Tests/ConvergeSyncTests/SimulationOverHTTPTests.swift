@@ -1,0 +1,93 @@
+import ConvergeCore
+import ConvergeSimulation
+import ConvergeSimulationHTTP
+import Testing
+
+/// The simulator's hub mode through the real server (`converge-sim --transport http`):
+/// device SQLite stores → SyncEngine over HTTP → Hummingbird → the server's SQLite store →
+/// the other devices, checked against the oracle.
+@Suite("Simulator over HTTP", .timeLimit(.minutes(3)))
+struct SimulationOverHTTPTests {
+    func httpOptions(seed: UInt64, replicas: Int = 4, ops: Int = 300) -> SimulationOptions {
+        SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: .sqlite, topology: .hub, syncRate: 0.3, transport: .http)
+    }
+
+    @Test("devices converge through the real server under all faults", arguments: [UInt64(1), 2])
+    func convergesUnderFaults(seed: UInt64) async {
+        let options = httpOptions(seed: seed, replicas: 5, ops: 400)
+        // Every kind often enough to show up in a small run.
+        var rates = FaultRates()
+        rates.drop = 0.25
+        rates.duplicate = 0.15
+        rates.delay = 0.1
+        rates.partitionsPer10kOps = 200
+        rates.crashesPerReplica = 1
+        rates.jumpsPerReplica = 1
+        let report = await simulateOverHTTP(options, rates: rates)
+        #expect(report.converged, "\(report.text)\nreplay: \(options.replayCommand)")
+        #expect(report.lostWrites == 0)
+        #expect(report.failure == nil)
+        #expect(report.writes > 200)
+        #expect(report.roundTrips > 100)
+        for kind in ["drop", "lost-response", "server-error", "dup", "delay", "reorder", "partition", "crash", "skew", "jump"] {
+            #expect(report.faultCounts[kind, default: 0] > 0, "no \(kind) fault injected: \(report.faultCounts)")
+        }
+        #expect(report.visibleRows > 0)
+    }
+
+    @Test("tiny batches page pushes and pulls through the server")
+    func pagedRounds() async {
+        var options = httpOptions(seed: 3, replicas: 3, ops: 150)
+        options.batchRecords = 2
+        options.keysPerTable = 6
+        let report = await simulateOverHTTP(options)
+        #expect(report.converged, "\(report.text)")
+        #expect(report.continuations > 0)
+        #expect(report.lostWrites == 0)
+    }
+
+    @Test("the same seed writes the same things over HTTP")
+    func deterministic() async {
+        let options = httpOptions(seed: 11)
+        let first = await simulateOverHTTP(options)
+        let second = await simulateOverHTTP(options)
+        #expect(first.converged && second.converged, "\(first.text)\n\(second.text)")
+        #expect(first.digest == second.digest)
+        #expect(first.writes == second.writes && first.noOpWrites == second.noOpWrites)
+        #expect(first.faultCounts == second.faultCounts)
+        #expect(first.messages == second.messages && first.bytes == second.bytes)
+    }
+
+    /// The checker is not vacuous over HTTP either: devices whose merge of pulled pages is
+    /// broken are caught (a divergence from the oracle, or the server refusing what they
+    /// push back).
+    @Test("a broken merge on the devices is caught", arguments: [Mutation.dropMembershipContext, .tieIgnoresReplica])
+    func brokenMergeIsCaught(mutation: Mutation) async {
+        var options = httpOptions(seed: 1)
+        options.mutation = mutation
+        let report = await simulateOverHTTP(options)
+        #expect(!report.converged, "\(report.text)")
+        #expect(report.divergence != nil || report.failure != nil)
+        if mutation == .dropMembershipContext {
+            #expect(report.divergence != nil)
+            #expect(report.lostWrites > 0)
+        }
+    }
+
+    @Test("options: http needs SQLite stores and a hub, and says so")
+    func optionsAreChecked() throws {
+        #expect(throws: OptionError.self) { try SimulationOptions(store: .core, transport: .http).validate() }
+        #expect(throws: OptionError.self) { try SimulationOptions(store: .sqlite, topology: .mesh, transport: .http).validate() }
+        let options = httpOptions(seed: 9, replicas: 3, ops: 10)
+        try options.validate()
+        #expect(options.usesFiles)
+        #expect(options.summary == "3 sqlite replicas, 10 ops, hub over http, faults all, seed 9")
+        #expect(options.replayCommand.contains("--transport http"))
+        #expect(!options.replayCommand.contains("--files"))
+        // The plain simulator cannot run it by itself.
+        let report = simulate(options)
+        #expect(!report.converged)
+        #expect(report.failure?.contains("simulateOverHTTP") == true)
+        #expect(report.json.contains("\"transport\":\"http\""))
+    }
+}
