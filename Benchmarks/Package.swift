@@ -4,6 +4,8 @@
 //
 //     swift package --package-path Benchmarks benchmark          # package-benchmark suites
 //     swift run -c release --package-path Benchmarks figures     # the quoted figures, one run
+//     swift run -c release --package-path Benchmarks workload    # workload W: store vs plain SQLite
+//     swift run -c release --package-path Benchmarks sync        # sync over loopback HTTP
 //
 // To add a suite or a tool: append a target to `targets` below (benchmark suites live in
 // `Benchmarks/<Name>/<Name>.swift` and use `benchmarkSuite(_:dependencies:)`).
@@ -24,11 +26,12 @@ func benchmarkSuite(_ name: String, dependencies: [Target.Dependency] = []) -> T
 
 let package = Package(
     name: "ConvergeBenchmarks",
-    platforms: [.macOS(.v13), .iOS(.v16)],
+    platforms: [.macOS(.v14), .iOS(.v17)],
     dependencies: [
         .package(name: "Converge", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Deterministic workloads shared by the suites and the `figures` tool.
@@ -40,15 +43,36 @@ let package = Package(
         benchmarkSuite("CoreBenchmarks"),
         // One run of ContinuousClock measurements: a table and a JSON line to quote.
         .executableTarget(name: "figures", dependencies: ["BenchmarkSupport"]),
+        // Workload W's rows and updates (seeded), shared by `workload` and `sync`.
+        .target(
+            name: "WorkloadW",
+            dependencies: [.product(name: "ConvergeCore", package: "Converge")]
+        ),
         // Workload W on the SQLite store against plain SQLite, in one process.
         .systemLibrary(name: "CZlib"),
         .executableTarget(
             name: "workload",
             dependencies: [
+                "WorkloadW",
                 .product(name: "ConvergeCore", package: "Converge"),
                 .product(name: "ConvergeSQLite", package: "Converge"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 "CZlib",
+            ]
+        ),
+        // Sync through a real server on loopback: first sync of workload W (push and pull)
+        // against an in-process apply, and many concurrent devices (issue #8).
+        .executableTarget(
+            name: "sync",
+            dependencies: [
+                "WorkloadW",
+                .product(name: "ConvergeCore", package: "Converge"),
+                .product(name: "ConvergeSQLite", package: "Converge"),
+                .product(name: "ConvergeSync", package: "Converge"),
+                .product(name: "ConvergeServer", package: "Converge"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),  // sqlite3_memory_used
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

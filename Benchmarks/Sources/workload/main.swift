@@ -8,6 +8,7 @@ import ConvergeSQLite
 import CZlib
 import Foundation
 import GRDB
+import WorkloadW
 
 let rowCount = CommandLine.arguments.firstIndex(of: "--rows").map { Int(CommandLine.arguments[$0 + 1])! } ?? 100_000
 let transactionRows = 1_000
@@ -15,31 +16,11 @@ let folder = FileManager.default.temporaryDirectory.appendingPathComponent("conv
 try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: folder) }
 
-let schema = """
-    CREATE TABLE items(id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL DEFAULT '', qty INTEGER NOT NULL DEFAULT 0,
-        price REAL NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '', updated INTEGER NOT NULL DEFAULT 0)
-    """
-
-struct Item {
-    var id: String, name: String, qty: Int64, price: Double, note: String, updated: Int64
-}
-
-var rng = SeededGenerator(seed: 42)
-@MainActor func letters(_ count: Int) -> String {
-    String((0..<count).map { _ in Character(Unicode.Scalar(UInt8(97 + rng.below(26)))) })
-}
-@MainActor func uuid() -> String {
-    var bytes = (0..<16).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-    bytes[6] = bytes[6] & 0x0F | 0x40
-    bytes[8] = bytes[8] & 0x3F | 0x80
-    return ReplicaID(bytes: bytes)!.description.uppercased()
-}
-let baseTime: Int64 = 1_764_000_000_000
-let items = (0..<rowCount).map { index in
-    Item(id: uuid(), name: letters(12), qty: Int64(rng.below(1_001)), price: Double(rng.below(100_000)) / 100,
-         note: letters(24), updated: baseTime + Int64(index))
-}
-let updates = (0..<rowCount).map { _ in (row: rng.below(rowCount), column: rng.below(5), seed: rng.next()) }
+let schema = WorkloadW.createTable
+let baseTime = WorkloadW.baseTime
+let workloadW = WorkloadW(rows: rowCount)
+let items = workloadW.items
+let updates = workloadW.updates
 
 @MainActor func open(_ name: String) throws -> DatabaseQueue {
     var configuration = Configuration()
