@@ -83,12 +83,16 @@ public final class SyncService: Sendable {
                 }
             }
             let store = try await storage.store(for: principal.namespace)
+            var pushedRange: ClosedRange<UInt64>?
             if !pushed.isEmpty {
                 do {
                     let validate = configuration.validator.map { rule in { @Sendable (change: ProposedChange) in rule(change, principal) } }
                     let report = try await store.push(pushed, replica: request.replica, device: principal.device, validate: validate)
                     if report.changedRecords > 0 { notifier.publish(.init(device: principal.device), in: principal.namespace) }
                     if !report.rejections.isEmpty { metrics.rejected(report.rejections.count) }
+                    // Records released from quarantine are others' changes: then the range
+                    // is not the push's alone.
+                    if report.releasedRecords == 0 { pushedRange = report.feedBefore...report.feedAfter }
                 } catch let refusal as PushRefusal {
                     throw ServiceError(status: 403, code: "forbidden", message: refusal.message)
                 } catch let error as ApplyError {
@@ -119,7 +123,8 @@ public final class SyncService: Sendable {
             }
             let response = SyncResponse(
                 serverReplica: store.serverReplica, acknowledged: request.pushUpTo,
-                changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore, rejections: rejections)
+                changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore, rejections: rejections,
+                pushedRange: pushedRange)
             result = ServiceResponse(status: 200, contentType: SyncProtocol.contentType, body: response.encoded())
         } catch let error as ServiceError {
             result = error.response

@@ -451,6 +451,12 @@ public actor SyncEngine {
                 }
                 pulling = response.hasMore
             }
+            // The server's feed holds nothing new for us but our own batch, merged into
+            // states we hold: move the pull cursor past it instead of pulling it back.
+            if let range = response.pushedRange, pullPosition == nil, cursor.received == range.lowerBound, range.upperBound > range.lowerBound {
+                cursor.received = range.upperBound
+                try database.setCursor(cursor, for: peer)
+            }
             let progress = report
             publish { $0.phase = .syncing(pushed: progress.pushedRecords, pulled: progress.pulledRecords) }
         }

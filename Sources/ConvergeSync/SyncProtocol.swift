@@ -15,7 +15,8 @@ import ConvergeCore
 ///             bit 2: rejectionsAfter present)
 /// response = "CVRS" version:u8 flags:u8 serverReplica:16 acknowledged:varint next:varint
 ///            changesetLength:varint changeset [count:varint rejection*]
-///            (flags bit 0: hasMore; bit 1: rejections present)
+///            [pushedFrom:varint pushedTo:varint]
+///            (flags bit 0: hasMore; bit 1: rejections present; bit 2: pushed range present)
 /// rejection = id:varint table:string key:value reason:string
 /// string   = length:varint utf8
 /// value    = 0 (null) | 1 zigzag:varint | 2 bits:u64le | 3 string | 4 length:varint bytes
@@ -131,12 +132,18 @@ public struct SyncResponse: Sendable, Hashable {
     /// The server's validation refused these changes of the device and undid them (the
     /// compensating writes come with the pulled changes), oldest first.
     public var rejections: [SyncRejection]
+    /// The server's feed positions its apply of the pushed batch took: just before and
+    /// after it, when they hold nothing but the push's records (`nil` otherwise). A client
+    /// whose pull cursor is at the lower end may move it to the upper end: that part of
+    /// the feed is its own batch, merged into states it already holds.
+    public var pushedRange: ClosedRange<UInt64>?
 
     public init(
         serverReplica: ReplicaID, acknowledged: UInt64, changeset: [UInt8], next: UInt64, hasMore: Bool,
-        rejections: [SyncRejection] = []
+        rejections: [SyncRejection] = [], pushedRange: ClosedRange<UInt64>? = nil
     ) {
         self.rejections = rejections
+        self.pushedRange = pushedRange
         self.serverReplica = serverReplica
         self.acknowledged = acknowledged
         self.changeset = changeset
@@ -148,7 +155,7 @@ public struct SyncResponse: Sendable, Hashable {
         var out = SyncProtocol.responseMagic
         out.reserveCapacity(48 + changeset.count)
         out.append(SyncProtocol.version)
-        out.append((hasMore ? 1 : 0) | (rejections.isEmpty ? 0 : 2))
+        out.append((hasMore ? 1 : 0) | (rejections.isEmpty ? 0 : 2) | (pushedRange == nil ? 0 : 4))
         out.append(contentsOf: serverReplica.bytes)
         Varint.append(acknowledged, to: &out)
         Varint.append(next, to: &out)
@@ -163,13 +170,17 @@ public struct SyncResponse: Sendable, Hashable {
                 MessageWriter.string(rejection.reason, to: &out)
             }
         }
+        if let pushedRange {
+            Varint.append(pushedRange.lowerBound, to: &out)
+            Varint.append(pushedRange.upperBound, to: &out)
+        }
         return out
     }
 
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
         let flags = try reader.header(magic: SyncProtocol.responseMagic, what: "sync response")
-        guard flags & ~3 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        guard flags & ~7 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
         serverReplica = try reader.replica()
         acknowledged = try reader.varint("acknowledged position")
         next = try reader.varint("next cursor")
@@ -192,6 +203,15 @@ public struct SyncResponse: Sendable, Hashable {
             }
         }
         self.rejections = rejections
+        if flags & 4 != 0 {
+            let start = reader.offset
+            let from = try reader.varint("pushed range start")
+            let to = try reader.varint("pushed range end")
+            guard from <= to else { throw SyncProtocolError("pushed range \(from)...\(to) is reversed", offset: start) }
+            pushedRange = from...to
+        } else {
+            pushedRange = nil
+        }
         try reader.end()
     }
 }

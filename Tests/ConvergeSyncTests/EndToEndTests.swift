@@ -165,6 +165,10 @@ import Testing
             #expect(report.requests >= 10)
             #expect(report.pulledRecords == 0)  // its own changes are not echoed back
             #expect(try await server.store().snapshot().records.count == 1_000)
+            // Nor pulled back by the next round: the server said which part of its feed
+            // was the push itself.
+            let next = try await a.sync()
+            #expect(next.pulledRecords == 0)
             let pulled = try await b.sync()
             #expect(pulled.pulledRecords == 1_000)
             #expect(try b.rows("notes").count == 1_000)
@@ -175,6 +179,11 @@ import Testing
             #expect(await b.engine.status.pendingChanges == 0)
             let again = try await b.sync()
             #expect(again.pushedRecords == 0)
+            // Then b writes: a pulls exactly that.
+            try b.execute("UPDATE notes SET title = 'edited' WHERE id = 'n7'")
+            try await b.sync()
+            #expect(try await a.sync().pulledRecords == 1)
+            #expect(try a.rows("notes") == b.rows("notes"))
         }
     }
 
