@@ -1,4 +1,5 @@
 import ConvergeCore
+import Foundation
 
 /// What an apply did, whatever the replica kind.
 struct NodeApplyReport {
@@ -94,7 +95,16 @@ final class CoreNode: SimNode {
     func close() {}
 }
 
-/// A physical clock the simulator sets before each call into a store.
-final class VirtualClockBox: @unchecked Sendable {
-    var milliseconds: UInt64 = 0
+/// A physical clock the simulator sets before each call into a store (or, over HTTP, into
+/// the server). Stores read it from their own threads, hence the lock.
+public final class VirtualClockBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: UInt64 = 0
+
+    public init() {}
+
+    public var milliseconds: UInt64 {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
 }

@@ -70,17 +70,8 @@ public final class HTTPHub: SimulationHub {
     private var options = SimulationOptions()
     private var engines: [Int: (database: ReplicatedDatabase, engine: SyncEngine)] = [:]
     public private(set) var serverReplica = ReplicaID.zero
-    private let serverClock = ServerClock()
-
     /// The server's physical time, set by the simulation before each round.
-    private final class ServerClock: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: UInt64 = 0
-        var milliseconds: UInt64 {
-            get { lock.withLock { value } }
-            set { lock.withLock { value = newValue } }
-        }
-    }
+    private let serverClock = VirtualClockBox()
 
     public init() {}
 

@@ -313,14 +313,7 @@ struct MessageReader {
     }
 
     mutating func payload() throws(SyncProtocolError) -> [UInt8] {
-        let start = offset
-        let length = try varint("changeset length")
-        guard length <= UInt64(bytes.count - offset) else {
-            throw SyncProtocolError("changeset length \(length) exceeds the \(bytes.count - offset) bytes left", offset: start)
-        }
-        let end = offset + Int(length)
-        defer { offset = end }
-        return Array(bytes[offset..<end])
+        Array(try bytes("changeset"))
     }
 
     mutating func bytes(_ what: String) throws(SyncProtocolError) -> ArraySlice<UInt8> {

@@ -9,10 +9,7 @@ import Testing
 /// clocks forward: its changes wait in the server's quarantine until time catches up.
 @Suite(.timeLimit(.minutes(1))) struct ClockSkewTests {
     @Test func aFarFutureDeviceIsQuarantinedWithoutDraggingOthersForward() async throws {
-        let server = try await TestServer.start()
-        let directory = try Fixtures.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        do {
+        try await TestServer.run { server, directory in
             let day: UInt64 = 86_400_000
             let ahead = ReplicatedDatabase.Configuration(physicalTime: { UInt64(Date().timeIntervalSince1970 * 1000) + day })
             let skewed = try await Device.make("skewed", server: server, in: directory, store: ahead)
@@ -43,10 +40,6 @@ import Testing
             try honest.database.releaseQuarantine(force: true)
             #expect(try honest.rows("notes").count == 2)
             #expect(try honest.rows("notes").first?.contains("tomorrow") == true)
-        } catch {
-            await server.stop()
-            throw error
         }
-        await server.stop()
     }
 }

@@ -9,18 +9,11 @@ import Testing
 /// One server on loopback, three devices with their own SQLite files, HTTP in between.
 @Suite(.timeLimit(.minutes(1))) struct EndToEndTests {
     func withDevices(_ count: Int = 3, body: (TestServer, [Device]) async throws -> Void) async throws {
-        let server = try await TestServer.start()
-        let directory = try Fixtures.temporaryDirectory()
-        do {
+        try await TestServer.run { server, directory in
             var devices = [Device]()
             for index in 0..<count { devices.append(try await Device.make("device\(index)", server: server, in: directory)) }
             try await body(server, devices)
-        } catch {
-            await server.stop()
-            throw error
         }
-        await server.stop()
-        try? FileManager.default.removeItem(at: directory)
     }
 
     /// Syncs every device (twice, so each sees what the others pushed) and checks they

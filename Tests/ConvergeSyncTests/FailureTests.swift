@@ -16,16 +16,7 @@ import Testing
     }
 
     func withServer(maxBodyBytes: Int = 8 << 20, _ body: (TestServer, URL) async throws -> Void) async throws {
-        let server = try await TestServer.start(maxBodyBytes: maxBodyBytes)
-        let directory = try Fixtures.temporaryDirectory()
-        do {
-            try await body(server, directory)
-        } catch {
-            await server.stop()
-            throw error
-        }
-        await server.stop()
-        try? FileManager.default.removeItem(at: directory)
+        try await TestServer.run(maxBodyBytes: maxBodyBytes, body)
     }
 
     @Test func sameBatchRetriedThreeTimesEqualsOnce() async throws {

@@ -24,9 +24,7 @@ import Testing
     }
 
     func withDevices(_ count: Int = 3, body: (TestServer, [Device]) async throws -> Void) async throws {
-        let server = try await TestServer.start(schema: Self.schema, validator: Self.rule)
-        let directory = try Fixtures.temporaryDirectory()
-        do {
+        try await TestServer.run(schema: Self.schema, validator: Self.rule) { server, directory in
             var devices = [Device]()
             for index in 0..<count {
                 let device = try await Device.make("device\(index)", server: server, in: directory)
@@ -35,12 +33,7 @@ import Testing
                 devices.append(device)
             }
             try await body(server, devices)
-        } catch {
-            await server.stop()
-            throw error
         }
-        await server.stop()
-        try? FileManager.default.removeItem(at: directory)
     }
 
     func invoices(_ device: Device) throws -> [String] { try device.rows("invoices") }

@@ -49,14 +49,39 @@ final class TestServer: Sendable {
 
     static func start(
         maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0, secret: String = Fixtures.makeSecret(),
-        schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil
+        schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20
     ) async throws -> TestServer {
         let directory = try directory ?? Fixtures.temporaryDirectory()
         let service = try await SyncService(configuration: ServerConfiguration(
-            dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: schema, validator: validator))
+            dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: schema,
+            heartbeatSeconds: heartbeatSeconds, validator: validator))
         var logger = Logger(label: "converge-test-server")
         logger.logLevel = .warning
         return TestServer(running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory)
+    }
+
+    /// Runs `body` with a fresh server and a temporary folder for device files, then stops
+    /// the server and removes both, whether `body` succeeded or threw.
+    static func run(
+        maxBodyBytes: Int = 8 << 20, schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil,
+        heartbeatSeconds: Int = 20, _ body: (TestServer, URL) async throws -> Void
+    ) async throws {
+        let server = try await start(maxBodyBytes: maxBodyBytes, schema: schema, validator: validator, heartbeatSeconds: heartbeatSeconds)
+        let directory: URL
+        do {
+            directory = try Fixtures.temporaryDirectory()
+        } catch {
+            await server.stop()
+            throw error
+        }
+        defer { try? FileManager.default.removeItem(at: directory) }
+        do {
+            try await body(server, directory)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
     }
 
     func stop(keepData: Bool = false) async {

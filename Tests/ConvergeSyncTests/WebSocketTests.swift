@@ -27,7 +27,7 @@ import FoundationNetworking
             #expect(try await listener.message(0) == #"{"event":"connected"}"#)
             #expect(server.service.notifier.listenerCount("team") == 1)
 
-            let writer = try await server.device("writer", in: directory)
+            let writer = try await Device.make("writer", server: server, in: directory)
             try writer.execute("INSERT INTO notes(id, title) VALUES ('n1', 'hello')")
             try await writer.sync()
             let message = try #require(try await listener.message(1))
@@ -101,8 +101,8 @@ import FoundationNetworking
         try await withServer { server, directory in
             let listener = WebSocketListener(server, authorization: "Bearer \(try await server.token(namespace: "alpha", device: "listener"))")
             #expect(try await listener.message(0) == #"{"event":"connected"}"#)
-            let other = try await server.device("other", namespace: "beta", in: directory)
-            let mate = try await server.device("mate", namespace: "alpha", in: directory)
+            let other = try await Device.make("other", server: server, namespace: "beta", in: directory)
+            let mate = try await Device.make("mate", server: server, namespace: "alpha", in: directory)
             try other.execute("INSERT INTO notes(id, title) VALUES ('b', 'beta')")
             try await other.sync()
             try mate.execute("INSERT INTO notes(id, title) VALUES ('a', 'alpha')")
@@ -151,7 +151,7 @@ import FoundationNetworking
             try await Task.sleep(for: .milliseconds(3_500))  // three pings answered
             #expect(server.service.notifier.listenerCount("team") == 1)
             #expect(listener.endedEarly == nil)
-            let writer = try await server.device("writer", in: directory)
+            let writer = try await Device.make("writer", server: server, in: directory)
             try writer.execute("INSERT INTO notes(id, title) VALUES ('n', 'late')")
             try await writer.sync()
             #expect(try await listener.message(1) == #"{"event":"changes","device":"writer"}"#)
@@ -160,7 +160,7 @@ import FoundationNetworking
     }
 
     @Test func shutdownClosesSocketsCleanly() async throws {
-        let server = try await WebSocketTestServer.start()
+        let server = try await TestServer.start()
         let listener = WebSocketListener(server, authorization: "Bearer \(try await server.token(device: "d"))")
         #expect(try await listener.message(0) != nil)
         let clock = ContinuousClock()
@@ -174,21 +174,12 @@ import FoundationNetworking
 
     // MARK: Helpers
 
-    func withServer(heartbeatSeconds: Int = 20, _ body: (WebSocketTestServer, URL) async throws -> Void) async throws {
-        let server = try await WebSocketTestServer.start(heartbeatSeconds: heartbeatSeconds)
-        let directory = try Fixtures.temporaryDirectory()
-        do {
-            try await body(server, directory)
-        } catch {
-            await server.stop()
-            throw error
-        }
-        await server.stop()
-        try? FileManager.default.removeItem(at: directory)
+    func withServer(heartbeatSeconds: Int = 20, _ body: (TestServer, URL) async throws -> Void) async throws {
+        try await TestServer.run(heartbeatSeconds: heartbeatSeconds, body)
     }
 
     /// A raw WebSocket upgrade request through URLSession (a fresh connection).
-    func upgradeRequest(_ server: WebSocketTestServer, path: String, authorization: String?) async throws -> (status: Int, headers: [String: String], body: Data) {
+    func upgradeRequest(_ server: TestServer, path: String, authorization: String?) async throws -> (status: Int, headers: [String: String], body: Data) {
         var request = URLRequest(url: URL(string: server.baseURL.absoluteString + path)!)
         request.setValue("Upgrade", forHTTPHeaderField: "Connection")
         request.setValue("websocket", forHTTPHeaderField: "Upgrade")
@@ -215,63 +206,6 @@ private func eventually(within: Duration = .seconds(5), _ condition: () async th
     return try await condition()
 }
 
-/// A real server on loopback as ``TestServer``, with a chosen heartbeat.
-final class WebSocketTestServer: Sendable {
-    let running: RunningServer
-    let directory: URL
-
-    var service: SyncService { running.service }
-    var port: Int { running.port }
-    var baseURL: URL { running.baseURL }
-
-    private init(running: RunningServer, directory: URL) {
-        self.running = running
-        self.directory = directory
-    }
-
-    static func start(heartbeatSeconds: Int = 20) async throws -> WebSocketTestServer {
-        let directory = try Fixtures.temporaryDirectory()
-        let service = try await SyncService(configuration: ServerConfiguration(
-            dataDirectory: directory, jwtSecret: Fixtures.makeSecret(), schema: Fixtures.schema, heartbeatSeconds: heartbeatSeconds))
-        var logger = Logger(label: "converge-test-server")
-        logger.logLevel = .warning
-        return WebSocketTestServer(running: try await RunningServer.start(service: service, logger: logger), directory: directory)
-    }
-
-    func stop() async {
-        await running.stop()
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    func token(namespace: String = "team", device: String) async throws -> String {
-        try await service.authenticator.token(namespace: namespace, device: device)
-    }
-
-    func get(_ path: String, token: String?) async throws -> (status: Int, body: Data) {
-        var request = URLRequest(url: URL(string: baseURL.absoluteString + path)!)
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as! HTTPURLResponse).statusCode, data)
-    }
-
-    /// A device of `namespace` syncing with this server over HTTP (as ``Device/make``).
-    func device(_ name: String, namespace: String = "team", in directory: URL) async throws -> Device {
-        let queue = try DatabaseQueue(path: directory.appendingPathComponent("\(name)-\(UUID().uuidString).sqlite").path)
-        try await queue.write { db in
-            try db.execute(sql: Fixtures.createNotes)
-            try db.execute(sql: Fixtures.createItems)
-        }
-        let database = try ReplicatedDatabase(queue)
-        try database.replicate(table: "notes", policies: ["amount": .critical], deletePolicy: .updateWins)
-        try database.replicate(table: "items", policies: ["qty": .critical], deletePolicy: .deleteWins)
-        let engine = try SyncEngine(
-            database: database, transport: HTTPSyncTransport(baseURL: baseURL),
-            configuration: SyncEngine.Configuration(retry: Fixtures.quickRetry),
-            token: try await token(namespace: namespace, device: name))
-        return Device(name: name, database: database, engine: engine)
-    }
-}
-
 /// A WebSocket client of `/v1/ws` (HummingbirdWSClient) that records the text messages it
 /// gets, until told to close or cancelled.
 final class WebSocketListener: Sendable {
@@ -292,7 +226,7 @@ final class WebSocketListener: Sendable {
     var endedEarly: Result<WebSocketCloseFrame?, any Error>? { state.withLock { $0.end } }
 
     /// - Parameter reads: Whether the client reads what comes (reading answers pings).
-    init(_ server: WebSocketTestServer, authorization: String? = nil, query: String? = nil, reads: Bool = true) {
+    init(_ server: TestServer, authorization: String? = nil, query: String? = nil, reads: Bool = true) {
         let (stopped, stop) = AsyncStream.makeStream(of: Void.self)
         self.stop = stop
         var headers = WebSocketClientConfiguration().additionalHeaders

@@ -114,13 +114,9 @@ extension ReplicatedDatabase {
         return rejections
     }
 
+    /// ``visibleRow(_:_:_:)`` by column name, a column without any write as NULL.
     private func row(_ state: RecordState, _ table: ReplicatedTable, _ authority: ReplicaID?) -> [String: Value]? {
-        guard state.isAlive else { return nil }
-        var row = [String: Value]()
-        for column in table.schema.columns {
-            row[column] = state.value(of: column, policy: table.schema.policy(of: column), authority: authority) ?? .null
-        }
-        return row
+        visibleRow(state, table, authority).map { Dictionary(uniqueKeysWithValues: zip(table.schema.columns, $0.map { $0 ?? .null })) }
     }
 
     /// Writes the app table back to `change.before`: delete an inserted row, re-insert a
