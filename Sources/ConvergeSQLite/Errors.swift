@@ -47,6 +47,16 @@ public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
         case keyTypeMismatch(expected: String, actual: String)
         /// The app table refused the merged row (a constraint failed).
         case constraintViolation(String)
+        /// The changeset carries an event of a replica other than the sender's that this
+        /// store does not hold exactly (see ``ApplyOptions/author``): the sender would be
+        /// writing in another replica's name.
+        case notAuthor(Stamp)
+        /// The table name differs only in case from a replicated table's (SQLite takes
+        /// them for the same table, Converge would park it as another).
+        case tableNameCase(replicated: String)
+        /// The apply would hold more records than the configured quota (``ReplicatedDatabase/Configuration``):
+        /// `what` names it (`"quarantine"`, `"parked"`), `limit` its size in records.
+        case quotaExceeded(what: String, limit: Int)
     }
 
     public let table: String

@@ -33,13 +33,50 @@ public final class ReplicatedDatabase: Sendable {
         public var maxDriftMilliseconds: UInt64
         /// Physical time in milliseconds since 1970; the simulator injects virtual time.
         public var physicalTime: @Sendable () -> UInt64
+        /// The most records the quarantine may hold; an apply that would hold more is
+        /// refused whole (``ApplyError/Reason/quotaExceeded(what:limit:)``).
+        public var maxQuarantinedRecords: Int
+        /// The most records of tables not replicated here (parked, forwarded) the store may
+        /// hold; an apply that would park more is refused whole.
+        public var maxParkedRecords: Int
 
         public init(
             maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
-            physicalTime: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+            physicalTime: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
+            maxQuarantinedRecords: Int = 10_000,
+            maxParkedRecords: Int = 100_000
         ) {
             self.maxDriftMilliseconds = maxDriftMilliseconds
             self.physicalTime = physicalTime
+            self.maxQuarantinedRecords = max(0, maxQuarantinedRecords)
+            self.maxParkedRecords = max(0, maxParkedRecords)
+        }
+    }
+
+    /// How ``apply(_:options:)`` treats a changeset beyond the merge.
+    public struct ApplyOptions {
+        /// Who sent the changeset (a device name); recorded with each rejection.
+        public var origin: String?
+        /// Sees each visibly changed row and returns why it is refused, or `nil`; see
+        /// ``apply(_:origin:validate:)``.
+        public var validate: ((ProposedChange) throws -> String?)?
+        /// The sender's own replica: every event of another replica in the changeset must
+        /// already be held here exactly (joining it changes nothing), else the whole
+        /// changeset is refused with ``ApplyError/Reason/notAuthor(_:)``. A sync server
+        /// sets it to the pushing device's bound replica.
+        public var author: ReplicaID?
+        /// Runs in the apply's transaction after the merge, so that what it writes commits
+        /// with the merge or not at all (a server binds a device to its replica here).
+        public var beforeCommit: ((Database) throws -> Void)?
+
+        public init(
+            origin: String? = nil, validate: ((ProposedChange) throws -> String?)? = nil, author: ReplicaID? = nil,
+            beforeCommit: ((Database) throws -> Void)? = nil
+        ) {
+            self.origin = origin
+            self.validate = validate
+            self.author = author
+            self.beforeCommit = beforeCommit
         }
     }
 
@@ -136,17 +173,32 @@ public final class ReplicatedDatabase: Sendable {
 
     /// Runs `body` in a write transaction with the captured log folded into the metadata,
     /// and saves the sequence counter and clock before committing.
+    ///
+    /// The clock moves `body` makes (stamps, receives) stand only if the transaction
+    /// commits; when it throws or rolls back they are forgotten (see ``StampSource``). The
+    /// transaction is ended here, inside the writer's serialized access, rather than left to
+    /// the observer alone: a transaction that wrote nothing may end without a notification.
     func withMetadata<T>(_ body: (inout MetadataStore) throws -> T) throws -> T {
         let tables = self.tables
-        return try writer.write { db in
-            // Read inside the write: `setAuthority` changes it in a write transaction.
-            var metadata = try MetadataStore(db, tables: tables, authority: authority)
-            let result = try source.withoutCapture { () throws -> T in
-                _ = try LogFold.fold(&metadata, replica: source.replica)
-                return try body(&metadata)
+        return try writer.writeWithoutTransaction { db in
+            var result: T?
+            do {
+                try db.inTransaction {
+                    // Read inside the write: `setAuthority` changes it in a write transaction.
+                    var metadata = try MetadataStore(db, tables: tables, authority: authority)
+                    result = try source.withoutCapture { () throws -> T in
+                        _ = try LogFold.fold(&metadata, replica: source.replica)
+                        return try body(&metadata)
+                    }
+                    try metadata.saveSequence(clock: source.transactionClock.latest)
+                    return .commit
+                }
+            } catch {
+                source.endTransaction(committed: false)
+                throw error
             }
-            try metadata.saveSequence(clock: source.clock.latest)
-            return result
+            source.endTransaction(committed: true)
+            return result!
         }
     }
 }

@@ -143,8 +143,10 @@ public actor SQLiteStorage: NamespaceStorage {
 public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     public let database: ReplicatedDatabase
     private let queue: DispatchQueue
-    /// The highest clock reading of each replica the server holds: the guard against a
-    /// device pushing writes in another replica's name. Touched only on `queue`.
+    /// The highest clock reading of each replica whose events the server holds: no device
+    /// may claim one of them as its own. (Writes in another replica's name are refused
+    /// record by record, in the push's transaction: ``ApplyOptions/author``.) Touched only
+    /// on `queue`.
     private var held: [ReplicaID: HLC]
 
     private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC]) {
@@ -212,25 +214,47 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         if let bound, bound != replica {
             throw PushRefusal(message: "device \(device) is bound to replica \(bound), not \(replica)")
         }
-        let maxima = stampMaxima(of: changeset)
-        for (stampReplica, hlc) in maxima.sorted(by: { $0.key < $1.key }) where stampReplica != replica {
-            let known = stampReplica == database.replicaID ? database.clock : held[stampReplica, default: .zero]
-            if hlc > known {
-                throw PushRefusal(message: "the push carries a write stamped by replica \(stampReplica) at \(hlc), which this server does not hold; a device may only write as its own replica \(replica)")
-            }
+        if bound == nil { try checkClaim(of: replica, by: device) }
+        let serverReplica = database.replicaID
+        // The binding commits with the push (a crash between the two would leave the push
+        // applied and the device free to claim another replica).
+        let bind: ((Database) throws -> Void)? = bound != nil ? nil : { db in
+            try db.execute(
+                sql: "INSERT INTO converge_server_devices(device, replica, bound_at) VALUES (?, ?, ?)",
+                arguments: [device, replica.uuidString(), Date().timeIntervalSince1970])
         }
-        let report = try database.apply(changeset, origin: device, validate: validate)
-        // A rewound server took a new identity: it still owns its authority columns.
-        if report.identityReset { try database.setAuthority(database.replicaID) }
-        for (stampReplica, hlc) in maxima where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
-        if bound == nil {
-            try database.writer.write { db in
-                try db.execute(
-                    sql: "INSERT INTO converge_server_devices(device, replica, bound_at) VALUES (?, ?, ?)",
-                    arguments: [device, replica.uuidString(), Date().timeIntervalSince1970])
-            }
+        let report: ReplicatedDatabase.ApplyReport
+        do {
+            report = try database.apply(changeset, options: .init(origin: device, validate: validate, author: replica, beforeCommit: bind))
+        } catch let error as ApplyError {
+            guard case .notAuthor(let stamp) = error.reason else { throw error }
+            throw PushRefusal(message: "the push carries a write stamped by replica \(stamp.replica) at \(stamp.hlc) (table \(error.table), key \(error.key.map { "\($0)" } ?? "-")), which this server does not hold; a device may only write as its own replica \(replica)")
         }
+        if report.identityReset {
+            // A rewound server took a new identity: it still owns its authority columns, and
+            // its old identity can never be claimed by a device.
+            held[serverReplica] = max(held[serverReplica, default: .zero], database.clock)
+            try database.setAuthority(database.replicaID)
+        }
+        for (stampReplica, hlc) in stampMaxima(of: changeset) where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
         return report
+    }
+
+    /// Refuses a device's first push that declares a replica it cannot be: a reserved id,
+    /// the server's own, one another device is bound to, or one whose writes the server
+    /// already holds (the device would then write as that replica from now on).
+    private func checkClaim(of replica: ReplicaID, by device: String) throws {
+        if replica.isReserved || replica == database.replicaID {
+            throw PushRefusal(message: "replica \(replica) is reserved; a device must push as a replica of its own")
+        }
+        if let other = try database.writer.read({ db in
+            try String.fetchOne(db, sql: "SELECT device FROM converge_server_devices WHERE replica = ?", arguments: [replica.uuidString()])
+        }) {
+            throw PushRefusal(message: "replica \(replica) is bound to device \(other); device \(device) cannot claim it")
+        }
+        if held[replica] != nil {
+            throw PushRefusal(message: "this server already holds writes of replica \(replica); device \(device) cannot claim it")
+        }
     }
 
     public func changes(since cursor: UInt64, after position: UInt64?, maxRecords: Int, maxBytes: Int) async throws -> ReplicatedDatabase.ChangeBatch {
@@ -238,11 +262,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     }
 
     public func head() async throws -> UInt64 {
-        try await run {
-            try self.database.writer.read { db in
-                UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM converge_records") ?? 0)
-            }
-        }
+        try await run { try self.database.feedHead() }
     }
 
     public func changedRecordCount(since cursor: UInt64) async throws -> Int {

@@ -41,7 +41,8 @@ public struct Replica: Sendable {
 
     /// Runs `operations` as one transaction: one stamp, taken only if something changes.
     /// Operations on unknown tables, updates of absent records, deletes of absent records
-    /// and updates that change no value are skipped. Returns the changeset it produced.
+    /// and updates that change no value are skipped (an update that writes a critical field
+    /// in conflict changes it: it resolves the conflict). Returns the changeset it produced.
     @discardableResult
     public mutating func perform(_ operations: [Operation], physicalMilliseconds: UInt64) -> Changeset {
         var stamp: Stamp?
@@ -65,9 +66,13 @@ public struct Replica: Sendable {
             case .insert(_, _, let values):
                 delta = record.insert(values, at: takeStamp(), schema: schema)
             case .update(_, _, let values):
-                // As SQL: an update that sets every field to the value shown changes nothing.
+                // As SQL: an update that sets every field to the value shown changes nothing,
+                // except that writing a critical field in conflict resolves it, even to the
+                // value shown (DESIGN §2: choosing the provisional value is a choice).
                 let changed = values.filter { column, value in
-                    record.value(of: column, policy: schema.policy(of: column), authority: authority) != value
+                    let policy = schema.policy(of: column)
+                    if policy == .critical, record.multiValue(of: column)?.isConflicted == true { return true }
+                    return record.value(of: column, policy: policy, authority: authority) != value
                 }
                 delta = record.isAlive && !changed.isEmpty ? record.update(changed, at: takeStamp(), schema: schema) : nil
             case .delete:

@@ -106,6 +106,12 @@ public struct ReplicaID: Sendable, Hashable, Comparable, Codable, CustomStringCo
     /// The all-zero identity. No real replica has it (version 4 sets bits), so it marks
     /// "no replica" where a placeholder is needed.
     public static let zero = ReplicaID(high: 0, low: 0)
+    /// The all-ones identifier (the largest UUID).
+    public static let max = ReplicaID(high: .max, low: .max)
+
+    /// Identifiers no replica may take: ``zero`` and ``max`` (`ReplicaID.random()` never
+    /// makes either; a sender declaring one is not an honest replica).
+    public var isReserved: Bool { self == .zero || self == .max }
 }
 
 @inline(__always)

@@ -39,6 +39,16 @@ extension ReplicatedDatabase {
     ///     the whole apply, leaving the database unchanged.
     @discardableResult
     public func apply(_ changeset: Changeset, origin: String?, validate: ((ProposedChange) throws -> String?)?) throws -> ApplyReport {
+        try apply(changeset, options: ApplyOptions(origin: origin, validate: validate))
+    }
+
+    /// Joins a remote changeset like ``apply(_:origin:validate:)``, with the checks and the
+    /// extra work of `options` in the same transaction: the events a sender may not have made
+    /// (``ApplyOptions/author``) and writes that must commit with the merge
+    /// (``ApplyOptions/beforeCommit``).
+    @discardableResult
+    public func apply(_ changeset: Changeset, options: ApplyOptions) throws -> ApplyReport {
+        let validate = options.validate
         let now = configuration.physicalTime()
         let ownReplica = source.replica
         let clockBefore = source.clock.latest
@@ -49,8 +59,16 @@ extension ReplicatedDatabase {
             report.feedBefore = metadata.sequence
             var touched: ChangeTracker? = validate == nil ? nil : ChangeTracker()
             report.releasedRecords = try release(&metadata, now: now, force: false, received: &received, tracker: &touched)
+            var parkedRecordsAdded = false
             for delta in changeset.records {
                 try checkAddress(delta, tables: metadata.tables)
+                if options.author != nil || metadata.tables[delta.table] == nil {
+                    let stored = try metadata.load(RecordAddress(table: delta.table, key: delta.key)).state
+                    if let author = options.author, let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored) {
+                        throw ApplyError(table: delta.table, key: delta.key, reason: .notAuthor(stamp))
+                    }
+                    if metadata.tables[delta.table] == nil && stored.isBottom { parkedRecordsAdded = true }
+                }
                 let maxHLC = delta.state.maxHLC
                 if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: now, maxDriftMilliseconds: configuration.maxDriftMilliseconds) {
                     try hold(delta, in: metadata.db)
@@ -65,8 +83,11 @@ extension ReplicatedDatabase {
             if received > .zero && report.changedRecords + report.releasedRecords > 0 { source.receive(received) }
             report.feedAfter = metadata.sequence
             if let validate, let touched {
-                report.rejections = try review(touched, in: &metadata, origin: origin, validate: validate)
+                report.rejections = try review(touched, in: &metadata, origin: options.origin, validate: validate)
             }
+            if report.quarantinedRecords > 0 { try checkQuarantineQuota(metadata.db) }
+            if parkedRecordsAdded { try checkParkedQuota(metadata.db, tables: metadata.tables) }
+            try options.beforeCommit?(metadata.db)
             return report
         }
         if rewound {
@@ -104,13 +125,13 @@ extension ReplicatedDatabase {
         }
         try db.execute(
             sql: "INSERT OR REPLACE INTO converge_quarantine(tbl, key, max_hlc, state) VALUES (?, ?, ?, ?)",
-            arguments: [delta.table, key, Int64(bitPattern: state.maxHLC.rawValue),
+            arguments: [delta.table, key, MetadataSchema.sortable(state.maxHLC),
                         RecordEntryCodec.encodeState(state, table: delta.table, key: delta.key).databaseValue])
     }
 
     private func release(_ metadata: inout MetadataStore, now: UInt64, force: Bool, received: inout HLC, tracker: inout ChangeTracker?) throws -> Int {
         let limit = now.addingReportingOverflow(configuration.maxDriftMilliseconds)
-        let boundary = limit.overflow ? Int64.max : Int64(bitPattern: (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF)
+        let boundary = MetadataSchema.sortable(HLC(rawValue: limit.overflow ? .max : (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF))
         let rows = try Row.fetchAll(
             metadata.db, sql: "SELECT tbl, key, state FROM converge_quarantine WHERE ? OR max_hlc <= ? ORDER BY tbl, key",
             arguments: [force, boundary])
@@ -124,9 +145,29 @@ extension ReplicatedDatabase {
         return rows.count
     }
 
+    private func checkQuarantineQuota(_ db: Database) throws {
+        let held = try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_quarantine") ?? 0
+        if held > configuration.maxQuarantinedRecords {
+            throw ApplyError(table: "converge_quarantine", key: nil, reason: .quotaExceeded(what: "quarantine", limit: configuration.maxQuarantinedRecords))
+        }
+    }
+
+    /// Counts only when the apply parked new records: a scan of the records' key index.
+    private func checkParkedQuota(_ db: Database, tables: [String: ReplicatedTable]) throws {
+        let names = tables.keys.sorted()
+        let filter = names.isEmpty ? "" : " WHERE tbl NOT IN (\(names.map { _ in "?" }.joined(separator: ", ")))"
+        let parked = try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_records" + filter, arguments: StatementArguments(names)) ?? 0
+        if parked > configuration.maxParkedRecords {
+            throw ApplyError(table: "converge_records", key: nil, reason: .quotaExceeded(what: "parked", limit: configuration.maxParkedRecords))
+        }
+    }
+
     private func checkAddress(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws {
         guard isPlainIdentifier(delta.table), !isReservedName(delta.table) else {
             throw ApplyError(table: delta.table, key: delta.key, reason: .invalidTableName)
+        }
+        if tables[delta.table] == nil, let replicated = tables.keys.first(where: { $0.lowercased() == delta.table.lowercased() }) {
+            throw ApplyError(table: delta.table, key: delta.key, reason: .tableNameCase(replicated: replicated))
         }
         guard delta.key != .null else { throw ApplyError(table: delta.table, key: delta.key, reason: .nullKey) }
         if let table = tables[delta.table], !table.accepts(delta.key) {

@@ -11,7 +11,9 @@ enum Materializer {
     /// The upsert of the columns in `present` (a bit per column): columns without any
     /// write keep their default on insert and their value on update.
     static func upsertSQL(_ schema: TableSchema, present: UInt64) -> String {
-        cache.sql(for: "\(schema.name)|\(present)|\(schema.columns.count)") {
+        // Keyed by the whole shape, not the name alone: two databases of one process may
+        // hold different tables of the same name (each test, or an app with two stores).
+        cache.sql(for: UpsertCache.Key(table: schema.name, primaryKey: schema.primaryKey, columns: schema.columns, present: present)) {
             let keyColumn = quoted(schema.primaryKey)
             let columns = schema.columns.enumerated().filter { present & (1 << UInt64($0.offset)) != 0 }.map { quoted($0.element) }
             let insertColumns = ([keyColumn] + columns).joined(separator: ", ")
@@ -23,8 +25,14 @@ enum Materializer {
 
     private final class UpsertCache: @unchecked Sendable {
         private let lock = NSLock()
-        private var statements: [String: String] = [:]
-        func sql(for key: String, make: () -> String) -> String {
+        struct Key: Hashable {
+            var table: String
+            var primaryKey: String
+            var columns: [String]
+            var present: UInt64
+        }
+        private var statements: [Key: String] = [:]
+        func sql(for key: Key, make: () -> String) -> String {
             lock.withLock {
                 if let sql = statements[key] { return sql }
                 let sql = make()

@@ -9,10 +9,21 @@ import GRDB
 /// transaction (commit or rollback, seen by a transaction observer) forgets it. While
 /// Converge applies remote changes, `converge_capturing()` is false, so its own writes into
 /// the app tables are not captured as local ones.
+///
+/// Every clock movement inside a write transaction (a tick for a stamp, a receive, a raise)
+/// is *pending* until the transaction commits, and is discarded when it rolls back: a
+/// refused resolve, an app transaction rolled back, or an apply that threw must not leave
+/// the clock ahead of what the database holds (DESIGN §2: a write that changes nothing
+/// moves no clock), or a later local write would be stamped higher than it should and
+/// could win a last-writer-wins race it should lose. Write transactions are serialized by
+/// GRDB's writer, so one pending clock is enough.
 final class StampSource: @unchecked Sendable {
     private let lock = NSLock()
     private var _replica: ReplicaID
+    /// The committed clock.
     private var _clock: HybridClock
+    /// The clock as the current write transaction moved it; published on commit.
+    private var pending: HybridClock?
     private var transactionStamp: HLC?
     private var capturing = true
     let physicalTime: @Sendable () -> UInt64
@@ -28,25 +39,50 @@ final class StampSource: @unchecked Sendable {
         set { lock.withLock { _replica = newValue } }
     }
 
+    /// The committed clock: what the database holds.
     var clock: HybridClock { lock.withLock { _clock } }
+
+    /// The clock as seen inside the current write transaction (pending moves included): what
+    /// the transaction persists as the high-water mark.
+    var transactionClock: HybridClock { lock.withLock { pending ?? _clock } }
 
     /// The current transaction's stamp, taken on first use.
     func stamp() -> Stamp {
         lock.withLock {
             if let transactionStamp { return Stamp(hlc: transactionStamp, replica: _replica) }
-            let hlc = _clock.tick(physicalMilliseconds: physicalTime())
+            var clock = pending ?? _clock
+            let hlc = clock.tick(physicalMilliseconds: physicalTime())
+            pending = clock
             transactionStamp = hlc
             return Stamp(hlc: hlc, replica: _replica)
         }
     }
 
-    func endTransaction() { lock.withLock { transactionStamp = nil } }
-
-    func receive(_ hlc: HLC) {
-        lock.withLock { _ = _clock.receive(hlc, physicalMilliseconds: physicalTime()) }
+    /// Ends the current write transaction: its clock moves stand if it committed, and are
+    /// forgotten if it rolled back. Calling it again for the same transaction does nothing.
+    func endTransaction(committed: Bool) {
+        lock.withLock {
+            if committed, let pending { _clock = pending }
+            pending = nil
+            transactionStamp = nil
+        }
     }
 
-    func raise(to hlc: HLC) { lock.withLock { _clock.raise(to: hlc) } }
+    func receive(_ hlc: HLC) {
+        lock.withLock {
+            var clock = pending ?? _clock
+            _ = clock.receive(hlc, physicalMilliseconds: physicalTime())
+            pending = clock
+        }
+    }
+
+    func raise(to hlc: HLC) {
+        lock.withLock {
+            var clock = pending ?? _clock
+            clock.raise(to: hlc)
+            pending = clock
+        }
+    }
 
     var isCapturing: Bool { lock.withLock { capturing } }
 
@@ -81,7 +117,7 @@ final class StampSource: @unchecked Sendable {
         init(source: StampSource) { self.source = source }
         func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { false }
         func databaseDidChange(with event: DatabaseEvent) {}
-        func databaseDidCommit(_ db: Database) { source.endTransaction() }
-        func databaseDidRollback(_ db: Database) { source.endTransaction() }
+        func databaseDidCommit(_ db: Database) { source.endTransaction(committed: true) }
+        func databaseDidRollback(_ db: Database) { source.endTransaction(committed: false) }
     }
 }

@@ -7,6 +7,13 @@ import GRDB
 /// records, `INSERT OR REPLACE`, multi-row statements), appends one row to the table's log
 /// with the transaction's stamp. An UPDATE that changes no value appends nothing; an UPDATE
 /// of the primary key is a delete of the old key and an insert of the new one.
+///
+/// One exception to "no change, no capture" (DESIGN §2): an UPDATE that names a critical
+/// column in its SET clause while that field is in conflict resolves the conflict, even
+/// when it writes the value already shown, since choosing the provisional value is a
+/// choice. A trigger per critical column (`AFTER UPDATE OF column`, which fires only when
+/// the statement names the column) captures such a write as an update of that column, and
+/// takes the conflict off the list at once, so a second identical write captures nothing.
 enum CaptureTriggers {
     enum Operation: Int64 {
         case insert = 1
@@ -62,12 +69,40 @@ enum CaptureTriggers {
                 INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.delete, "0", "OLD.\(key)", nulls)));
             END;
             """)
+        for (index, column) in columns.enumerated() where table.schema.policy(of: column) == .critical {
+            let new = "NEW.\(quoted(column))", old = "OLD.\(quoted(column))"
+            // Changed values are the general update trigger's; this one takes the unchanged.
+            let unchanged = "\(new) IS \(old) AND typeof(\(new)) IS typeof(\(old))"
+            let inConflict = "SELECT 1 FROM converge_conflicts WHERE tbl = \(literal(name)) AND key = NEW.\(key) AND col = \(literal(column))"
+            try db.execute(sql: """
+                CREATE TRIGGER \(quoted(resolveTrigger(name, index))) AFTER UPDATE OF \(quoted(column)) ON \(quoted(name))
+                WHEN converge_capturing() AND NEW.\(key) IS OLD.\(key) AND \(unchanged) AND EXISTS (\(inConflict)) BEGIN
+                    INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.update, String(Int64(1) << Int64(index)), "NEW.\(key)", newValues)));
+                    DELETE FROM converge_conflicts WHERE tbl = \(literal(name)) AND key = NEW.\(key) AND col = \(literal(column));
+                END;
+                """)
+        }
     }
 
     static func remove(_ db: Database, table name: String) throws {
         for suffix in ["insert", "update", "rekey", "delete"] {
             try db.execute(sql: "DROP TRIGGER IF EXISTS \(quoted("converge_\(name)_\(suffix)"))")
         }
+        // The critical columns' triggers, whatever the table's columns were when made.
+        let prefix = resolveTrigger(name, 0).dropLast()
+        for trigger in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", arguments: [name])
+        where trigger.hasPrefix(prefix) {
+            try db.execute(sql: "DROP TRIGGER IF EXISTS \(quoted(trigger))")
+        }
         try db.execute(sql: "DROP TABLE IF EXISTS \(quoted(MetadataSchema.logTable(name)))")
     }
+}
+
+extension CaptureTriggers {
+    /// The name of the trigger that captures a write of critical column `index` to the
+    /// value it shows while in conflict.
+    static func resolveTrigger(_ table: String, _ index: Int) -> String { "converge_\(table)_resolve_\(index)" }
+
+    /// `text` as an SQL string literal.
+    static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
 }

@@ -42,8 +42,11 @@ extension ReplicatedDatabase {
     /// Resolves a field by writing the chosen value: the write observes every concurrent
     /// value, so once it has reached every replica the conflict is gone everywhere.
     ///
-    /// Writing the value through SQL resolves too, unless it equals the value already
-    /// shown (SQL then changes nothing, so nothing is captured); this method always does.
+    /// Writing the column through SQL resolves too, even to the value already shown
+    /// (`UPDATE item SET qty = qty` while `qty` is in conflict): choosing the provisional
+    /// value is a choice. Outside a conflict, writing the shown value changes nothing, as
+    /// everywhere else. Throws ``RecordNotFound``, changing nothing (the clock included),
+    /// when the record is absent or deleted.
     public func resolve(table: String, key: Value, column: String, to value: Value) throws {
         guard let replicated = tables[table] else { throw SchemaError(table: table, reason: .noSuchTable) }
         guard replicated.schema.columns.contains(column) else { throw SchemaError(table: table, reason: .unknownColumn(column)) }
@@ -51,9 +54,10 @@ extension ReplicatedDatabase {
             let address = RecordAddress(table: table, key: key)
             let entry = try metadata.load(address)
             var state = entry.state
-            guard state.resolve(column, to: value, at: source.stamp(), schema: replicated.schema) != nil else {
-                throw RecordNotFound(table: table, key: key)
-            }
+            // Refused before a stamp is taken: a refusal changes nothing, the clock included.
+            guard state.isAlive else { throw RecordNotFound(table: table, key: key) }
+            let written = state.resolve(column, to: value, at: source.stamp(), schema: replicated.schema)
+            assert(written != nil, "a live record takes the write")
             try metadata.commit(entry, changedTo: state, at: address)
             try Materializer.materialize(state, key: key, in: replicated, authority: metadata.authority, metadata.db)
         }

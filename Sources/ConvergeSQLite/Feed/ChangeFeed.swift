@@ -42,6 +42,14 @@ extension ReplicatedDatabase {
         }
     }
 
+    /// The feed's position: the cursor a peer holds once it has everything (folded local
+    /// writes included). Reads only.
+    public func feedHead() throws -> UInt64 {
+        try writer.read { db in
+            UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM converge_records") ?? 0)
+        }
+    }
+
     /// How many records changed after `cursor` (the pending count for a sync status).
     public func changedRecordCount(since cursor: UInt64) throws -> Int {
         try withMetadata { metadata in

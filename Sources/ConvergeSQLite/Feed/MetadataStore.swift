@@ -15,9 +15,13 @@ struct MetadataStore {
         self.db = db
         self.tables = tables
         self.authority = authority
-        let stored = try Int64.fetchOne(db, sql: "SELECT sequence FROM converge_identity") ?? 0
-        sequence = UInt64(bitPattern: stored)
+        let row = try Row.fetchOne(db, sql: "SELECT sequence, clock FROM converge_identity")
+        sequence = UInt64(bitPattern: row?["sequence"] ?? 0)
+        storedClock = HLC(rawValue: UInt64(bitPattern: row?["clock"] ?? 0))
     }
+
+    /// The clock's high-water mark as the database held it when the transaction began.
+    private let storedClock: HLC
 
     func load(_ address: RecordAddress) throws -> RecordEntry {
         let statement = try db.cachedStatement(sql: "SELECT state, seqs FROM converge_records WHERE tbl = ? AND key = ?")
@@ -56,10 +60,13 @@ struct MetadataStore {
         try refreshConflicts(of: state, at: address)
     }
 
+    /// Saves the sequence counter and the clock's high-water mark. The maximum is taken
+    /// here, over HLCs as unsigned numbers: SQL's `max` on the stored bit pattern would
+    /// compare readings past 2^63 as negative.
     func saveSequence(clock: HLC) throws {
         try db.execute(
-            sql: "UPDATE converge_identity SET sequence = ?, clock = max(clock, ?)",
-            arguments: [Int64(bitPattern: sequence), Int64(bitPattern: clock.rawValue)])
+            sql: "UPDATE converge_identity SET sequence = ?, clock = ?",
+            arguments: [Int64(bitPattern: sequence), Int64(bitPattern: max(storedClock, clock).rawValue)])
     }
 
     private func refreshConflicts(of state: RecordState, at address: RecordAddress) throws {

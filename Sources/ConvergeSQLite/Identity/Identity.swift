@@ -32,7 +32,9 @@ struct Identity {
             for table in try String.fetchAll(db, sql: "SELECT name FROM converge_tables") {
                 let log = quoted(MetadataSchema.logTable(table))
                 if try db.tableExists(MetadataSchema.logTable(table)),
-                   let latest = try Int64.fetchOne(db, sql: "SELECT max(hlc) FROM \(log)") {
+                   // The last row holds the largest reading (the clock only moves up);
+                   // SQL's `max` would compare the stored bit patterns as signed.
+                   let latest = try Int64.fetchOne(db, sql: "SELECT hlc FROM \(log) ORDER BY id DESC LIMIT 1") {
                     clock = max(clock, HLC(rawValue: UInt64(bitPattern: latest)))
                 }
             }

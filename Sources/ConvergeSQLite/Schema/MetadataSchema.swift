@@ -1,3 +1,4 @@
+import ConvergeCore
 import GRDB
 
 /// Converge's own tables, all named `converge_*`.
@@ -17,7 +18,14 @@ import GRDB
 /// - `converge_rejections`: remote changes refused by a validator and undone (bounded).
 /// - `converge_peers`: per-peer cursors.
 enum MetadataSchema {
-    static let version = 1
+    /// 2: `converge_quarantine.max_hlc` holds ``sortable(_:)`` readings.
+    static let version = 2
+
+    /// An HLC as an integer whose signed order is the HLC's unsigned order (the sign bit
+    /// flipped), for columns SQL compares. The plain bit pattern would make every reading
+    /// past 2^63 (beyond the year 6429, which a hostile peer can send) compare as negative,
+    /// below every real one.
+    static func sortable(_ hlc: HLC) -> Int64 { Int64(bitPattern: hlc.rawValue ^ (1 << 63)) }
 
     static func create(_ db: Database) throws {
         try db.execute(sql: """
@@ -75,6 +83,22 @@ enum MetadataSchema {
         if try !db.columns(in: "converge_identity").contains(where: { $0.name == "authority" }) {
             try db.execute(sql: "ALTER TABLE converge_identity ADD COLUMN authority BLOB")
         }
+        try migrate(db)
+    }
+
+    /// Brings a database made by an earlier release up to ``version`` (a fresh one gets
+    /// the current version when its identity is created).
+    private static func migrate(_ db: Database) throws {
+        guard let stored = try Int.fetchOne(db, sql: "SELECT schema_version FROM converge_identity"), stored < version else { return }
+        if stored < 2 {
+            // Plain bit patterns to sortable ones: flipping the sign bit, written so that
+            // no intermediate value overflows SQLite's 64-bit integers.
+            try db.execute(sql: """
+                UPDATE converge_quarantine SET max_hlc = CASE WHEN max_hlc < 0
+                    THEN max_hlc + 9223372036854775807 + 1 ELSE max_hlc - 9223372036854775807 - 1 END
+                """)
+        }
+        try db.execute(sql: "UPDATE converge_identity SET schema_version = ?", arguments: [version])
     }
 
     static func logTable(_ table: String) -> String { "converge_log_\(table)" }
