@@ -15,6 +15,12 @@ public struct Replica: Sendable {
         public var changedRecords = 0
         public var quarantinedRecords = 0
         public var releasedRecords = 0
+
+        public init(changedRecords: Int = 0, quarantinedRecords: Int = 0, releasedRecords: Int = 0) {
+            self.changedRecords = changedRecords
+            self.quarantinedRecords = quarantinedRecords
+            self.releasedRecords = releasedRecords
+        }
     }
 
     public let id: ReplicaID
@@ -108,54 +114,41 @@ public struct Replica: Sendable {
 
     /// Joins a remote changeset. Deltas stamped too far ahead of `physicalMilliseconds` are
     /// quarantined (kept, counted) instead of dragging the clock forward; earlier
-    /// quarantined deltas whose time has come are applied first.
+    /// quarantined deltas whose time has come are applied first. The decisions are the
+    /// ``ApplyPlanner``'s, as for every store.
     @discardableResult
     public mutating func apply(_ changeset: Changeset, physicalMilliseconds: UInt64) -> ApplyReport {
-        var report = ApplyReport()
-        var received = HLC.zero
-        report.releasedRecords = release(physicalMilliseconds: physicalMilliseconds, force: false, received: &received)
-        for delta in changeset.records {
-            let maxHLC = delta.state.maxHLC
-            if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds) {
-                let address = RecordAddress(table: delta.table, key: delta.key)
-                quarantine[address] = quarantine[address].map { $0.merging(delta.state) } ?? delta.state
-                report.quarantinedRecords += 1
-                continue
-            }
-            received = max(received, maxHLC)
-            if state.merge(delta.state, into: RecordAddress(table: delta.table, key: delta.key)) { report.changedRecords += 1 }
-        }
-        // A changeset that changed nothing was seen before, and the clock with it.
-        if received > .zero && report.changedRecords + report.releasedRecords > 0 {
-            clock.receive(received, physicalMilliseconds: physicalMilliseconds)
-        }
-        return report
+        commit(plan(changeset, physicalMilliseconds: physicalMilliseconds, releaseAll: false), physicalMilliseconds: physicalMilliseconds)
     }
 
     /// Applies quarantined deltas whose stamps local time has reached (all of them when
     /// `force` is set, advancing the clock like any apply). Returns how many were applied.
     @discardableResult
     public mutating func releaseQuarantine(physicalMilliseconds: UInt64, force: Bool) -> Int {
-        var received = HLC.zero
-        let released = release(physicalMilliseconds: physicalMilliseconds, force: force, received: &received)
-        if released > 0 { clock.receive(received, physicalMilliseconds: physicalMilliseconds) }
-        return released
+        commit(plan(Changeset(), physicalMilliseconds: physicalMilliseconds, releaseAll: force), physicalMilliseconds: physicalMilliseconds).releasedRecords
     }
 
-    private mutating func release(physicalMilliseconds: UInt64, force: Bool, received: inout HLC) -> Int {
-        guard !quarantine.isEmpty else { return 0 }
-        var released = 0
-        for (address, state) in quarantine.sorted(by: { $0.key < $1.key }) {
-            let maxHLC = state.maxHLC
-            if !force, HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds) {
-                continue
-            }
-            received = max(received, maxHLC)
-            self.state.merge(state, into: address)
-            quarantine[address] = nil
-            released += 1
+    private func plan(_ changeset: Changeset, physicalMilliseconds: UInt64, releaseAll: Bool) -> ApplyPlanner.Plan {
+        let context = ApplyPlanner.Context(
+            replica: id, clock: clock.latest, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds,
+            schemas: schemas, authority: authority, releaseAll: releaseAll)
+        var stored = [RecordAddress: RecordState]()
+        for address in ApplyPlanner.addresses(of: changeset, quarantineDue: quarantine.keys) {
+            if let state = state.state(of: address) { stored[address] = state }
         }
-        return released
+        do {
+            return try ApplyPlanner.plan(changeset, stored: stored, quarantined: quarantine, context: context)
+        } catch {
+            preconditionFailure("a plan without an author refuses nothing: \(error)")
+        }
+    }
+
+    private mutating func commit(_ plan: ApplyPlanner.Plan, physicalMilliseconds: UInt64) -> ApplyReport {
+        for change in plan.changes { state.replace(change.after, at: change.address) }
+        for address in plan.released { quarantine[address] = nil }
+        for (address, held) in plan.quarantine { quarantine[address] = held }
+        if let receive = plan.receive { clock.receive(receive, physicalMilliseconds: physicalMilliseconds) }
+        return ApplyReport(changedRecords: plan.counts.changedRecords, quarantinedRecords: plan.counts.quarantinedRecords, releasedRecords: plan.counts.releasedRecords)
     }
 
     /// The row the app would see, or `nil` when the record is absent or deleted.

@@ -33,7 +33,7 @@ public enum WireEncoder {
             for delta in recordsByTable[table]! {
                 for dot in delta.state.membership.dots { note(dot.replica) }
                 for entry in delta.state.membership.context.entries { note(entry.replica) }
-                for column in delta.state.fields.keys.sorted(by: utf8Less) { delta.state.fields[column]!.forEachStamp(note) }
+                for column in delta.state.fields.keys.sorted(by: utf8Less) { delta.state.fields[column]!.forEachStamp { note($0.replica) } }
             }
         }
         writer.varint(UInt64(replicas.count))
@@ -210,25 +210,4 @@ func unzigzag(_ value: UInt64) -> Int64 {
 
 func utf8Less(_ a: String, _ b: String) -> Bool {
     a.utf8.lexicographicallyPrecedes(b.utf8)
-}
-
-extension FieldState {
-    func forEachStamp(_ body: (ReplicaID) -> Void) {
-        func visit(_ register: Register) {
-            switch register {
-            case .lww(let lww): body(lww.stamp.replica)
-            case .multi(let mv):
-                for sibling in mv.siblings { body(sibling.stamp.replica) }
-                for entry in mv.context.entries { body(entry.replica) }
-            }
-        }
-        switch self {
-        case .plain(let register): visit(register)
-        case .incarnated(let entries):
-            for entry in entries {
-                body(entry.incarnation.replica)
-                visit(entry.register)
-            }
-        }
-    }
 }

@@ -46,47 +46,31 @@ extension ReplicatedDatabase {
     /// extra work of `options` in the same transaction: the events a sender may not have made
     /// (``ApplyOptions/author``) and writes that must commit with the merge
     /// (``ApplyOptions/beforeCommit``).
+    ///
+    /// The store is a shell around ``ApplyPlanner``: it loads the stored states of every
+    /// record the changeset touches (one key-ordered query per table), lets the planner
+    /// decide, and writes the plan back in key order.
     @discardableResult
     public func apply(_ changeset: Changeset, options: ApplyOptions) throws -> ApplyReport {
-        let validate = options.validate
-        let now = configuration.physicalTime()
-        let ownReplica = source.replica
-        let clockBefore = source.clock.latest
-        var received = HLC.zero
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
+            for delta in changeset.records { try checkAddress(delta, tables: metadata.tables) }
+            let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, in: metadata)
             var report = ApplyReport()
             report.feedBefore = metadata.sequence
-            var touched: ChangeTracker? = validate == nil ? nil : ChangeTracker()
-            report.releasedRecords = try release(&metadata, now: now, force: false, received: &received, tracker: &touched)
-            var parkedRecordsAdded = false
-            for delta in changeset.records {
-                try checkAddress(delta, tables: metadata.tables)
-                if options.author != nil || metadata.tables[delta.table] == nil {
-                    let stored = try metadata.load(RecordAddress(table: delta.table, key: delta.key)).state
-                    if let author = options.author, let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored) {
-                        throw ApplyError(table: delta.table, key: delta.key, reason: .notAuthor(stamp))
-                    }
-                    if metadata.tables[delta.table] == nil && stored.isBottom { parkedRecordsAdded = true }
-                }
-                let maxHLC = delta.state.maxHLC
-                if HybridClock.isTooFarAhead(maxHLC, physicalMilliseconds: now, maxDriftMilliseconds: configuration.maxDriftMilliseconds) {
-                    try hold(delta, in: metadata.db)
-                    report.quarantinedRecords += 1
-                    continue
-                }
-                if delta.state.maxHLC(of: ownReplica) > clockBefore { rewound = true }
-                received = max(received, maxHLC)
-                if try merge(delta, into: &metadata, tracker: &touched) { report.changedRecords += 1 }
-            }
-            // A changeset that changed nothing was seen before, and the clock with it.
-            if received > .zero && report.changedRecords + report.releasedRecords > 0 { source.receive(received) }
+            try write(plan, entries: entries, into: &metadata)
+            rewound = plan.rewound
+            report.changedRecords = plan.counts.changedRecords
+            report.quarantinedRecords = plan.counts.quarantinedRecords
+            report.releasedRecords = plan.counts.releasedRecords
             report.feedAfter = metadata.sequence
-            if let validate, let touched {
-                report.rejections = try review(touched, in: &metadata, origin: options.origin, validate: validate)
+            if let validate = options.validate {
+                report.rejections = try review(plan.changes, in: &metadata, origin: options.origin, validate: validate)
             }
             if report.quarantinedRecords > 0 { try checkQuarantineQuota(metadata.db) }
-            if parkedRecordsAdded { try checkParkedQuota(metadata.db, tables: metadata.tables) }
+            if plan.changes.contains(where: { metadata.tables[$0.address.table] == nil && $0.before.isBottom }) {
+                try checkParkedQuota(metadata.db, tables: metadata.tables)
+            }
             try options.beforeCommit?(metadata.db)
             return report
         }
@@ -101,13 +85,10 @@ extension ReplicatedDatabase {
     /// the clock then advances to them like any apply). Returns how many were applied.
     @discardableResult
     public func releaseQuarantine(force: Bool = false) throws -> Int {
-        let now = configuration.physicalTime()
-        var received = HLC.zero
-        return try withMetadata { metadata in
-            var none: ChangeTracker?
-            let released = try release(&metadata, now: now, force: force, received: &received, tracker: &none)
-            if received > .zero { source.receive(received) }
-            return released
+        try withMetadata { metadata in
+            let (plan, entries) = try planned(Changeset(), releaseAll: force, author: nil, in: metadata)
+            try write(plan, entries: entries, into: &metadata)
+            return plan.counts.releasedRecords
         }
     }
 
@@ -116,33 +97,72 @@ extension ReplicatedDatabase {
         try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_quarantine") ?? 0 }
     }
 
-    /// Joins `delta` into the record's quarantined state.
-    private func hold(_ delta: RecordDelta, in db: Database) throws {
-        let key = delta.key.databaseValue
-        var state = delta.state
-        if let row = try Row.fetchOne(db, sql: "SELECT state FROM converge_quarantine WHERE tbl = ? AND key = ?", arguments: [delta.table, key]) {
-            state = try RecordEntryCodec.decodeState(row.bytes("state"), table: delta.table, key: delta.key).merging(state)
+    /// Loads what the planner needs (due quarantined records, those at the changeset's
+    /// too-far-ahead addresses, the stored entries of every touched record) and plans.
+    private func planned(
+        _ changeset: Changeset, releaseAll: Bool, author: ReplicaID?, in metadata: MetadataStore
+    ) throws -> (ApplyPlanner.Plan, [RecordAddress: RecordEntry]) {
+        let context = ApplyPlanner.Context(
+            replica: source.replica, clock: source.clock.latest, physicalMilliseconds: configuration.physicalTime(),
+            maxDriftMilliseconds: configuration.maxDriftMilliseconds, schemas: metadata.tables.mapValues(\.schema),
+            authority: metadata.authority, author: author, releaseAll: releaseAll)
+        var quarantined = try dueQuarantine(metadata.db, context: context)
+        for delta in changeset.records where !context.isDue(delta.state) {
+            let address = RecordAddress(table: delta.table, key: delta.key)
+            if quarantined[address] == nil, let held = try quarantinedState(at: address, metadata.db) { quarantined[address] = held }
         }
-        try db.execute(
-            sql: "INSERT OR REPLACE INTO converge_quarantine(tbl, key, max_hlc, state) VALUES (?, ?, ?, ?)",
-            arguments: [delta.table, key, MetadataSchema.sortable(state.maxHLC),
-                        RecordEntryCodec.encodeState(state, table: delta.table, key: delta.key).databaseValue])
+        let entries = try metadata.load(ApplyPlanner.addresses(of: changeset, quarantineDue: quarantined.keys))
+        do {
+            return (try ApplyPlanner.plan(changeset, stored: entries.mapValues(\.state), quarantined: quarantined, context: context), entries)
+        } catch {
+            switch error {
+            case .notAuthor(let address, let stamp): throw ApplyError(table: address.table, key: address.key, reason: .notAuthor(stamp))
+            }
+        }
     }
 
-    private func release(_ metadata: inout MetadataStore, now: UInt64, force: Bool, received: inout HLC, tracker: inout ChangeTracker?) throws -> Int {
-        let limit = now.addingReportingOverflow(configuration.maxDriftMilliseconds)
-        let boundary = MetadataSchema.sortable(HLC(rawValue: limit.overflow ? .max : (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF))
-        let rows = try Row.fetchAll(
-            metadata.db, sql: "SELECT tbl, key, state FROM converge_quarantine WHERE ? OR max_hlc <= ? ORDER BY tbl, key",
-            arguments: [force, boundary])
-        for row in rows {
-            let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
-            let state = try RecordEntryCodec.decodeState(row.bytes("state"), table: address.table, key: address.key)
-            received = max(received, state.maxHLC)
-            try merge(RecordDelta(table: address.table, key: address.key, state: state), into: &metadata, tracker: &tracker)
-            try metadata.db.execute(sql: "DELETE FROM converge_quarantine WHERE tbl = ? AND key = ?", arguments: [address.table, address.key.databaseValue])
+    /// Writes a plan: record states and rows in key order, the quarantine, the clock.
+    private func write(_ plan: ApplyPlanner.Plan, entries: [RecordAddress: RecordEntry], into metadata: inout MetadataStore) throws {
+        for change in plan.changes {
+            try metadata.commit(entries[change.address] ?? .empty, changedTo: change.after, at: change.address, conflicts: change.conflicts)
+            if let table = metadata.tables[change.address.table] {
+                try Materializer.write(change.row, key: change.address.key, in: table, metadata.db)
+            }
         }
-        return rows.count
+        let db = metadata.db
+        for address in plan.released {
+            try db.cachedStatement(sql: "DELETE FROM converge_quarantine WHERE tbl = ? AND key = ?").execute(arguments: [address.table, address.key.databaseValue])
+        }
+        for (address, state) in plan.quarantine {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_quarantine(tbl, key, max_hlc, state) VALUES (?, ?, ?, ?)").execute(arguments: [
+                address.table, address.key.databaseValue, MetadataSchema.sortable(state.maxHLC),
+                RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
+            ])
+        }
+        if let receive = plan.receive { source.receive(receive) }
+    }
+
+    /// The quarantined records that may be due: the index narrows them by `max_hlc`, the
+    /// planner decides.
+    private func dueQuarantine(_ db: Database, context: ApplyPlanner.Context) throws -> [RecordAddress: RecordState] {
+        let limit = context.physicalMilliseconds.addingReportingOverflow(context.maxDriftMilliseconds)
+        let boundary = MetadataSchema.sortable(HLC(rawValue: limit.overflow ? .max : (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF))
+        var result = [RecordAddress: RecordState]()
+        let rows = try Row.fetchCursor(
+            db, sql: "SELECT tbl, key, state FROM converge_quarantine WHERE ? OR max_hlc <= ?", arguments: [context.releaseAll, boundary])
+        while let row = try rows.next() {
+            let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
+            result[address] = try RecordEntryCodec.decodeState(row.bytes("state"), table: address.table, key: address.key)
+        }
+        return result
+    }
+
+    private func quarantinedState(at address: RecordAddress, _ db: Database) throws -> RecordState? {
+        guard let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT state FROM converge_quarantine WHERE tbl = ? AND key = ?"),
+            arguments: [address.table, address.key.databaseValue])
+        else { return nil }
+        return try RecordEntryCodec.decodeState(row.bytes("state"), table: address.table, key: address.key)
     }
 
     private func checkQuarantineQuota(_ db: Database) throws {
@@ -173,25 +193,5 @@ extension ReplicatedDatabase {
         if let table = tables[delta.table], !table.accepts(delta.key) {
             throw ApplyError(table: delta.table, key: delta.key, reason: .keyTypeMismatch(expected: table.keyType, actual: delta.key.storageClassName))
         }
-    }
-
-    /// Joins one delta into its record; writes the visible row when it changed.
-    @discardableResult
-    func merge(_ delta: RecordDelta, into metadata: inout MetadataStore, tracker: inout ChangeTracker?) throws -> Bool {
-        let address = RecordAddress(table: delta.table, key: delta.key)
-        let entry = try metadata.load(address)
-        let merged = entry.state.merging(delta.state)
-        guard merged != entry.state else { return false }
-        tracker?.note(address, before: entry.state)
-        try metadata.commit(entry, changedTo: merged, at: address)
-        if let table = metadata.tables[address.table], visibleRow(entry.state, table, metadata.authority) != visibleRow(merged, table, metadata.authority) {
-            try Materializer.materialize(merged, key: address.key, in: table, authority: metadata.authority, metadata.db)
-        }
-        return true
-    }
-
-    func visibleRow(_ state: RecordState, _ table: ReplicatedTable, _ authority: ReplicaID?) -> [Value?]? {
-        guard state.isAlive else { return nil }
-        return table.schema.columns.map { state.value(of: $0, policy: table.schema.policy(of: $0), authority: authority) }
     }
 }

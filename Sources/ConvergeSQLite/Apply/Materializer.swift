@@ -42,6 +42,30 @@ enum Materializer {
         }
     }
 
+    /// Writes a planned row change: upsert the visible values, delete, or nothing.
+    static func write(_ change: ApplyPlanner.RowChange, key: Value, in table: ReplicatedTable, _ db: Database) throws {
+        let schema = table.schema
+        switch change {
+        case .none: return
+        case .delete:
+            try db.cachedStatement(sql: "DELETE FROM \(quoted(schema.name)) WHERE \(quoted(schema.primaryKey)) = ?").execute(arguments: [key.databaseValue])
+        case .upsert(let values):
+            var present: UInt64 = 0
+            var arguments: [DatabaseValue] = [key.databaseValue]
+            arguments.reserveCapacity(values.count + 1)
+            for (index, value) in values.enumerated() {
+                guard let value else { continue }
+                present |= 1 << UInt64(index)
+                arguments.append(value.databaseValue)
+            }
+            do {
+                try db.cachedStatement(sql: upsertSQL(schema, present: present)).execute(arguments: StatementArguments(arguments))
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                throw ApplyError(table: schema.name, key: key, reason: .constraintViolation(error.message ?? "\(error)"))
+            }
+        }
+    }
+
     static func materialize(_ state: RecordState, key: Value, in table: ReplicatedTable, authority: ReplicaID?, _ db: Database) throws {
         let schema = table.schema
         let name = quoted(schema.name)

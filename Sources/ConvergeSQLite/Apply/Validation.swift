@@ -47,18 +47,6 @@ public struct ChangeRejection: Sendable, Hashable {
     }
 }
 
-/// The records an apply changed, with their state before it, in the order first touched.
-struct ChangeTracker {
-    private(set) var order: [RecordAddress] = []
-    private(set) var before: [RecordAddress: RecordState] = [:]
-
-    mutating func note(_ address: RecordAddress, before state: RecordState) {
-        guard before[address] == nil else { return }
-        before[address] = state
-        order.append(address)
-    }
-}
-
 extension ReplicatedDatabase {
     /// The most rejections kept; older ones are pruned.
     static let rejectionLimit = 10_000
@@ -85,16 +73,16 @@ extension ReplicatedDatabase {
     /// Shows each visibly changed row to `validate` and undoes the refused ones with
     /// compensating local writes, inside the apply's transaction.
     func review(
-        _ tracker: ChangeTracker, in metadata: inout MetadataStore, origin: String?,
+        _ changes: [ApplyPlanner.RecordChange], in metadata: inout MetadataStore, origin: String?,
         validate: (ProposedChange) throws -> String?
     ) throws -> [ChangeRejection] {
         var rejections = [ChangeRejection]()
         let now = Date()
-        for address in tracker.order {
-            guard let table = metadata.tables[address.table], let before = tracker.before[address] else { continue }
-            let after = try metadata.load(address).state
-            let oldRow = row(before, table, metadata.authority)
-            let newRow = row(after, table, metadata.authority)
+        for change in changes where change.row != .none {
+            let address = change.address
+            guard let table = metadata.tables[address.table] else { continue }
+            let oldRow = row(change.before, table, metadata.authority)
+            let newRow = row(change.after, table, metadata.authority)
             guard oldRow != newRow else { continue }
             let change = ProposedChange(table: address.table, key: address.key, before: oldRow, after: newRow)
             guard let reason = try validate(change) else { continue }
@@ -114,9 +102,9 @@ extension ReplicatedDatabase {
         return rejections
     }
 
-    /// ``visibleRow(_:_:_:)`` by column name, a column without any write as NULL.
+    /// ``ApplyPlanner/visibleRow(_:_:_:)`` by column name, a column without any write as NULL.
     private func row(_ state: RecordState, _ table: ReplicatedTable, _ authority: ReplicaID?) -> [String: Value]? {
-        visibleRow(state, table, authority).map { Dictionary(uniqueKeysWithValues: zip(table.schema.columns, $0.map { $0 ?? .null })) }
+        ApplyPlanner.visibleRow(state, table.schema, authority).map { Dictionary(uniqueKeysWithValues: zip(table.schema.columns, $0.map { $0 ?? .null })) }
     }
 
     /// Writes the app table back to `change.before`: delete an inserted row, re-insert a

@@ -29,6 +29,33 @@ struct MetadataStore {
         return try decode(row, address)
     }
 
+    /// The stored entries of `addresses` (sorted), absent ones left out: one query per table
+    /// and chunk of keys, read in key order, instead of one point read per record.
+    func load(_ addresses: [RecordAddress]) throws -> [RecordAddress: RecordEntry] {
+        var result = [RecordAddress: RecordEntry]()
+        result.reserveCapacity(addresses.count)
+        var start = addresses.startIndex
+        while start < addresses.endIndex {
+            let table = addresses[start].table
+            var end = start
+            while end < addresses.endIndex, end - start < Self.keysPerQuery, addresses[end].table == table { end += 1 }
+            let keys = addresses[start..<end].map { $0.key.databaseValue }
+            let marks = Array(repeating: "?", count: keys.count).joined(separator: ", ")
+            let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
+            let rows = try Row.fetchCursor(statement, arguments: StatementArguments([table.databaseValue] + keys))
+            while let row = try rows.next() {
+                let address = RecordAddress(table: table, key: Value(row["key"] as DatabaseValue))
+                result[address] = try decode(row, address)
+            }
+            start = end
+        }
+        return result
+    }
+
+    /// Keys per batched read: SQLite's variable limit is far above; larger statements gain
+    /// nothing and make the statement cache hold more distinct texts.
+    static let keysPerQuery = 256
+
     func decode(_ row: Row, _ address: RecordAddress) throws -> RecordEntry {
         let stateBytes: [UInt8] = try blob(row, "state", address)
         let sequenceBytes: [UInt8] = try blob(row, "seqs", address)
@@ -46,8 +73,9 @@ struct MetadataStore {
     }
 
     /// Stores `entry` changed to `state`, taking the next local sequence number for the
-    /// parts that changed, and refreshes the record's open conflicts.
-    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress) throws {
+    /// parts that changed, and refreshes the record's open conflicts: `conflicts` when the
+    /// planner listed them, else derived from `state`.
+    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress, conflicts: [String]?? = .none) throws {
         sequence += 1
         var entry = entry
         entry.update(to: state, at: sequence)
@@ -57,7 +85,20 @@ struct MetadataStore {
             RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
             RecordEntryCodec.encodeSequences(entry).databaseValue,
         ])
-        try refreshConflicts(of: state, at: address)
+        switch conflicts {
+        case .none: try refreshConflicts(of: state, at: address)
+        case .some(let columns): try replaceConflicts(columns ?? [], at: address, hasCritical: columns != nil)
+        }
+    }
+
+    private func replaceConflicts(_ columns: [String], at address: RecordAddress, hasCritical: Bool) throws {
+        guard hasCritical else { return }
+        try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?")
+            .execute(arguments: [address.table, address.key.databaseValue])
+        for column in columns {
+            try db.cachedStatement(sql: "INSERT INTO converge_conflicts(tbl, key, col) VALUES (?, ?, ?)")
+                .execute(arguments: [address.table, address.key.databaseValue, column])
+        }
     }
 
     /// Saves the sequence counter and the clock's high-water mark. The maximum is taken

@@ -26,7 +26,7 @@ extension ReplicatedDatabase {
                         for row in rows {
                             let address = RecordAddress(table: table.schema.name, key: Value(row["key"] as DatabaseValue))
                             let state = try metadata.decode(row, address).state
-                            if visibleRow(state, table, previous) != visibleRow(state, table, replica) {
+                            if ApplyPlanner.visibleRow(state, table.schema, previous) != ApplyPlanner.visibleRow(state, table.schema, replica) {
                                 try Materializer.materialize(state, key: address.key, in: table, authority: replica, db)
                             }
                         }

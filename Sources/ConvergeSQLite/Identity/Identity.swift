@@ -102,29 +102,3 @@ extension ReplicatedDatabase {
     }
 
 }
-
-extension RecordState {
-    /// The largest clock reading of `replica`'s events in this state.
-    func maxHLC(of replica: ReplicaID) -> HLC {
-        var result = membership.context[replica]
-        func visit(_ register: Register) {
-            switch register {
-            case .lww(let lww): if lww.stamp.replica == replica { result = max(result, lww.stamp.hlc) }
-            case .multi(let mv):
-                result = max(result, mv.context[replica])
-                for sibling in mv.siblings where sibling.stamp.replica == replica { result = max(result, sibling.stamp.hlc) }
-            }
-        }
-        for field in fields.values {
-            switch field {
-            case .plain(let register): visit(register)
-            case .incarnated(let entries):
-                for entry in entries {
-                    if entry.incarnation.replica == replica { result = max(result, entry.incarnation.hlc) }
-                    visit(entry.register)
-                }
-            }
-        }
-        return result
-    }
-}

@@ -1,0 +1,206 @@
+/// Everything an apply decides, as one pure function (DESIGN §8).
+///
+/// A storage shell — the in-memory ``Replica``, the SQLite store, a server backend — loads
+/// the stored states of the records a changeset touches (``ApplyPlanner/addresses(of:quarantineDue:)``
+/// says which) and the quarantined states it holds for them and for whatever is due, calls
+/// ``ApplyPlanner/plan(_:stored:quarantined:context:)``, and writes the plan back in one
+/// transaction. The shells keep no merge, quarantine or materialization logic of their own,
+/// so a fix here fixes every one of them, and the simulator and the fuzzers run the code the
+/// stores run.
+public enum ApplyPlanner {
+    /// What the apply needs to know besides the states.
+    public struct Context: Sendable {
+        /// This replica.
+        public var replica: ReplicaID
+        /// The clock's committed high-water mark before the apply: a changeset holding this
+        /// replica's own stamps above it shows the replica was rewound (restored or copied).
+        public var clock: HLC
+        public var physicalMilliseconds: UInt64
+        public var maxDriftMilliseconds: UInt64
+        /// The replicated tables: records of other tables are kept (parked) but not shown.
+        public var schemas: [String: TableSchema]
+        /// The replica whose concurrent writes show in `.authority` columns.
+        public var authority: ReplicaID?
+        /// When set, every event of another replica in the changeset must already be held
+        /// (``RecordState/firstUnheldStamp(notBy:against:)``): the sender's bound replica.
+        public var author: ReplicaID?
+        /// Release every quarantined state, due or not (an explicit release).
+        public var releaseAll: Bool
+
+        public init(
+            replica: ReplicaID, clock: HLC, physicalMilliseconds: UInt64,
+            maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
+            schemas: [String: TableSchema], authority: ReplicaID? = nil, author: ReplicaID? = nil, releaseAll: Bool = false
+        ) {
+            self.replica = replica
+            self.clock = clock
+            self.physicalMilliseconds = physicalMilliseconds
+            self.maxDriftMilliseconds = maxDriftMilliseconds
+            self.schemas = schemas
+            self.authority = authority
+            self.author = author
+            self.releaseAll = releaseAll
+        }
+
+        /// Whether `state` may be applied now: not stamped too far ahead (or released anyway).
+        public func isDue(_ state: RecordState) -> Bool {
+            releaseAll || !HybridClock.isTooFarAhead(state.maxHLC, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds)
+        }
+    }
+
+    /// What a plan does to one record's row in its app table.
+    public enum RowChange: Sendable, Hashable {
+        /// The visible row did not change (or the table is not replicated here).
+        case none
+        /// Insert or update the row: one value per schema column, `nil` where no write is
+        /// visible (the column keeps its default on insert and its value on update).
+        case upsert([Value?])
+        /// The record is no longer alive: remove the row.
+        case delete
+    }
+
+    /// One record the apply changed.
+    public struct RecordChange: Sendable, Hashable {
+        public var address: RecordAddress
+        public var before: RecordState
+        public var after: RecordState
+        public var row: RowChange
+        /// The critical columns in conflict after the apply, for tables that have critical
+        /// columns (`nil` otherwise): the shell's conflict list for this record.
+        public var conflicts: [String]?
+    }
+
+    /// What the counts of an apply say.
+    public struct Counts: Sendable, Hashable {
+        /// Deltas (of the changeset) whose join changed their record.
+        public var changedRecords = 0
+        /// Deltas held back because they were stamped too far ahead.
+        public var quarantinedRecords = 0
+        /// Earlier quarantined records applied now.
+        public var releasedRecords = 0
+    }
+
+    /// The decisions of one apply.
+    public struct Plan: Sendable {
+        /// Changed records, sorted by address: write them (and their rows) in this order.
+        public var changes: [RecordChange] = []
+        /// Quarantined states to store, joined with what was held, sorted by address.
+        public var quarantine: [(address: RecordAddress, state: RecordState)] = []
+        /// Quarantined records released (applied): remove them from the quarantine.
+        public var released: [RecordAddress] = []
+        /// The reading the clock receives, or `nil` when the apply changed nothing (an apply
+        /// that changes nothing moves no clock).
+        public var receive: HLC?
+        /// The changeset holds this replica's own stamps beyond its clock: take a new identity.
+        public var rewound = false
+        public var counts = Counts()
+    }
+
+    /// Why a plan was refused: the changeset must not be applied at all.
+    public enum Refusal: Error, Sendable, Hashable {
+        /// An event of another replica than the author that is not held here.
+        case notAuthor(address: RecordAddress, stamp: Stamp)
+    }
+
+    /// The addresses whose stored states ``plan(_:stored:quarantined:context:)`` reads: every
+    /// delta's, and every due quarantined record's, sorted and without duplicates.
+    public static func addresses(of changeset: Changeset, quarantineDue: some Sequence<RecordAddress> = []) -> [RecordAddress] {
+        var seen = Set<RecordAddress>()
+        var result = [RecordAddress]()
+        for address in changeset.records.lazy.map({ RecordAddress(table: $0.table, key: $0.key) }) + Array(quarantineDue)
+        where seen.insert(address).inserted {
+            result.append(address)
+        }
+        return result.sorted()
+    }
+
+    /// Plans the apply of `changeset`.
+    ///
+    /// - Parameters:
+    ///   - stored: The stored state of each address in ``addresses(of:quarantineDue:)``
+    ///     (absent: nothing stored).
+    ///   - quarantined: The quarantine's states the shell loaded: at least every due one
+    ///     (released first, in address order) and those at the changeset's addresses (joined
+    ///     with the deltas held now).
+    /// - Complexity: O(n log n) for n deltas, plus the joins.
+    public static func plan(
+        _ changeset: Changeset, stored: [RecordAddress: RecordState], quarantined: [RecordAddress: RecordState], context: Context
+    ) throws(Refusal) -> Plan {
+        var plan = Plan()
+        var current = [RecordAddress: RecordState]()  // states as the plan moves them
+        var order = [RecordAddress]()
+        func state(_ address: RecordAddress) -> RecordState {
+            if let state = current[address] { return state }
+            let state = stored[address] ?? RecordState()
+            current[address] = state
+            order.append(address)
+            return state
+        }
+        var received = HLC.zero
+
+        // Refuse first, before anything is decided: a forged event anywhere refuses all.
+        if let author = context.author {
+            for delta in changeset.records {
+                let address = RecordAddress(table: delta.table, key: delta.key)
+                if let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored[address] ?? RecordState()) {
+                    throw .notAuthor(address: address, stamp: stamp)
+                }
+            }
+        }
+
+        // Release what is due, in address order.
+        for (address, held) in quarantined.sorted(by: { $0.key < $1.key }) where context.isDue(held) {
+            received = max(received, held.maxHLC)
+            current[address] = state(address).merging(held)
+            plan.released.append(address)
+        }
+        plan.counts.releasedRecords = plan.released.count
+
+        var holding = [RecordAddress: RecordState]()
+        let released = Set(plan.released)
+        for delta in changeset.records {
+            let address = RecordAddress(table: delta.table, key: delta.key)
+            let maxHLC = delta.state.maxHLC
+            if !context.isDue(delta.state) {
+                let earlier = holding[address] ?? (released.contains(address) ? nil : quarantined[address])
+                holding[address] = earlier.map { $0.merging(delta.state) } ?? delta.state
+                plan.counts.quarantinedRecords += 1
+                continue
+            }
+            if delta.state.maxHLC(of: context.replica) > context.clock { plan.rewound = true }
+            received = max(received, maxHLC)
+            let before = state(address)
+            let merged = before.merging(delta.state)
+            if merged != before {
+                current[address] = merged
+                plan.counts.changedRecords += 1
+            }
+        }
+        plan.quarantine = holding.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+
+        for address in order.sorted() {
+            let before = stored[address] ?? RecordState()
+            let after = current[address]!
+            guard after != before else { continue }
+            var change = RecordChange(address: address, before: before, after: after, row: .none, conflicts: nil)
+            if let schema = context.schemas[address.table] {
+                let oldRow = visibleRow(before, schema, context.authority), newRow = visibleRow(after, schema, context.authority)
+                if oldRow != newRow { change.row = newRow.map(RowChange.upsert) ?? .delete }
+                let critical = schema.columns.filter { schema.policy(of: $0) == .critical }
+                if !critical.isEmpty {
+                    change.conflicts = after.isAlive ? critical.filter { after.multiValue(of: $0)?.isConflicted == true } : []
+                }
+            }
+            plan.changes.append(change)
+        }
+        if received > .zero && plan.counts.changedRecords + plan.counts.releasedRecords > 0 { plan.receive = received }
+        return plan
+    }
+
+    /// The row the app sees: one value per schema column (`nil`: no write), or `nil` when
+    /// the record is not alive.
+    public static func visibleRow(_ state: RecordState, _ schema: TableSchema, _ authority: ReplicaID?) -> [Value?]? {
+        guard state.isAlive else { return nil }
+        return schema.columns.map { state.value(of: $0, policy: schema.policy(of: $0), authority: authority) }
+    }
+}
