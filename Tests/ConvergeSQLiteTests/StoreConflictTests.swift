@@ -37,4 +37,23 @@ import Testing
         #expect(try a.conflicts().isEmpty && b.conflicts().isEmpty)
         #expect(try StoreFixtures.rows(a, "notes") == [[.text("n"), .null, .null, .integer(20)]])
     }
+
+    /// Reads never write (DESIGN §8): listing conflicts and counting pending changes fold
+    /// nothing and open no write transaction, yet see local writes at once.
+    @Test func readingConflictsAndCountsWritesNothing() throws {
+        let (a, _) = try concurrentEdits()
+        let head = try a.changes(since: 0).next
+        try a.writer.write { db in try db.execute(sql: "UPDATE notes SET amount = 30 WHERE id = 'n'") }
+        let logged = { try a.writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_log_notes") ?? 0 } }
+        #expect(try logged() == 1)
+        let changes = try a.writer.read { db in db.totalChangesCount }
+        #expect(try a.conflicts().isEmpty)  // the local write resolved it
+        #expect(try a.changedRecordCount(since: head) == 1)
+        #expect(try logged() == 1)  // not folded
+        #expect(try a.writer.read { db in db.totalChangesCount } == changes)
+        // A local delete of a conflicted record closes its conflict too.
+        let (b, _) = try concurrentEdits()
+        try b.writer.write { db in try db.execute(sql: "DELETE FROM notes WHERE id = 'n'") }
+        #expect(try b.conflicts().isEmpty)
+    }
 }

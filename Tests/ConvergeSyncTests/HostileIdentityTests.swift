@@ -242,12 +242,18 @@ import Testing
             try queue.write { db in
                 try db.execute(sql: "UPDATE converge_quarantine SET max_hlc = ?", arguments: [Int64(bitPattern: ahead.hlc.rawValue)])
                 try db.execute(sql: "UPDATE converge_identity SET schema_version = 1")
+                // Release 1 had no trigger for a critical column written to its shown value.
+                try db.execute(sql: "DROP TRIGGER converge_notes_resolve_2")
             }
         }
         let store = try ReplicatedDatabase(try DatabaseQueue(path: path), configuration: configuration)
         #expect(try store.releaseQuarantine() == 0)  // not due yet
         clock.withLock { $0 += 3_600_000 }
         #expect(try store.releaseQuarantine() == 1)
-        #expect(try store.writer.read { db in try Int.fetchOne(db, sql: "SELECT schema_version FROM converge_identity") } == 2)
+        #expect(try store.writer.read { db in try Int.fetchOne(db, sql: "SELECT schema_version FROM converge_identity") } == 3)
+        let triggers = try store.writer.read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'notes' ORDER BY name")
+        }
+        #expect(triggers == ["converge_notes_delete", "converge_notes_insert", "converge_notes_rekey", "converge_notes_resolve_2", "converge_notes_update"])
     }
 }

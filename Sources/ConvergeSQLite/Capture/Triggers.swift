@@ -12,8 +12,12 @@ import GRDB
 /// column in its SET clause while that field is in conflict resolves the conflict, even
 /// when it writes the value already shown, since choosing the provisional value is a
 /// choice. A trigger per critical column (`AFTER UPDATE OF column`, which fires only when
-/// the statement names the column) captures such a write as an update of that column, and
-/// takes the conflict off the list at once, so a second identical write captures nothing.
+/// the statement names the column) captures such a write as an update of that column.
+///
+/// Local writes keep `converge_conflicts` current themselves (a write that resolves a
+/// conflict takes it off the list in the same statement), so that ``ReplicatedDatabase/conflicts()``
+/// and its observation only read: no fold, no write transaction. A second identical write
+/// then finds no conflict and captures nothing.
 enum CaptureTriggers {
     enum Operation: Int64 {
         case insert = 1
@@ -23,11 +27,8 @@ enum CaptureTriggers {
 
     static func install(_ db: Database, table: ReplicatedTable) throws {
         try remove(db, table: table.schema.name)
-        let name = table.schema.name
-        let key = quoted(table.schema.primaryKey)
-        let columns = table.schema.columns
-        let log = quoted(MetadataSchema.logTable(name))
-        let valueColumns = columns.indices.map { "c\($0)" }
+        let log = quoted(MetadataSchema.logTable(table.schema.name))
+        let valueColumns = table.schema.columns.indices.map { "c\($0)" }
         try db.execute(sql: """
             CREATE TABLE \(log) (
                 id INTEGER PRIMARY KEY,
@@ -37,6 +38,18 @@ enum CaptureTriggers {
                 key\(valueColumns.map { ", \($0)" }.joined())
             )
             """)
+        try installTriggers(db, table: table)
+    }
+
+    /// (Re)creates the table's capture triggers, keeping its log: what a newer release's
+    /// triggers need on a database made by an older one (see ``MetadataSchema``).
+    static func installTriggers(_ db: Database, table: ReplicatedTable) throws {
+        try removeTriggers(db, table: table.schema.name)
+        let name = table.schema.name
+        let key = quoted(table.schema.primaryKey)
+        let columns = table.schema.columns
+        let log = quoted(MetadataSchema.logTable(name))
+        let valueColumns = columns.indices.map { "c\($0)" }
         let insertColumns = (["hlc", "op", "mask", "key"] + valueColumns).joined(separator: ", ")
         let newValues = columns.map { "NEW.\(quoted($0))" }
         // SQL's `IS NOT` takes 3 and 3.0 for equal; the type check keeps the change, so the
@@ -50,10 +63,17 @@ enum CaptureTriggers {
             (["converge_stamp()", String(op.rawValue), mask, keyExpression] + rowValues).joined(separator: ", ")
         }
         let nulls = columns.map { _ in "NULL" }
+        // A local insert, delete or rekey observes every value of the record: it closes the
+        // record's open conflicts at once, so that reading them needs no fold.
+        let hasCritical = columns.contains { table.schema.policy(of: $0) == .critical }
+        func closeConflicts(_ keyExpression: String) -> String {
+            hasCritical ? "DELETE FROM converge_conflicts WHERE tbl = \(literal(name)) AND key = \(keyExpression);" : ""
+        }
         try db.execute(sql: """
             CREATE TRIGGER \(quoted("converge_\(name)_insert")) AFTER INSERT ON \(quoted(name))
             WHEN converge_capturing() BEGIN
                 INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.insert, all, "NEW.\(key)", newValues)));
+                \(closeConflicts("NEW.\(key)"))
             END;
             CREATE TRIGGER \(quoted("converge_\(name)_update")) AFTER UPDATE ON \(quoted(name))
             WHEN converge_capturing() AND NEW.\(key) IS OLD.\(key) AND (\(mask)) != 0 BEGIN
@@ -63,10 +83,13 @@ enum CaptureTriggers {
             WHEN converge_capturing() AND NEW.\(key) IS NOT OLD.\(key) BEGIN
                 INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.delete, "0", "OLD.\(key)", nulls)));
                 INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.insert, all, "NEW.\(key)", newValues)));
+                \(closeConflicts("OLD.\(key)"))
+                \(closeConflicts("NEW.\(key)"))
             END;
             CREATE TRIGGER \(quoted("converge_\(name)_delete")) AFTER DELETE ON \(quoted(name))
             WHEN converge_capturing() BEGIN
                 INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.delete, "0", "OLD.\(key)", nulls)));
+                \(closeConflicts("OLD.\(key)"))
             END;
             """)
         for (index, column) in columns.enumerated() where table.schema.policy(of: column) == .critical {
@@ -74,10 +97,12 @@ enum CaptureTriggers {
             // Changed values are the general update trigger's; this one takes the unchanged.
             let unchanged = "\(new) IS \(old) AND typeof(\(new)) IS typeof(\(old))"
             let inConflict = "SELECT 1 FROM converge_conflicts WHERE tbl = \(literal(name)) AND key = NEW.\(key) AND col = \(literal(column))"
+            // A changed value is captured by the general update trigger; either way the
+            // write resolves the conflict, which leaves the list at once.
             try db.execute(sql: """
                 CREATE TRIGGER \(quoted(resolveTrigger(name, index))) AFTER UPDATE OF \(quoted(column)) ON \(quoted(name))
-                WHEN converge_capturing() AND NEW.\(key) IS OLD.\(key) AND \(unchanged) AND EXISTS (\(inConflict)) BEGIN
-                    INSERT INTO \(log)(\(insertColumns)) VALUES (\(values(.update, String(Int64(1) << Int64(index)), "NEW.\(key)", newValues)));
+                WHEN converge_capturing() AND NEW.\(key) IS OLD.\(key) AND EXISTS (\(inConflict)) BEGIN
+                    INSERT INTO \(log)(\(insertColumns)) SELECT \(values(.update, String(Int64(1) << Int64(index)), "NEW.\(key)", newValues)) WHERE \(unchanged);
                     DELETE FROM converge_conflicts WHERE tbl = \(literal(name)) AND key = NEW.\(key) AND col = \(literal(column));
                 END;
                 """)
@@ -85,6 +110,11 @@ enum CaptureTriggers {
     }
 
     static func remove(_ db: Database, table name: String) throws {
+        try removeTriggers(db, table: name)
+        try db.execute(sql: "DROP TABLE IF EXISTS \(quoted(MetadataSchema.logTable(name)))")
+    }
+
+    static func removeTriggers(_ db: Database, table name: String) throws {
         for suffix in ["insert", "update", "rekey", "delete"] {
             try db.execute(sql: "DROP TRIGGER IF EXISTS \(quoted("converge_\(name)_\(suffix)"))")
         }
@@ -94,7 +124,6 @@ enum CaptureTriggers {
         where trigger.hasPrefix(prefix) {
             try db.execute(sql: "DROP TRIGGER IF EXISTS \(quoted(trigger))")
         }
-        try db.execute(sql: "DROP TABLE IF EXISTS \(quoted(MetadataSchema.logTable(name)))")
     }
 }
 

@@ -10,8 +10,11 @@ public struct RecordNotFound: Error, Sendable, Hashable, CustomStringConvertible
 
 extension ReplicatedDatabase {
     /// Open conflicts on critical fields of live records, each with every concurrent value.
+    ///
+    /// Only reads: local writes that resolve a conflict take it off the list as they
+    /// happen (see the capture triggers), so nothing needs folding first.
     public func conflicts() throws -> [Conflict] {
-        try withMetadata { metadata in try Self.conflicts(metadata.db) }
+        try writer.read { db in try Self.conflicts(db) }
     }
 
     /// Open conflicts, read in `db`: use it in a GRDB `ValueObservation` to observe them.

@@ -51,9 +51,20 @@ extension ReplicatedDatabase {
     }
 
     /// How many records changed after `cursor` (the pending count for a sync status).
+    ///
+    /// Only reads: records whose metadata changed after `cursor`, and those with local
+    /// writes captured but not folded yet, counted once each.
     public func changedRecordCount(since cursor: UInt64) throws -> Int {
-        try withMetadata { metadata in
-            try Int.fetchOne(metadata.db, sql: "SELECT count(*) FROM converge_records WHERE seq > ?", arguments: [Int64(bitPattern: cursor)]) ?? 0
+        let tables = self.tables.keys.sorted()
+        return try writer.read { db in
+            var parts = ["SELECT tbl, key FROM converge_records WHERE seq > ?"]
+            var arguments: [DatabaseValueConvertible] = [Int64(bitPattern: cursor)]
+            for table in tables {
+                parts.append("SELECT ?, key FROM \(quoted(MetadataSchema.logTable(table)))")
+                arguments.append(table)
+            }
+            let sql = "SELECT count(*) FROM (" + parts.joined(separator: " UNION ") + ")"
+            return try Int.fetchOne(db, sql: sql, arguments: StatementArguments(arguments)) ?? 0
         }
     }
 

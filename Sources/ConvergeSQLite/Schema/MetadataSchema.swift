@@ -19,7 +19,9 @@ import GRDB
 /// - `converge_peers`: per-peer cursors.
 enum MetadataSchema {
     /// 2: `converge_quarantine.max_hlc` holds ``sortable(_:)`` readings.
-    static let version = 2
+    /// 3: the capture triggers keep `converge_conflicts` current and capture a write of a
+    ///    conflicted critical field to its shown value.
+    static let version = 3
 
     /// An HLC as an integer whose signed order is the HLC's unsigned order (the sign bit
     /// flipped), for columns SQL compares. The plain bit pattern would make every reading
@@ -97,6 +99,9 @@ enum MetadataSchema {
                 UPDATE converge_quarantine SET max_hlc = CASE WHEN max_hlc < 0
                     THEN max_hlc + 9223372036854775807 + 1 ELSE max_hlc - 9223372036854775807 - 1 END
                 """)
+        }
+        if stored < 3 {
+            for table in try ReplicatedTable.load(db).values { try CaptureTriggers.installTriggers(db, table: table) }
         }
         try db.execute(sql: "UPDATE converge_identity SET schema_version = ?", arguments: [version])
     }
