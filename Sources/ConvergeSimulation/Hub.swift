@@ -52,7 +52,7 @@ public struct HubRound: Sendable, Hashable {
 }
 
 /// What one round did.
-public struct HubRoundOutcome: Sendable, Hashable {
+public struct HubRoundOutcome: Sendable {
     public var pushedRecords = 0
     public var pulledRecords = 0
     /// Pulled records that changed the replica's store.
@@ -60,6 +60,9 @@ public struct HubRoundOutcome: Sendable, Hashable {
     public var quarantinedRecords = 0
     /// Why the round failed, when an injected fault made it give up (`nil`: it completed).
     public var failure: String?
+    /// The device's pull cursor in the server's feed after the round, and the server it
+    /// belongs to (for the session checker: answers never go back in the feed).
+    public var pullCursor: (server: ReplicaID, position: UInt64)?
 
     public init(pushedRecords: Int = 0, pulledRecords: Int = 0, appliedRecords: Int = 0, quarantinedRecords: Int = 0, failure: String? = nil) {
         self.pushedRecords = pushedRecords
@@ -132,6 +135,8 @@ final class HubServerNode: SimNode {
     func stateBytes() throws -> [UInt8] { WireEncoder.encode(try hub.serverSnapshot()) }
     func visibleRows(table: String) throws -> [Value: [String: Value]] { try hub.serverVisibleRows(table: table) }
     func conflicts() throws -> [Conflict] { try hub.serverConflicts() }
+    func takeChanged() -> [RecordAddress] { [] }
+    func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord] { [:] }
     func close() {}
 
     private static let notAReplica = SimulationFailure("the server is checked, not driven, by the simulation")

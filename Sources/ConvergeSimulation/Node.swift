@@ -35,14 +35,43 @@ protocol SimNode: AnyObject {
     /// The app's visible rows of `table`, by key.
     func visibleRows(table: String) throws -> [Value: [String: Value]]
     func conflicts() throws -> [Conflict]
+    /// The records whose state may have changed since the last call (local writes, applies,
+    /// releases), for the session checker: it looks only at what a step touched.
+    func takeChanged() -> [RecordAddress]
+    /// What the app shows of `addresses` (absent records included, with no row).
+    func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord]
     /// Releases files.
     func close()
+}
+
+extension RecordState {
+    /// What the app shows of this record, read from the merge state (core replicas).
+    func shown(schema: TableSchema) -> ShownRecord {
+        var record = ShownRecord(membership: membership, row: nil)
+        guard isAlive else { return record }
+        var row = [String: Value]()
+        for column in schema.columns {
+            switch fields[column]?.visibleRegister(membership: membership) {
+            case .lww(let register)?:
+                row[column] = register.value
+                record.stamps[column] = register.stamp
+            case .multi(let register)?:
+                row[column] = register.provisionalValue ?? .null
+                if let sibling = register.siblings.last { record.provisional[column] = sibling }
+            case nil:
+                row[column] = .null
+            }
+        }
+        record.row = row
+        return record
+    }
 }
 
 /// A pure-model replica: `ConvergeCore.Replica`, which is durable by construction (a crash
 /// loses the messages in flight, not the state).
 final class CoreNode: SimNode {
     var replica: Replica
+    private var changed: [RecordAddress] = []
 
     init(id: ReplicaID, maxDriftMilliseconds: UInt64) {
         replica = Replica(id: id, maxDriftMilliseconds: maxDriftMilliseconds)
@@ -54,11 +83,15 @@ final class CoreNode: SimNode {
     func recordState(_ address: RecordAddress) -> RecordState? { replica.state.state(of: address) }
 
     func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset {
-        replica.perform(operations, physicalMilliseconds: now)
+        let delta = replica.perform(operations, physicalMilliseconds: now)
+        changed += delta.records.map { RecordAddress(table: $0.table, key: $0.key) }
+        return delta
     }
 
     func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset {
-        replica.resolve(table: table, key: key, column: column, to: value, physicalMilliseconds: now)
+        let delta = replica.resolve(table: table, key: key, column: column, to: value, physicalMilliseconds: now)
+        changed += delta.records.map { RecordAddress(table: $0.table, key: $0.key) }
+        return delta
     }
 
     func changes(since cursor: UInt64, after position: UInt64?, limit: Int, now: UInt64) throws -> (changeset: Changeset, next: UInt64, hasMore: Bool) {
@@ -67,12 +100,19 @@ final class CoreNode: SimNode {
     }
 
     func apply(_ changeset: Changeset, now: UInt64) throws -> NodeApplyReport {
+        // An apply releases quarantined records whose time has come, before the new ones.
+        let held = replica.quarantine.isEmpty ? [] : Array(replica.quarantine.keys)
         let report = replica.apply(changeset, physicalMilliseconds: now)
+        if report.releasedRecords > 0 { changed += held }
+        changed += changeset.records.map { RecordAddress(table: $0.table, key: $0.key) }
         return NodeApplyReport(changed: report.changedRecords, quarantined: report.quarantinedRecords, released: report.releasedRecords)
     }
 
     func releaseQuarantine(now: UInt64, force: Bool) throws -> Int {
-        replica.releaseQuarantine(physicalMilliseconds: now, force: force)
+        let held = Array(replica.quarantine.keys)
+        let released = replica.releaseQuarantine(physicalMilliseconds: now, force: force)
+        if released > 0 { changed += held }
+        return released
     }
 
     func quarantinedCount() throws -> Int { replica.quarantine.count }
@@ -91,6 +131,20 @@ final class CoreNode: SimNode {
     }
 
     func conflicts() throws -> [Conflict] { replica.conflicts() }
+
+    func takeChanged() -> [RecordAddress] {
+        defer { changed.removeAll(keepingCapacity: true) }
+        return changed
+    }
+
+    func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord] {
+        var result = [RecordAddress: ShownRecord]()
+        for address in addresses {
+            guard let schema = SimulationSchema.byName[address.table] else { continue }
+            result[address] = (replica.state.state(of: address) ?? RecordState()).shown(schema: schema)
+        }
+        return result
+    }
 
     func close() {}
 }

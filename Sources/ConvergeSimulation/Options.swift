@@ -58,8 +58,8 @@ public enum FaultKind: String, Sendable, Hashable, CaseIterable, Codable, Compar
     }
 }
 
-/// A deliberately broken merge, injected on delivery, so tests can show the checker is
-/// not vacuous. Never used by a normal run.
+/// A deliberately broken behaviour, so tests and CI can show the checkers are not vacuous
+/// (`converge-sim --mutation NAME`; `--mutation list` names them). Never used by a normal run.
 public enum Mutation: String, Sendable, Hashable, CaseIterable, Codable {
     /// Deltas lose the causal context of their membership: a delete no longer removes
     /// what it saw, and an add no longer supersedes older tags (a join that drops the context).
@@ -67,6 +67,44 @@ public enum Mutation: String, Sendable, Hashable, CaseIterable, Codable {
     /// Received last-writer-wins stamps lose their replica: ties between equal clocks are
     /// then broken by value instead of by replica (a tie-break that ignores the replica).
     case tieIgnoresReplica = "tie-ignores-replica"
+    /// The device's sync engine shows a pulled page's values over local writes it has not
+    /// pushed yet (the reverted local writes Jepsen found in PowerSync, powersync.dart #253).
+    case pullOverUnpushed = "pull-over-unpushed"
+    /// The server answers a device's pull from a stale snapshot: a page older than one it
+    /// already served that device.
+    case stalePull = "stale-pull"
+    /// The device's sync engine saves its pull cursor past a page before the page is
+    /// committed, so a commit that fails loses the page.
+    case cursorBeforeCommit = "cursor-before-commit"
+
+    /// What the mutation breaks, for `--mutation list`.
+    public var summary: String {
+        switch self {
+        case .dropMembershipContext: return "merge: deltas lose their membership context (deletes stop removing what they saw)"
+        case .tieIgnoresReplica: return "merge: equal clocks break ties by value, not by replica"
+        case .pullOverUnpushed: return "client: a pulled page is shown over local writes not pushed yet (needs --transport http)"
+        case .stalePull: return "server: a pull is answered from a snapshot older than one already served (needs --transport http)"
+        case .cursorBeforeCommit: return "client: the pull cursor moves before the page is committed (needs --transport http)"
+        }
+    }
+
+    /// Whether it breaks the sync engine or the server, which only `--transport http` runs.
+    public var needsHTTP: Bool {
+        switch self {
+        case .dropMembershipContext, .tieIgnoresReplica: return false
+        case .pullOverUnpushed, .stalePull, .cursorBeforeCommit: return true
+        }
+    }
+}
+
+/// What the replicas write.
+public enum WorkloadKind: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Inserts, edits, deletes, re-inserts, concurrent creates, critical writes and
+    /// resolves over every table and both delete policies.
+    case mixed
+    /// Shaped like jepsen-powersync's: each transaction reads many keys of one table and
+    /// writes four (upserts of one last-writer-wins column); run it with 5 to 10 clients.
+    case jepsen
 }
 
 /// A bad option value.
@@ -97,12 +135,14 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     public var mutation: Mutation?
     /// The simulator's network, or the real server over HTTP.
     public var transport: SimulationTransport = .memory
+    /// What the replicas write.
+    public var workload: WorkloadKind = .mixed
 
     public init(
         seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
         topology: Topology = .hub, faults: Set<FaultKind> = Set(FaultKind.allCases), files: Bool = false,
         keysPerTable: Int? = nil, syncRate: Double? = nil, mutation: Mutation? = nil,
-        transport: SimulationTransport = .memory
+        transport: SimulationTransport = .memory, workload: WorkloadKind = .mixed
     ) {
         self.seed = seed
         self.replicas = replicas
@@ -115,6 +155,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         self.syncRate = syncRate
         self.mutation = mutation
         self.transport = transport
+        self.workload = workload
     }
 
     /// Checks the values; throws a message fit for the command line.
@@ -133,6 +174,9 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
             guard topology == .hub else {
                 throw OptionError("--transport http needs --topology hub (devices sync only with the server)")
             }
+        }
+        if let mutation, mutation.needsHTTP, transport != .http {
+            throw OptionError("--mutation \(mutation.rawValue) breaks the sync engine or the server: it needs --transport http")
         }
     }
 
@@ -172,6 +216,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         if let syncRate { parts.append("--sync-rate \(syncRate)") }
         if batchRecords != 1_000 { parts.append("--batch \(batchRecords)") }
         if maxDriftMilliseconds != HybridClock.defaultMaxDriftMilliseconds { parts.append("--max-drift-ms \(maxDriftMilliseconds)") }
+        if workload != .mixed { parts.append("--workload \(workload.rawValue)") }
         if let mutation { parts.append("--mutation \(mutation.rawValue)") }
         return parts.joined(separator: " ")
     }
@@ -180,7 +225,8 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     /// topology reads `hub over http` for the real server).
     public var summary: String {
         let network = transport == .memory ? topology.rawValue : "\(topology.rawValue) over \(transport.rawValue)"
-        return "\(replicas) \(store.rawValue) replicas, \(ops) ops, \(network), faults \(FaultKind.describe(faults)), seed \(seed)"
+        let writes = workload == .mixed ? "" : ", \(workload.rawValue) workload"
+        return "\(replicas) \(store.rawValue) replicas, \(ops) ops\(writes), \(network), faults \(FaultKind.describe(faults)), seed \(seed)"
     }
 }
 

@@ -72,16 +72,28 @@ public struct SimulationReport: Sendable, Codable {
     public var digest: String
     public var divergence: Divergence?
     public var failure: String?
+    /// Fields (and, over HTTP, pull cursors) the session checker looked at, after every
+    /// local write and every applied sync on every replica.
+    public var sessionChecks = 0
+    /// Steps that broke read-your-writes, monotonic reads or a local write (DESIGN §7).
+    public var sessionViolations = 0
+    /// The first of them.
+    public var sessionViolation: SessionViolation?
+
+    /// Converged, and kept every session guarantee at every step.
+    public var passed: Bool { converged && sessionViolations == 0 }
 
     /// The short readable report.
     public var text: String {
         var lines = [String]()
-        lines.append("\(converged ? "CONVERGED" : "DIVERGED"): \(options.summary)")
+        lines.append("\(converged ? (sessionViolations == 0 ? "CONVERGED" : "CONVERGED, SESSION GUARANTEES BROKEN") : "DIVERGED"): \(options.summary)")
         lines.append("  \(writes) writes acknowledged (\(noOpWrites) no-op), \(visibleWrites) still visible in \(visibleRows) rows, \(openConflicts) open conflicts, lost writes: \(lostWrites)")
         lines.append("  \(messages) messages (\(roundTrips) round trips, \(continuations) continued), \(recordsSent) record deltas, \(formatBytes(bytes)), \(faults) faults injected" + (faultCounts.isEmpty ? "" : " (" + faultCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
         lines.append("  quarantined: \(quarantinedDuringRun) records during the run, \(quarantinedAtHeal) still held when healing began; healed in \(healRounds) round\(healRounds == 1 ? "" : "s")")
+        lines.append("  session guarantees: \(sessionChecks) checks, \(sessionViolations) violation\(sessionViolations == 1 ? "" : "s") (read-your-writes, monotonic reads, no reverted local write)")
         lines.append("  state digest \(digest), \(String(format2: elapsedSeconds)) s")
         if let failure { lines.append("  failure: \(failure)") }
+        if let sessionViolation { lines.append(sessionViolation.description) }
         if let divergence { lines.append(divergence.description) }
         return lines.joined(separator: "\n")
     }
@@ -98,15 +110,23 @@ public struct SimulationReport: Sendable, Codable {
             ("bytes", "\(bytes)"),
             ("faults", "\(faults)"),
             ("lost_writes", "\(lostWrites)"),
+            ("passed", passed ? "true" : "false"),
+            ("session_checks", "\(sessionChecks)"),
+            ("session_violations", "\(sessionViolations)"),
             ("store", jsonString(options.store.rawValue)),
             ("topology", jsonString(options.topology.rawValue)),
             ("transport", jsonString(options.transport.rawValue)),
             ("fault_kinds", jsonString(FaultKind.describe(options.faults))),
+            ("workload", jsonString(options.workload.rawValue)),
             ("writes", "\(writes)"),
             ("quarantined", "\(quarantinedDuringRun)"),
             ("digest", jsonString(digest)),
         ]
         if let divergence { fields.append(("divergence", jsonString("\(divergence.table) \(divergence.key) \(divergence.field)"))) }
+        if let violation = sessionViolation {
+            fields.append(("session_violation", jsonString("\(violation.guarantee): replica \(violation.replica) \(violation.table) \(violation.key) \(violation.field)")))
+        }
+
         if let failure { fields.append(("failure", jsonString(failure))) }
         return "{" + fields.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
     }

@@ -20,6 +20,8 @@ final class SQLiteNode: SimNode {
     private var shadowCursor: UInt64 = 0
     /// Set when the store took a new identity on its own (it must not, in a simulation).
     private(set) var identityResets = 0
+    /// Records the store's feed showed changed since the session checker last asked.
+    private var changed: [RecordAddress] = []
 
     init(id: ReplicaID, path: String?, maxDriftMilliseconds: UInt64, now: UInt64) throws {
         self.path = path
@@ -78,6 +80,7 @@ final class SQLiteNode: SimNode {
             let batch = try store.changes(since: shadowCursor, after: position, maxRecords: 10_000, maxBytes: 1 << 26)
             shadow.apply(batch.changeset, physicalMilliseconds: 0)
             read += batch.changeset.records
+            changed += batch.changeset.records.map { RecordAddress(table: $0.table, key: $0.key) }
             position = batch.next
             if !batch.hasMore { break }
         }
@@ -196,6 +199,50 @@ final class SQLiteNode: SimNode {
     }
 
     func conflicts() throws -> [Conflict] { try live().1.conflicts() }
+
+    func takeChanged() -> [RecordAddress] {
+        defer { changed.removeAll(keepingCapacity: true) }
+        return changed
+    }
+
+    /// The app's rows of `addresses`, read from the app tables (what the user sees), with
+    /// the membership and critical siblings of the store's state (through the shadow, which
+    /// follows the store's feed) to tell which write a row shows.
+    func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord] {
+        let (queue, _) = try live()
+        var byTable = [String: [Value]]()
+        for address in addresses { byTable[address.table, default: []].append(address.key) }
+        var rows = [RecordAddress: [String: Value]]()
+        try queue.read { db in
+            for (table, keys) in byTable {
+                guard let schema = SimulationSchema.byName[table] else { continue }
+                // Bounded statements: SQLite limits the number of parameters.
+                var start = 0
+                while start < keys.count {
+                    let chunk = keys[start..<min(keys.count, start + 500)]
+                    start += 500
+                    let marks = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
+                    let sql = "SELECT * FROM \(table) WHERE \(schema.primaryKey) IN (\(marks))"
+                    for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(chunk.map(\.databaseValue))) {
+                        var values = [String: Value]()
+                        for column in schema.columns { values[column] = Value(row[column] as DatabaseValue) }
+                        rows[RecordAddress(table: table, key: Value(row[schema.primaryKey] as DatabaseValue))] = values
+                    }
+                }
+            }
+        }
+        var result = [RecordAddress: ShownRecord]()
+        for address in addresses {
+            guard let schema = SimulationSchema.byName[address.table] else { continue }
+            let state = shadow.state.state(of: address) ?? RecordState()
+            var record = ShownRecord(membership: state.membership, row: rows[address])
+            for column in schema.columns where schema.policy(of: column) != .lww {
+                if let sibling = state.multiValue(of: column)?.siblings.last { record.provisional[column] = sibling }
+            }
+            result[address] = record
+        }
+        return result
+    }
 
     func close() {
         store = nil

@@ -13,8 +13,9 @@ public func simulate(_ options: SimulationOptions, progress: ((SimulationProgres
     Simulation(options: options).run(progress: progress)
 }
 
-/// Shrinks a failing run: fewer operations, fewer replicas, fewer keys, one fault kind
-/// fewer, a plainer topology, as long as the run still fails. Every candidate is a
+/// Shrinks a failing run (diverged, or broke a session guarantee): fewer operations, fewer
+/// replicas, fewer keys, one fault kind fewer, a plainer topology, as long as the run still
+/// fails. Every candidate is a
 /// deterministic replay, so the result is itself a one-line reproducer. `run` runs a
 /// candidate (over HTTP: ConvergeSimulationHTTP's `simulateOverHTTPBlocking`).
 public func shrink(
@@ -32,7 +33,7 @@ public func shrink(
             guard attempts < maxAttempts else { break }
             attempts += 1
             let result = run(candidate)
-            if !result.converged {
+            if !result.passed {
                 current = candidate
                 currentReport = result
                 improved = true

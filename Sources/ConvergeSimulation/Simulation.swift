@@ -14,6 +14,11 @@ public struct FaultRates: Sendable, Hashable {
     /// The share of clock jumps that go beyond the drift allowance (far future).
     public var farFutureJumpShare = 0.35
     public var maxSkewMilliseconds: Int64 = 120_000
+    /// Over HTTP, with crash faults: the chance that a request kills the server (before it
+    /// reaches it, or after it applied it and before the answer), which restarts from its
+    /// files; and the chance that a device fails to commit a pulled page (killed mid-apply).
+    public var serverKill = 0.004
+    public var commitFailure = 0.03
     public init() {}
 }
 
@@ -71,6 +76,9 @@ public final class Simulation {
     private var hubFaultCounts: [String: Int] = [:]
     /// The hub's server, as a node of the final check (`--transport http`).
     private var serverNode: HubServerNode?
+    /// Read-your-writes, monotonic reads and no reverted local write, after every step.
+    private var session: SessionChecker
+    private var firstViolationHistory: [String] = []
 
     /// - Parameter hub: The real server, for `options.transport == .http`
     ///   (ConvergeSimulationHTTP's `simulateOverHTTP` provides it).
@@ -79,7 +87,8 @@ public final class Simulation {
         self.hub = hub
         rng = SeededGenerator(seed: options.seed ^ 0x5EED_C0DE_CAFE_F00D)
         oracle = Oracle(keepHistory: options.ops <= 50_000)
-        workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable)
+        workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable, kind: options.workload)
+        session = SessionChecker(replicas: max(0, options.replicas))
     }
 
     /// Runs the simulation and checks it. Never throws: errors are failures in the report.
@@ -123,7 +132,35 @@ public final class Simulation {
             roundTrips: roundTrips, continuations: continuations, recordsSent: recordsSent,
             digest: outcome?.digest ?? "-",
             divergence: outcome?.divergence,
-            failure: failure ?? outcome?.failure)
+            failure: failure ?? outcome?.failure,
+            sessionChecks: session.checks,
+            sessionViolations: session.violations,
+            sessionViolation: firstSessionViolation())
+    }
+
+    /// The first session violation, with its record's history.
+    private func firstSessionViolation() -> SessionViolation? {
+        guard var violation = session.first else { return nil }
+        violation.history = firstViolationHistory
+        return violation
+    }
+
+    // MARK: - Session guarantees
+
+    /// Checks what `replica` shows after a step: the records the step changed, plus `extra`
+    /// (what a transaction read). `written`: the records the step's own write wrote fields of.
+    private func observe(_ replica: Int, extra: [RecordAddress] = [], written: Set<RecordAddress> = [], _ what: @autoclosure () -> String) throws {
+        var addresses = nodes[replica].takeChanged()
+        addresses += extra
+        guard !addresses.isEmpty else { return }
+        let shown = try nodes[replica].shown(addresses)
+        let op = opsDone, healing = healing
+        let before = session.violations
+        session.observe(
+            replica: replica, records: shown, step: SessionStep(op: op, healing: healing, what: what()), written: written,
+            describe: { stamp in StateFormatter(names: self.names).stamp(stamp) })
+        // The record's history up to the step that broke the guarantee, not the run's end.
+        if before == 0, session.violations > 0, let address = session.firstAddress { firstViolationHistory = historyLines(address) }
     }
 
     private func currentProgress(_ phase: String) -> SimulationProgress {
@@ -253,6 +290,7 @@ public final class Simulation {
                 for restart in restarts where restart.op <= index {
                     try nodes[restart.replica].restart(now: physical(restart.replica))
                     down[restart.replica] = false
+                    try observe(restart.replica, "after restarting from a crash")
                 }
                 restarts.removeAll { $0.op <= index }
             }
@@ -284,8 +322,10 @@ public final class Simulation {
         let transaction = workload.next(replica: replica, rng: &rng, view: node.recordState)
         let planned: [PlannedWrite]
         let delta: Changeset
+        var reads = [RecordAddress]()
         switch transaction {
-        case .operations(let operations):
+        case .operations(let operations, let read):
+            reads = read
             planned = operations.compactMap { operation in
                 let (table, key) = operation.simulatedAddress
                 return PlannedWrite.plan(operation, before: node.recordState(RecordAddress(table: table, key: key)))
@@ -302,6 +342,7 @@ public final class Simulation {
         if planned.isEmpty {
             if own > .zero { throw SimulationFailure("replica \(replica) stamped a write that changes nothing: \(delta.records.map { "\($0.table) \($0.key)" })") }
             noOps += 1
+            try observe(replica, extra: reads, "after a local transaction that changed nothing")
             return
         }
         guard own > .zero else {
@@ -311,8 +352,13 @@ public final class Simulation {
         if let mismatch = captureMismatch(planned: planned, delta: delta, stamp: stamp) {
             throw SimulationFailure("replica \(replica) captured its write differently than issued: \(mismatch)")
         }
-        for write in planned { oracle.record(write, stamp: stamp, replica: replica) }
+        for write in planned {
+            oracle.record(write, stamp: stamp, replica: replica)
+            session.recordWrite(write, stamp: stamp, replica: replica)
+        }
         writes += 1
+        let written = Set(planned.filter { !$0.fields.isEmpty }.map(\.address))
+        try observe(replica, extra: reads, written: written, "after its local write at \(StateFormatter(names: names).stamp(stamp))")
     }
 
     // MARK: - Network
@@ -402,7 +448,7 @@ public final class Simulation {
         if let side = partitionSide, side[message.from] != side[message.to] { return }
         switch message.payload {
         case .request(let push, let pushNext, let pushHasMore, let pullCursor, let pullPosition):
-            if let push { try applyBytes(push, to: message.to) }
+            if let push { try applyBytes(push, to: message.to, from: message.from) }
             let page = try nodes[message.to].changes(since: pullCursor, after: pullPosition, limit: options.batchRecords, now: physical(message.to))
             let pull = page.changeset.isEmpty ? nil : WireEncoder.encode(page.changeset)
             recordsSent += page.changeset.records.count
@@ -423,7 +469,7 @@ public final class Simulation {
                 // When the peer has acknowledged everything in our feed, what its answer
                 // changes here is known to it: no need to echo it back.
                 let before = try nodes[message.to].feedSequence()
-                try applyBytes(pull, to: message.to)
+                try applyBytes(pull, to: message.to, from: message.from)
                 if cursor.sentPosition == nil && cursor.sent >= before { cursor.sent = try nodes[message.to].feedSequence() }
             }
             if pullHasMore {
@@ -441,7 +487,7 @@ public final class Simulation {
     }
 
     @discardableResult
-    private func applyBytes(_ encoded: [UInt8], to replica: Int) throws -> Int {
+    private func applyBytes(_ encoded: [UInt8], to replica: Int, from sender: Int) throws -> Int {
         var changeset = try WireDecoder.decode(encoded)
         if let mutation = options.mutation { changeset = mutation.corrupt(changeset) }
         if let trace = Simulation.trace, trace.replica == replica || replica == 0 {
@@ -454,6 +500,7 @@ public final class Simulation {
             print("TRACE   -> seq \(try nodes[replica].feedSequence()) quarantined \(report.quarantined), state now \(StateFormatter(names: names).record(nodes[replica].recordState(RecordAddress(table: trace.table, key: .text(String(trace.key.dropFirst().dropLast()))))))")
         }
         quarantinedDuringRun += report.quarantined
+        try observe(replica, "after applying changes from replica \(sender)")
         return report.changed
     }
 
@@ -472,6 +519,12 @@ public final class Simulation {
         try node.followEngine()
         quarantinedDuringRun += outcome.quarantinedRecords
         absorbTraffic()
+        let what = outcome.failure == nil ? "after a sync round with the server" : "after a sync round with the server that failed (\(outcome.failure!))"
+        try observe(replica, what)
+        if let cursor = outcome.pullCursor {
+            session.observeCursor(replica: replica, server: cursor.server, position: cursor.position,
+                                  step: SessionStep(op: opsDone, healing: healing, what: what))
+        }
         return outcome
     }
 
@@ -512,6 +565,7 @@ public final class Simulation {
             if down[replica] {
                 try nodes[replica].restart(now: physical(replica))
                 down[replica] = false
+                try observe(replica, "after restarting from a crash")
             }
         }
         restarts.removeAll()
@@ -532,7 +586,10 @@ public final class Simulation {
         for node in nodes { quarantinedAtHeal += try node.quarantinedCount() }
         if let serverNode { quarantinedAtHeal += try serverNode.quarantinedCount() }
         try hub?.advanceTime(to: now)
-        for (index, node) in nodes.enumerated() { _ = try node.releaseQuarantine(now: physical(index), force: false) }
+        for (index, node) in nodes.enumerated() {
+            _ = try node.releaseQuarantine(now: physical(index), force: false)
+            try observe(index, "after releasing its quarantine")
+        }
         let held = try nodes.reduce(0) { try $0 + $1.quarantinedCount() }
         if held > 0 {
             throw SimulationFailure("\(held) quarantined records still held after virtual time passed every stamp")
@@ -574,7 +631,7 @@ public final class Simulation {
                 messages += 1
                 bytes += encoded.count + 20
                 recordsSent += page.changeset.records.count
-                moved += try applyBytes(encoded, to: to)
+                moved += try applyBytes(encoded, to: to, from: from)
             }
             position = page.next
             if !page.hasMore { return max(cursor, page.next) }

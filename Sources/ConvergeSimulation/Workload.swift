@@ -31,8 +31,9 @@ public enum SimulationSchema {
 
 /// One local transaction the workload asks a replica to run.
 enum Transaction {
-    /// Plain writes (on distinct records), one stamp for the lot.
-    case operations([Replica.Operation])
+    /// Plain writes (on distinct records), one stamp for the lot, and the records the
+    /// transaction read first (the session checker checks what they show).
+    case operations([Replica.Operation], reads: [RecordAddress] = [])
     /// A resolve of a conflicted critical field.
     case resolve(table: String, key: Value, column: String, value: Value)
 }
@@ -41,11 +42,13 @@ enum Transaction {
 /// of one id, critical writes and resolves, on keys drawn with a heavy skew.
 struct WorkloadGenerator {
     let keysPerTable: Int
+    let kind: WorkloadKind
     private var valueCounter: UInt64 = 0
     private var createCounter: Int = 0
 
-    init(keysPerTable: Int) {
+    init(keysPerTable: Int, kind: WorkloadKind = .mixed) {
         self.keysPerTable = keysPerTable
+        self.kind = kind
     }
 
     /// A key with a Zipf-like skew: half the draws hit the first eighth of the keys.
@@ -82,6 +85,7 @@ struct WorkloadGenerator {
 
     /// The next transaction for `replica`, given its local view of records.
     mutating func next(replica: Int, rng: inout SeededGenerator, view: (RecordAddress) -> RecordState?) -> Transaction {
+        if kind == .jepsen { return nextJepsen(replica: replica, rng: &rng, view: view) }
         let schema = SimulationSchema.tables[rng.below(SimulationSchema.tables.count)]
         let roll = rng.below(100)
         if roll >= 95 {
@@ -111,6 +115,32 @@ struct WorkloadGenerator {
             return .resolve(table: schema.name, key: key, column: column, value: value)
         }
         return .operations([single(schema: schema, key: key, roll: roll, replica: replica, rng: &rng, view: view)])
+    }
+
+    /// jepsen-powersync's transactions: read many keys, write four, on one table whose
+    /// values are last-writer-wins (here `notes.title`, upserted: an insert where the row
+    /// is absent, an update where it is alive). Keys are uniform, as there.
+    private mutating func nextJepsen(replica: Int, rng: inout SeededGenerator, view: (RecordAddress) -> RecordState?) -> Transaction {
+        let table = SimulationSchema.notes.name
+        let keyCount = max(4, keysPerTable)
+        var reads = [RecordAddress]()
+        for _ in 0..<min(keyCount, 8 + rng.below(9)) {
+            reads.append(RecordAddress(table: table, key: .text("k\(rng.below(keyCount))")))
+        }
+        var keys = [Value]()
+        while keys.count < 4 {
+            let key = Value.text("k\(rng.below(keyCount))")
+            if !keys.contains(key) { keys.append(key) }
+        }
+        let writes = keys.map { key -> Replica.Operation in
+            if view(RecordAddress(table: table, key: key))?.isAlive ?? false {
+                return .update(table: table, key: key, values: ["title": uniqueText(replica: replica)])
+            }
+            // An SQL insert writes every column (the others to their defaults), so the
+            // insert branch of the upsert names them all.
+            return .insert(table: table, key: key, values: insertValues(SimulationSchema.notes, replica: replica, rng: &rng))
+        }
+        return .operations(writes, reads: reads)
     }
 
     private mutating func single(

@@ -53,7 +53,11 @@ public func simulateOverHTTPBlocking(
 /// - `delay`: the request reaches the server later, the engine meanwhile times out;
 /// - `partition`: the replicas cut off cannot reach the server at all;
 /// - `skew`, `jump`, `crash`: the simulation's own (a crash closes the device's SQLite
-///   file; its engine is made again when it reopens).
+///   file; its engine is made again when it reopens). With `crash` the hub also kills the
+///   server (`server-kill`: before a request reaches it, or after it applied one and before
+///   the answer leaves; what it held in memory is lost, and a new server starts on the same
+///   files), and makes a device fail to commit a pulled page (`commit-failure`: the store
+///   refuses the page as a whole, as when the app is killed mid-apply).
 ///
 /// The engine retries failed requests (four tries, a few milliseconds apart); a round that
 /// still fails is left for a later round, as an app would.
@@ -61,10 +65,8 @@ public final class HTTPHub: SimulationHub {
     /// The namespace every device belongs to.
     public static let namespace = "simulation"
 
-    private var server: RunningServer?
-    private var namespaceStore: (any NamespaceStore)?
+    private var server: ServerHandle?
     private var directory: URL?
-    private var http: HTTPSyncTransport?
     private var controller: FaultController?
     private var tokens: [String] = []
     private var options = SimulationOptions()
@@ -101,32 +103,18 @@ public final class HTTPHub: SimulationHub {
             dataDirectory: directory, jwtSecret: "converge-simulation-\(UUID().uuidString)",
             maxPullRecords: max(1_000, options.batchRecords), schema: Self.schema,
             store: ReplicatedDatabase.Configuration(physicalTime: { serverClock.milliseconds }))
-        let logger = { () -> Logger in
-            var logger = Logger(label: "converge-sim-server")
-            logger.logLevel = .error
-            return logger
-        }()
+        let server = ServerHandle(configuration: configuration)
         let replicas = options.replicas
-        let namespace = Self.namespace
-        let started = try waitFor { () async throws -> (RunningServer, [String], any NamespaceStore) in
-            let service = try await SyncService(configuration: configuration)
-            let server = try await RunningServer.start(service: service, host: "127.0.0.1", port: 0, logger: logger)
-            do {
-                var tokens = [String]()
-                for replica in 0..<replicas {
-                    tokens.append(try await service.authenticator.token(namespace: namespace, device: Self.device(replica)))
-                }
-                return (server, tokens, try await service.storage.store(for: namespace))
-            } catch {
-                await server.stop()
-                throw error
+        tokens = try waitFor { () async throws -> [String] in
+            let service = try await server.start()
+            var tokens = [String]()
+            for replica in 0..<replicas {
+                tokens.append(try await service.authenticator.token(namespace: Self.namespace, device: Self.device(replica)))
             }
+            return tokens
         }
-        server = started.0
-        tokens = started.1
-        namespaceStore = started.2
-        serverReplica = started.2.serverReplica
-        http = HTTPSyncTransport(baseURL: started.0.baseURL, configuration: .init(requestTimeout: 60, resourceTimeout: 120))
+        self.server = server
+        serverReplica = try server.store().serverReplica
         controller = FaultController(options: options, rates: rates)
     }
 
@@ -144,32 +132,49 @@ public final class HTTPHub: SimulationHub {
             }
         }
         let injected = controller.endRound()
+        // Where the device stands in the server's feed, for the session checker.
+        let cursor = try database.cursor(for: engine.configuration.peer).received
+        let position = (server: serverReplica, position: cursor)
         switch result {
         case .success(let report):
-            return HubRoundOutcome(
+            var outcome = HubRoundOutcome(
                 pushedRecords: report.pushedRecords, pulledRecords: report.pulledRecords,
                 appliedRecords: report.appliedRecords, quarantinedRecords: report.quarantinedRecords)
+            outcome.pullCursor = position
+            return outcome
         case .failure(let error):
             // Only what a fault of this round explains is a round an app would retry later.
             switch error {
             case .offline, .serverError:
-                if injected > 0 { return HubRoundOutcome(failure: error.description) }
+                if injected.count > 0 {
+                    var outcome = HubRoundOutcome(failure: error.description)
+                    outcome.pullCursor = position
+                    return outcome
+                }
+            case .local:
+                // A page the device failed to commit (injected) is pulled again later.
+                if injected.commitFailures > 0 {
+                    var outcome = HubRoundOutcome(failure: error.description)
+                    outcome.pullCursor = position
+                    return outcome
+                }
             default:
                 break
             }
-            throw HubError("replica \(replica) (device \(Self.device(replica))): sync round failed at op \(round.op)\(injected > 0 ? " (\(injected) faults injected in the round)" : ""): \(error)")
+            throw HubError("replica \(replica) (device \(Self.device(replica))): sync round failed at op \(round.op)\(injected.count > 0 ? " (\(injected.count) faults injected in the round)" : ""): \(error)")
         }
     }
 
     public func advanceTime(to now: UInt64) throws {
         serverClock.milliseconds = now
-        guard let store = namespaceStore as? SQLiteNamespaceStore else { return }
+        guard let store = try server?.store() as? SQLiteNamespaceStore else { return }
         _ = try store.database.releaseQuarantine(force: false)
     }
 
     public func deliverLate(dueBy op: Int) throws {
-        guard let controller, let http else { return }
+        guard let controller, let server else { return }
         for late in controller.takeLate(dueBy: op) {
+            let http = try server.transport()
             let token = tokens[late.replica]
             let outcome = try waitFor { () async -> Result<SyncResponse, any Error> in
                 do { return .success(try await http.send(late.request, token: token)) } catch { return .failure(error) }
@@ -212,8 +217,6 @@ public final class HTTPHub: SimulationHub {
 
     public func stop() {
         engines.removeAll()
-        http = nil
-        namespaceStore = nil
         if let server {
             self.server = nil
             _ = try? waitFor { await server.stop() }
@@ -229,20 +232,25 @@ public final class HTTPHub: SimulationHub {
     static func device(_ replica: Int) -> String { "replica-\(replica)" }
 
     private func liveStore() throws -> any NamespaceStore {
-        guard let namespaceStore else { throw HubError("the hub is not started") }
-        return namespaceStore
+        guard let server else { throw HubError("the hub is not started") }
+        return try server.store()
     }
 
     /// The replica's engine; made again when its store was reopened (after a crash).
     private func engine(for replica: Int, database: ReplicatedDatabase) throws -> SyncEngine {
         if let current = engines[replica], current.database === database { return current.engine }
-        guard let http, let controller else { throw HubError("the hub is not started") }
+        guard let server, let controller else { throw HubError("the hub is not started") }
         let batch = max(1, options.batchRecords)
-        let configuration = SyncEngine.Configuration(
+        var configuration = SyncEngine.Configuration(
             pushBatchRecords: batch, pushBatchBytes: 4 << 20, pullPageRecords: batch, pullPageBytes: 4 << 20,
             retry: SyncEngine.RetryPolicy(maxAttempts: 4, initialDelay: .milliseconds(1), maxDelay: .milliseconds(4)),
             logLimit: 20)
-        let transport = FaultInjectingTransport(replica: replica, base: http, controller: controller)
+        switch options.mutation {
+        case .pullOverUnpushed?: configuration.mutation = .pullOverUnpushed
+        case .cursorBeforeCommit?: configuration.mutation = .cursorBeforeCommit
+        case .dropMembershipContext?, .tieIgnoresReplica?, .stalePull?, nil: break
+        }
+        let transport = FaultInjectingTransport(replica: replica, server: server, controller: controller)
         let engine = try SyncEngine(database: database, transport: transport, configuration: configuration, token: tokens[replica])
         engines[replica] = (database, engine)
         return engine
@@ -255,12 +263,91 @@ struct HubError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+// MARK: - The server, killed and restarted
+
+/// The running server of a hub: started, killed (what it holds in memory is lost) and
+/// started again on the same files, with a new port each time.
+final class ServerHandle: @unchecked Sendable {
+    private let configuration: ServerConfiguration
+    private let lock = NSLock()
+    private var running: RunningServer?
+    private var http: HTTPSyncTransport?
+    private var namespaceStore: (any NamespaceStore)?
+    private(set) var restarts = 0
+
+    init(configuration: ServerConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Starts a server on the configuration's data directory; returns its service.
+    @discardableResult
+    func start() async throws -> SyncService {
+        var logger = Logger(label: "converge-sim-server")
+        logger.logLevel = .error
+        let service = try await SyncService(configuration: configuration)
+        let server = try await RunningServer.start(service: service, host: "127.0.0.1", port: 0, logger: logger)
+        do {
+            let store = try await service.storage.store(for: HTTPHub.namespace)
+            let http = HTTPSyncTransport(baseURL: server.baseURL, configuration: .init(requestTimeout: 60, resourceTimeout: 120))
+            lock.withLock {
+                running = server
+                self.http = http
+                namespaceStore = store
+            }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        return service
+    }
+
+    /// Kills the server and starts a new one on the same files: a new service, storage
+    /// reopened from disk, nothing kept from the old one's memory. The store's
+    /// transactions are what make a push all-or-nothing across this.
+    func restart() async throws {
+        let old = lock.withLock { () -> RunningServer? in
+            defer {
+                running = nil
+                http = nil
+                namespaceStore = nil
+                restarts += 1
+            }
+            return running
+        }
+        await old?.stop()
+        try await start()
+    }
+
+    func stop() async {
+        let old = lock.withLock { () -> RunningServer? in
+            defer {
+                running = nil
+                http = nil
+                namespaceStore = nil
+            }
+            return running
+        }
+        await old?.stop()
+    }
+
+    func transport() throws -> HTTPSyncTransport {
+        guard let http = lock.withLock({ http }) else { throw HubError("the server is not running") }
+        return http
+    }
+
+    func store() throws -> any NamespaceStore {
+        guard let store = lock.withLock({ namespaceStore }) else { throw HubError("the server is not running") }
+        return store
+    }
+}
+
 // MARK: - Faults
 
-/// A device's transport: the real `HTTPSyncTransport`, behind the seeded faults.
+/// A device's transport: the real `HTTPSyncTransport` of the server running now, behind
+/// the seeded faults.
 struct FaultInjectingTransport: SyncTransport {
     let replica: Int
-    let base: HTTPSyncTransport
+    let server: ServerHandle
     let controller: FaultController
 
     func send(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
@@ -280,15 +367,22 @@ struct FaultInjectingTransport: SyncTransport {
         case .duplicate:
             _ = try await exchange(request, token: token)
             return try await exchange(request, token: token)
+        case .killBefore:
+            try await server.restart()
+            throw SyncTransportError.network("injected: the server was killed before the request reached it")
+        case .killAfter:
+            _ = try await exchange(request, token: token)
+            try await server.restart()
+            throw SyncTransportError.network("injected: the server was killed after it applied the request, before it answered")
         case .pass:
             return try await exchange(request, token: token)
         }
     }
 
     private func exchange(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
-        let response = try await base.send(request, token: token)
+        let response = try await server.transport().send(request, token: token)
         controller.count(request, response)
-        return controller.corrupt(response)
+        return controller.tamper(controller.corrupt(response), replica: replica)
     }
 }
 
@@ -299,7 +393,7 @@ struct FaultInjectingTransport: SyncTransport {
 /// the simulation's thread and the engines' tasks explicit.
 final class FaultController: @unchecked Sendable {
     enum Decision {
-        case pass, offline, dropRequest, loseResponse, badGateway, delay, duplicate
+        case pass, offline, dropRequest, loseResponse, badGateway, delay, duplicate, killBefore, killAfter
     }
 
     /// A request that reaches the server later than it was sent.
@@ -311,6 +405,18 @@ final class FaultController: @unchecked Sendable {
         var request: SyncRequest
     }
 
+    /// The faults of one round.
+    struct Injected {
+        var count = 0
+        var commitFailures = 0
+    }
+
+    /// The pull part of an answer the server gave a device.
+    private struct ServedPage {
+        var changeset: [UInt8]
+        var next: UInt64
+    }
+
     private let lock = NSLock()
     private var rng: SeededGenerator
     private let rates: FaultRates
@@ -320,11 +426,13 @@ final class FaultController: @unchecked Sendable {
     private let delayWindow: Int
     private let reorderWindow: Int
     private var round = HubRound(op: 0, faulty: false, offline: false)
-    private var injectedInRound = 0
+    private var injected = Injected()
     private var previous: SyncRequest?
     private var traffic = HubTraffic()
     private var late: [Late] = []
     private var lateOrder = 0
+    /// `stale-pull`: the pages served to each device lately, oldest first.
+    private var served: [Int: [ServedPage]] = [:]
 
     init(options: SimulationOptions, rates: FaultRates) {
         rng = SeededGenerator(seed: options.seed ^ 0x4854_5450_4855_4221)
@@ -338,14 +446,14 @@ final class FaultController: @unchecked Sendable {
     func beginRound(_ round: HubRound) {
         lock.withLock {
             self.round = round
-            injectedInRound = 0
+            injected = Injected()
             previous = nil
         }
     }
 
     /// Ends a round; returns the faults injected in it.
-    func endRound() -> Int {
-        lock.withLock { injectedInRound }
+    func endRound() -> Injected {
+        lock.withLock { injected }
     }
 
     func decide(_ request: SyncRequest, replica: Int, token: String?) -> Decision {
@@ -355,8 +463,11 @@ final class FaultController: @unchecked Sendable {
             previous = request
             guard round.faulty else { return .pass }
             if round.offline {
-                injectedInRound += 1
+                injected.count += 1
                 return .offline
+            }
+            if faults.contains(.crash) && rng.chance(rates.serverKill) {
+                return rng.chance(0.5) ? inject("server-kill", .killBefore) : inject("server-kill", .killAfter)
             }
             if faults.contains(.drop) && rng.chance(rates.drop) {
                 switch rng.below(3) {
@@ -372,7 +483,7 @@ final class FaultController: @unchecked Sendable {
             if faults.contains(.reorder) && rng.chance(rates.reorder) {
                 // A copy arrives later, after newer requests; this one goes through now.
                 park(request, replica: replica, within: reorderWindow)
-                injectedInRound += 1
+                injected.count += 1
                 traffic.faults["reorder", default: 0] += 1
                 return .pass
             }
@@ -385,7 +496,7 @@ final class FaultController: @unchecked Sendable {
 
     /// Called with the lock held.
     private func inject(_ kind: String, _ decision: Decision) -> Decision {
-        injectedInRound += 1
+        injected.count += 1
         traffic.faults[kind, default: 0] += 1
         return decision
     }
@@ -418,10 +529,43 @@ final class FaultController: @unchecked Sendable {
 
     /// The answer as a broken merge on the device would see it (test-only mutations).
     func corrupt(_ response: SyncResponse) -> SyncResponse {
-        guard let mutation, !response.changeset.isEmpty, let changeset = try? WireDecoder.decode(response.changeset) else { return response }
+        guard let mutation, !mutation.needsHTTP, !response.changeset.isEmpty, let changeset = try? WireDecoder.decode(response.changeset) else { return response }
         var corrupted = response
         corrupted.changeset = WireEncoder.encode(mutation.corrupt(changeset))
         return corrupted
+    }
+
+    /// What reaches the device of an answer: a page it fails to commit (`commit-failure`,
+    /// with crash faults), or, with the `stale-pull` mutation, the pull of an older answer.
+    func tamper(_ response: SyncResponse, replica: Int) -> SyncResponse {
+        lock.withLock {
+            var result = response
+            if mutation == .stalePull && !response.changeset.isEmpty {
+                var pages = served[replica, default: []]
+                // MUTATION: a page older than the newest one served, as from a stale snapshot.
+                if round.faulty, let older = pages.first, let newest = pages.last, older.next < newest.next, rng.chance(0.2) {
+                    result.changeset = older.changeset
+                    result.next = older.next
+                    result.hasMore = false
+                    result.pushedRange = nil
+                    return result
+                }
+                pages.append(ServedPage(changeset: response.changeset, next: response.next))
+                if pages.count > 8 { pages.removeFirst() }
+                served[replica] = pages
+            }
+            if round.faulty && faults.contains(.crash) && !response.changeset.isEmpty && rng.chance(rates.commitFailure),
+               var page = try? WireDecoder.decode(response.changeset) {
+                // A record the store refuses as a whole (an invalid table name): the apply
+                // throws and leaves the store as it was, as if the app died mid-commit.
+                page.records.append(RecordDelta(table: "injected commit failure", key: .text("-"), state: RecordState()))
+                result.changeset = WireEncoder.encode(page)
+                injected.count += 1
+                injected.commitFailures += 1
+                traffic.faults["commit-failure", default: 0] += 1
+            }
+            return result
+        }
     }
 
     func takeTraffic() -> HubTraffic {

@@ -39,6 +39,8 @@ public actor SyncEngine {
         public var interval: Duration?
         /// Rows kept in the sync log table.
         public var logLimit: Int
+        /// Testing only (the simulator's `--mutation`): a deliberately broken behaviour.
+        package var mutation: Mutation?
 
         public init(
             peer: String = "server",
@@ -62,6 +64,17 @@ public actor SyncEngine {
             self.interval = interval
             self.logLimit = logLimit
         }
+    }
+
+    /// Deliberately broken behaviours, so that the simulator's checkers can show they catch
+    /// them (`converge-sim --mutation`). Package-only: an app cannot set one.
+    package enum Mutation: Sendable, Hashable {
+        /// Shows a pulled page's values in the app's rows over local writes not pushed
+        /// yet (the metadata keeps the local write, so it comes back at the row's next
+        /// materialization): the reverted local writes Jepsen found in PowerSync.
+        case pullOverUnpushed
+        /// Saves the pull cursor past a page before the page is committed.
+        case cursorBeforeCommit
     }
 
     /// Exponential backoff with jitter and a cap, for network errors, timeouts and
@@ -351,7 +364,9 @@ public actor SyncEngine {
         var cursor = try database.cursor(for: peer)
         var knownServer = try SyncLog.serverReplica(for: peer, in: database.writer)
         var rejectionsSeen = try SyncLog.rejectionsSeen(for: peer, in: database.writer)
-        var pushing = true
+        // MUTATION (testing only): pull first, push after, so pages land over local writes
+        // not pushed yet.
+        var pushing = configuration.mutation != .pullOverUnpushed
         var pulling = true
         // While paging, the cursors stay fixed and these positions advance: a record that
         // changed again beyond a page may have older parts inside it, sent with the record
@@ -423,6 +438,13 @@ public actor SyncEngine {
                 pushing = batch.hasMore
             }
             if pulling {
+                if configuration.mutation == .cursorBeforeCommit {
+                    // MUTATION (testing only): the cursor is saved before the page is
+                    // committed, so a page whose commit fails is never pulled again.
+                    var early = cursor
+                    early.received = max(early.received, response.next)
+                    try database.setCursor(early, for: peer)
+                }
                 if !response.changeset.isEmpty {
                     let changeset: Changeset
                     do {
@@ -432,7 +454,11 @@ public actor SyncEngine {
                     }
                     applying.set(true)
                     defer { applying.set(false) }
+                    // MUTATION (testing only): what is not pushed yet, read before the page.
+                    let unpushed = configuration.mutation == .pullOverUnpushed
+                        ? try database.changes(since: cursor.sent, maxRecords: 1_000_000, maxBytes: 1 << 30).changeset : Changeset()
                     let applied = try database.apply(changeset)
+                    if !unpushed.isEmpty { try Self.showOverUnpushed(changeset, unpushed: unpushed, in: database) }
                     // Everything local was acknowledged before this page: what it added to
                     // the feed came from the server, so it need not be pushed back.
                     if pushPosition == nil && cursor.sent >= applied.feedBefore && applied.feedAfter > cursor.sent {
@@ -457,8 +483,36 @@ public actor SyncEngine {
                 cursor.received = range.upperBound
                 try database.setCursor(cursor, for: peer)
             }
+            if configuration.mutation == .pullOverUnpushed && !pulling && report.pushedRecords == 0 && batch == nil {
+                // MUTATION (testing only): the push, once the pull is through.
+                pushing = true
+            }
             let progress = report
             publish { $0.phase = .syncing(pushed: progress.pushedRecords, pulled: progress.pulledRecords) }
+        }
+    }
+
+    /// MUTATION (testing only, ``Mutation/pullOverUnpushed``): writes the page's visible
+    /// values into the app's rows of records that have local changes not pushed yet,
+    /// bypassing the merge and the capture (the triggers are set aside in the same
+    /// transaction, so the store's metadata still holds the local write).
+    private static func showOverUnpushed(_ page: Changeset, unpushed: Changeset, in database: ReplicatedDatabase) throws {
+        let pending = Set(unpushed.records.map { RecordAddress(table: $0.table, key: $0.key) })
+        let tables = database.replicatedTables
+        try database.writer.write { db in
+            for delta in page.records where pending.contains(RecordAddress(table: delta.table, key: delta.key)) {
+                guard let schema = tables[delta.table] else { continue }
+                let values = schema.columns.compactMap { column in
+                    delta.state.value(of: column, policy: schema.policy(of: column)).map { (column, $0) }
+                }
+                guard !values.isEmpty else { continue }
+                let triggers = try Row.fetchAll(db, sql: "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", arguments: [delta.table])
+                for trigger in triggers { try db.execute(sql: "DROP TRIGGER \"\(trigger["name"] as String)\"") }
+                try db.execute(
+                    sql: "UPDATE \"\(delta.table)\" SET \(values.map { "\"\($0.0)\" = ?" }.joined(separator: ", ")) WHERE \"\(schema.primaryKey)\" = ?",
+                    arguments: StatementArguments(values.map(\.1.databaseValue) + [delta.key.databaseValue]))
+                for trigger in triggers { try db.execute(sql: trigger["sql"] as String) }
+            }
         }
     }
 

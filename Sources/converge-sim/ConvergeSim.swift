@@ -16,7 +16,10 @@ struct ConvergeSim: ParsableCommand {
         discussion: """
             Deterministic: one seeded generator, virtual time, one thread. The same options \
             replay the same run (over --transport http: the same writes and faults; timing \
-            differs). Exit status: 0 converged, 1 diverged, 2 bad options.
+            differs). After every local write and every applied sync on every replica, the \
+            session guarantees are checked (read-your-writes, monotonic reads, no reverted \
+            local write). Exit status: 0 converged with every guarantee kept, 1 diverged or \
+            broke a guarantee, 2 bad options.
             """)
 
     @Option(help: "The seed of the run (the first one with --sweep).")
@@ -39,6 +42,9 @@ struct ConvergeSim: ParsableCommand {
 
     @Option(help: "none, all, or a list of drop,dup,reorder,delay,partition,skew,jump,crash.")
     var faults: String = "all"
+
+    @Option(help: "mixed (every kind of write on every table) or jepsen (jepsen-powersync's shape: transactions that read many keys and write four; run it with --replicas 5 to 10).")
+    var workload: String = "mixed"
 
     @Option(help: "Run this many consecutive seeds and report how many converged.")
     var sweep: Int?
@@ -64,14 +70,15 @@ struct ConvergeSim: ParsableCommand {
     @Flag(name: .customLong("no-shrink"), help: "Do not shrink a failing run.")
     var noShrink = false
 
-    @Option(help: .hidden)
+    @Option(help: "Test the checkers: run with a deliberately broken merge, engine or server (`list` names them); the run must fail.")
     var mutation: String?
 
     func makeOptions() throws -> SimulationOptions {
         guard let storeKind = StoreKind(rawValue: store) else { throw ValidationError("--store must be core or sqlite (got '\(store)')") }
         guard let topologyKind = Topology(rawValue: topology) else { throw ValidationError("--topology must be hub or mesh (got '\(topology)')") }
         guard let transportKind = SimulationTransport(rawValue: transport) else { throw ValidationError("--transport must be memory or http (got '\(transport)')") }
-        var options = SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: storeKind, topology: topologyKind, transport: transportKind)
+        guard let workloadKind = WorkloadKind(rawValue: workload) else { throw ValidationError("--workload must be mixed or jepsen (got '\(workload)')") }
+        var options = SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: storeKind, topology: topologyKind, transport: transportKind, workload: workloadKind)
         do {
             options.faults = try FaultKind.parseList(faults)
         } catch {
@@ -84,7 +91,7 @@ struct ConvergeSim: ParsableCommand {
         options.maxDriftMilliseconds = maxDriftMs
         if let mutation {
             guard let kind = Mutation(rawValue: mutation) else {
-                throw ValidationError("--mutation must be one of \(Mutation.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw ValidationError("--mutation must be list or one of \(Mutation.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             options.mutation = kind
         }
@@ -135,6 +142,10 @@ enum Main {
         let options: SimulationOptions
         do {
             command = try ConvergeSim.parse(Array(CommandLine.arguments.dropFirst()))
+            if command.mutation == "list" {
+                for mutation in Mutation.allCases { print("\(mutation.rawValue.padding(toLength: 22, withPad: " ", startingAt: 0)) \(mutation.summary)") }
+                exit(0)
+            }
             options = try command.makeOptions()
         } catch {
             if ConvergeSim.exitCode(for: error) == .success { ConvergeSim.exit(withError: error) }
@@ -160,7 +171,7 @@ enum Main {
         let report = run(options, progress: progress.update)
         progress.clear()
         print(report.text)
-        if !report.converged {
+        if !report.passed {
             print("seed: \(options.seed)")
             print("replay: \(options.replayCommand)")
             if !command.noShrink {
@@ -170,18 +181,19 @@ enum Main {
                 }, run: { run($0) })
                 print("smallest failing run (\(result.attempts) runs tried): \(result.options.summary)")
                 print("replay: \(result.options.replayCommand)")
+                if let violation = result.report.sessionViolation { print(violation.description) }
                 if let divergence = result.report.divergence { print(divergence.description) }
                 if let failure = result.report.failure { print("failure: \(failure)") }
             }
         }
         if command.json { print(report.json) }
-        return report.converged ? 0 : 1
+        return report.passed ? 0 : 1
     }
 
     static func runSweep(_ base: SimulationOptions, count: Int, command: ConvergeSim, progress: ProgressLine) -> Int32 {
         var converged = 0
         var failed = [SimulationReport]()
-        var messages = 0, bytes = 0, faults = 0, lost = 0
+        var messages = 0, bytes = 0, faults = 0, lost = 0, sessionChecks = 0, sessionViolations = 0
         let start = ContinuousClock.now
         for index in 0..<count {
             var options = base
@@ -192,12 +204,14 @@ enum Main {
             bytes += report.bytes
             faults += report.faults
             lost += report.lostWrites
-            if report.converged {
+            sessionChecks += report.sessionChecks
+            sessionViolations += report.sessionViolations
+            if report.passed {
                 converged += 1
             } else {
                 failed.append(report)
                 progress.clear()
-                print("seed \(options.seed) DIVERGED")
+                print("seed \(options.seed) \(report.converged ? "BROKE A SESSION GUARANTEE" : "DIVERGED")")
                 print(report.text)
                 print("replay: \(options.replayCommand)")
             }
@@ -205,12 +219,13 @@ enum Main {
         progress.clear()
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("sweep: \(converged)/\(count) seeds converged (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(Int(seconds)) s")
+        print("sweep: \(converged)/\(count) seeds converged with every session guarantee kept (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(sessionChecks) session checks, \(sessionViolations) violations, \(Int(seconds)) s")
         if let first = failed.first, !command.noShrink {
             print("shrinking seed \(first.options.seed)...")
             let result = shrink(first.options, report: first, run: { run($0) })
             print("smallest failing run (\(result.attempts) runs tried): \(result.options.summary)")
             print("replay: \(result.options.replayCommand)")
+            if let violation = result.report.sessionViolation { print(violation.description) }
             if let divergence = result.report.divergence { print(divergence.description) }
             if let failure = result.report.failure { print("failure: \(failure)") }
         }
@@ -218,7 +233,8 @@ enum Main {
             let fields = [
                 "\"converged\":\(failed.isEmpty)", "\"replicas\":\(base.replicas)", "\"ops\":\(base.ops)", "\"seed\":\(base.seed)",
                 "\"elapsed_s\":\(Double(Int(seconds * 100)) / 100)", "\"messages\":\(messages)", "\"bytes\":\(bytes)", "\"faults\":\(faults)",
-                "\"lost_writes\":\(lost)", "\"runs\":\(count)", "\"converged_runs\":\(converged)",
+                "\"lost_writes\":\(lost)", "\"session_checks\":\(sessionChecks)", "\"session_violations\":\(sessionViolations)",
+                "\"runs\":\(count)", "\"converged_runs\":\(converged)",
             ]
             print("{" + fields.joined(separator: ",") + "}")
         }

@@ -10,9 +10,10 @@ struct SimulationTests {
         for seed in UInt64(chunk * 25 + 1)...UInt64(chunk * 25 + 25) {
             let options = SimulationOptions(seed: seed, replicas: 6, ops: 300, store: .core, topology: seed % 2 == 0 ? .mesh : .hub)
             let report = simulate(options)
-            #expect(report.converged, "\(report.text)\nreplay: \(options.replayCommand)")
+            #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
             #expect(report.lostWrites == 0)
             #expect(report.writes > 150)
+            #expect(report.sessionChecks > report.writes)
         }
     }
 
@@ -22,8 +23,9 @@ struct SimulationTests {
         for seed in UInt64(chunk * 10 + 1)...UInt64(chunk * 10 + 10) {
             let options = SimulationOptions(seed: seed, replicas: 4, ops: 200, store: .sqlite, topology: seed % 2 == 0 ? .mesh : .hub)
             let report = simulate(options)
-            #expect(report.converged, "\(report.text)\nreplay: \(options.replayCommand)")
+            #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
             #expect(report.lostWrites == 0)
+            #expect(report.sessionChecks > report.writes)
         }
     }
 
@@ -119,6 +121,23 @@ struct SimulationTests {
         }
     }
 
+    /// jepsen-powersync's shape: a few clients, transactions that read many keys and write four.
+    @Test("the jepsen workload converges and keeps the session guarantees", arguments: StoreKind.allCases)
+    func jepsenWorkload(store: StoreKind) {
+        for seed in UInt64(1)...4 {
+            let options = SimulationOptions(seed: seed, replicas: 7, ops: 300, store: store, topology: seed % 2 == 0 ? .mesh : .hub, workload: .jepsen)
+            let report = simulate(options)
+            #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
+            #expect(report.lostWrites == 0)
+            // Every transaction reads at least eight keys: each is a check of what it shows.
+            #expect(report.sessionChecks > 8 * report.writes)
+            #expect(options.replayCommand.contains("--workload jepsen"))
+        }
+        let first = simulate(SimulationOptions(seed: 9, replicas: 6, ops: 200, store: store, workload: .jepsen))
+        let second = simulate(SimulationOptions(seed: 9, replicas: 6, ops: 200, store: store, workload: .jepsen))
+        #expect(first.digest == second.digest && first.sessionChecks == second.sessionChecks)
+    }
+
     @Test("options parse and print")
     func options() throws {
         #expect(try FaultKind.parseList("all") == Set(FaultKind.allCases))
@@ -126,11 +145,17 @@ struct SimulationTests {
         #expect(try FaultKind.parseList("drop, jump") == [.drop, .jump])
         #expect(throws: OptionError.self) { try FaultKind.parseList("drop,meteor") }
         #expect(throws: OptionError.self) { try SimulationOptions(replicas: 1).validate() }
+        // The engine and server mutations need the real engine and server.
+        for mutation in Mutation.allCases where mutation.needsHTTP {
+            #expect(throws: OptionError.self) { try SimulationOptions(mutation: mutation).validate() }
+            try SimulationOptions(store: .sqlite, mutation: mutation, transport: .http).validate()
+        }
         let options = SimulationOptions(seed: 9, replicas: 3, ops: 10, store: .sqlite, topology: .mesh, faults: [.drop, .crash])
         #expect(options.usesFiles)
         #expect(options.replayCommand == "swift run -c release converge-sim --seed 9 --replicas 3 --ops 10 --store sqlite --topology mesh --faults drop,crash")
         let report = simulate(SimulationOptions(seed: 2, replicas: 3, ops: 50))
         #expect(report.json.hasPrefix("{\"converged\":true,\"replicas\":3,\"ops\":50,\"seed\":2,\"elapsed_s\":"))
-        for key in ["messages", "bytes", "faults", "lost_writes"] { #expect(report.json.contains("\"\(key)\":")) }
+        for key in ["messages", "bytes", "faults", "lost_writes", "session_checks", "session_violations"] { #expect(report.json.contains("\"\(key)\":")) }
+        #expect(report.json.contains("\"session_violations\":0"))
     }
 }

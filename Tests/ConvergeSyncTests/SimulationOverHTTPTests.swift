@@ -23,13 +23,16 @@ struct SimulationOverHTTPTests {
         rates.partitionsPer10kOps = 200
         rates.crashesPerReplica = 1
         rates.jumpsPerReplica = 1
+        rates.serverKill = 0.03
+        rates.commitFailure = 0.1
         let report = await simulateOverHTTP(options, rates: rates)
-        #expect(report.converged, "\(report.text)\nreplay: \(options.replayCommand)")
+        #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
         #expect(report.lostWrites == 0)
         #expect(report.failure == nil)
         #expect(report.writes > 200)
         #expect(report.roundTrips > 100)
-        for kind in ["drop", "lost-response", "server-error", "dup", "delay", "reorder", "partition", "crash", "skew", "jump"] {
+        #expect(report.sessionChecks > report.writes)
+        for kind in ["drop", "lost-response", "server-error", "dup", "delay", "reorder", "partition", "crash", "skew", "jump", "server-kill", "commit-failure"] {
             #expect(report.faultCounts[kind, default: 0] > 0, "no \(kind) fault injected: \(report.faultCounts)")
         }
         #expect(report.visibleRows > 0)
@@ -72,6 +75,38 @@ struct SimulationOverHTTPTests {
             #expect(report.divergence != nil)
             #expect(report.lostWrites > 0)
         }
+    }
+
+    /// The checkers catch a sync engine or a server that breaks what a user sees: each
+    /// mutation makes the run fail, and the session checker names the guarantee.
+    @Test("a broken engine or server is caught", arguments: [Mutation.pullOverUnpushed, .stalePull, .cursorBeforeCommit])
+    func brokenEngineOrServerIsCaught(mutation: Mutation) async {
+        var options = httpOptions(seed: 1, replicas: 5, ops: 400)
+        options.mutation = mutation
+        var rates = FaultRates()
+        rates.commitFailure = 0.2
+        let report = await simulateOverHTTP(options, rates: rates)
+        #expect(!report.passed, "\(report.text)")
+        switch mutation {
+        case .pullOverUnpushed:
+            // The row shows the server's older value over the device's own write.
+            #expect(report.sessionViolation?.guarantee == "no reverted local write" || report.sessionViolation?.guarantee == "read-your-writes",
+                    "\(report.text)")
+        case .stalePull:
+            #expect(report.sessionViolation?.field == "(pull cursor)", "\(report.text)")
+        default:
+            // A page lost to a failed commit: the device never pulls it again.
+            #expect(report.divergence != nil || report.sessionViolations > 0, "\(report.text)")
+        }
+    }
+
+    @Test("the jepsen workload through the real server keeps the session guarantees")
+    func jepsenOverHTTP() async {
+        var options = httpOptions(seed: 4, replicas: 6, ops: 300)
+        options.workload = .jepsen
+        let report = await simulateOverHTTP(options)
+        #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
+        #expect(report.sessionChecks > 8 * report.writes)
     }
 
     @Test("options: http needs SQLite stores and a hub, and says so")
