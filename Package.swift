@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ConvergeSQLite", targets: ["ConvergeSQLite"]),
         .library(name: "ConvergeSimulation", targets: ["ConvergeSimulation"]),
         .executable(name: "converge-sim", targets: ["converge-sim"]),
+        .library(name: "ConvergeProtocol", targets: ["ConvergeProtocol"]),
         .library(name: "ConvergeSync", targets: ["ConvergeSync"]),
         .library(name: "ConvergeServer", targets: ["ConvergeServer"]),
         .executable(name: "converge-server", targets: ["converge-server"]),
@@ -51,13 +52,16 @@ let package = Package(
             dependencies: ["ConvergeSQLite", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ConvergeSimulationTests", dependencies: ["ConvergeSimulation"]),
+        // The sync messages client and server speak (binary, versioned): no dependencies
+        // beyond the core, so the server does not depend on the client module.
+        .target(name: "ConvergeProtocol", dependencies: ["ConvergeCore"]),
         // The client sync engine: no server stack (URLSession for HTTP).
-        .target(name: "ConvergeSync", dependencies: ["ConvergeCore", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "ConvergeSync", dependencies: ["ConvergeCore", "ConvergeProtocol", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]),
         // The sync server (Hummingbird 2): one replicated SQLite store per namespace.
         .target(
             name: "ConvergeServer",
             dependencies: [
-                "ConvergeCore", "ConvergeSQLite", "ConvergeSync",
+                "ConvergeCore", "ConvergeSQLite", "ConvergeProtocol",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "JWTKit", package: "jwt-kit"),

@@ -70,7 +70,7 @@ public struct Replica: Sendable {
             let delta: RecordState?
             switch operation {
             case .insert(_, _, let values):
-                delta = record.insert(values, at: takeStamp(), schema: schema)
+                delta = CapturePlanner.apply(.insert(values), at: takeStamp(), to: &record, schema: schema)
             case .update(_, _, let values):
                 // As SQL: an update that sets every field to the value shown changes nothing,
                 // except that writing a critical field in conflict resolves it, even to the
@@ -80,9 +80,9 @@ public struct Replica: Sendable {
                     if policy == .critical, record.multiValue(of: column)?.isConflicted == true { return true }
                     return record.value(of: column, policy: policy, authority: authority) != value
                 }
-                delta = record.isAlive && !changed.isEmpty ? record.update(changed, at: takeStamp(), schema: schema) : nil
+                delta = record.isAlive && !changed.isEmpty ? CapturePlanner.apply(.update(changed: changed, row: [:]), at: takeStamp(), to: &record, schema: schema) : nil
             case .delete:
-                delta = record.isAlive ? record.delete(at: takeStamp(), schema: schema) : nil
+                delta = record.isAlive ? CapturePlanner.apply(.delete, at: takeStamp(), to: &record, schema: schema) : nil
             }
             guard let delta else { continue }
             state.replace(record, at: address)

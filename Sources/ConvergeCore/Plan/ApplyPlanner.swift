@@ -194,6 +194,7 @@ public enum ApplyPlanner {
             plan.changes.append(change)
         }
         if received > .zero && plan.counts.changedRecords + plan.counts.releasedRecords > 0 { plan.receive = received }
+        assert(plan.isValid, "the plan breaks an invariant")
         return plan
     }
 
@@ -202,5 +203,20 @@ public enum ApplyPlanner {
     public static func visibleRow(_ state: RecordState, _ schema: TableSchema, _ authority: ReplicaID?) -> [Value?]? {
         guard state.isAlive else { return nil }
         return schema.columns.map { state.value(of: $0, policy: schema.policy(of: $0), authority: authority) }
+    }
+}
+
+extension ApplyPlanner.Plan {
+    /// The plan's postconditions, checked after every plan in debug builds and tests: each
+    /// new state is valid and an inflation of the stored one (an apply is a join), records
+    /// are listed once in address order, and every quarantined state is valid.
+    var isValid: Bool {
+        for (index, change) in changes.enumerated() {
+            if (try? change.after.checkInvariants()) == nil { return false }
+            if change.before.merging(change.after) != change.after { return false }
+            if index > 0, !(changes[index - 1].address < change.address) { return false }
+        }
+        for (_, state) in quarantine where (try? state.checkInvariants()) == nil { return false }
+        return true
     }
 }

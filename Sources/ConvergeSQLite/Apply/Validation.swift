@@ -77,7 +77,8 @@ extension ReplicatedDatabase {
         validate: (ProposedChange) throws -> String?
     ) throws -> [ChangeRejection] {
         var rejections = [ChangeRejection]()
-        let now = Date()
+        // The store's time, not the wall clock: the simulator's runs stay reproducible.
+        let now = Date(timeIntervalSince1970: Double(configuration.physicalTime()) / 1_000)
         for change in changes where change.row != .none {
             let address = change.address
             guard let table = metadata.tables[address.table] else { continue }

@@ -43,13 +43,26 @@ struct MetadataStore {
             let marks = Array(repeating: "?", count: keys.count).joined(separator: ", ")
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
             let rows = try Row.fetchCursor(statement, arguments: StatementArguments([table.databaseValue] + keys))
+            let requested = Set(addresses[start..<end].map(\.key))
             while let row = try rows.next() {
-                let address = RecordAddress(table: table, key: Value(row["key"] as DatabaseValue))
+                var key = Value(row["key"] as DatabaseValue)
+                // SQL's `IN` compares 3 and 3.0 as equal, as the point read did: answer for
+                // the key that was asked for.
+                if !requested.contains(key), let asked = requested.first(where: { Self.sqlEqual($0, key) }) { key = asked }
+                let address = RecordAddress(table: table, key: key)
                 result[address] = try decode(row, address)
             }
             start = end
         }
         return result
+    }
+
+    /// Whether SQLite takes two keys for equal: an integer and a real of the same number.
+    static func sqlEqual(_ a: Value, _ b: Value) -> Bool {
+        switch (a, b) {
+        case (.integer(let i), .real(let r)), (.real(let r), .integer(let i)): return Double(i) == r
+        default: return a == b
+        }
     }
 
     /// Keys per batched read: SQLite's variable limit is far above; larger statements gain

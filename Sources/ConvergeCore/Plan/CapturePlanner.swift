@@ -1,0 +1,76 @@
+/// Turning local writes into record states, as one pure function (DESIGN §8).
+///
+/// The SQLite store's capture triggers log each local INSERT, UPDATE and DELETE with its
+/// transaction's stamp; the in-memory ``Replica`` performs operations directly. Both replay
+/// them here, so a local write means the same on every replica kind.
+public enum CapturePlanner {
+    /// One captured local write.
+    public enum Operation: Sendable, Hashable {
+        /// An insert (or `INSERT OR REPLACE`) with the row's values.
+        case insert([String: Value])
+        /// An update: the columns it changed (or resolved), and the whole row after it, in
+        /// case the record turns out not to be alive (then the row is re-added whole).
+        case update(changed: [String: Value], row: [String: Value])
+        case delete
+    }
+
+    public struct Write: Sendable, Hashable {
+        public var key: Value
+        public var stamp: Stamp
+        public var operation: Operation
+
+        public init(key: Value, stamp: Stamp, operation: Operation) {
+            self.key = key
+            self.stamp = stamp
+            self.operation = operation
+        }
+    }
+
+    /// One record the fold changed.
+    public struct Change: Sendable, Hashable {
+        public var key: Value
+        public var before: RecordState
+        public var after: RecordState
+    }
+
+    /// Applies one local write to `state`; returns the delta it produced, or `nil` when it
+    /// changed nothing (an update or delete of a record that is not alive).
+    @discardableResult
+    public static func apply(_ operation: Operation, at stamp: Stamp, to state: inout RecordState, schema: TableSchema) -> RecordState? {
+        switch operation {
+        case .insert(let values):
+            return state.insert(values, at: stamp, schema: schema)
+        case .update(let changed, let row):
+            if let delta = state.update(changed, at: stamp, schema: schema) { return delta }
+            // The row exists in the app table, so the record is alive; should the metadata
+            // disagree (it cannot, short of outside tampering) the whole row is re-added.
+            return row.isEmpty ? nil : state.insert(row, at: stamp, schema: schema)
+        case .delete:
+            return state.delete(at: stamp, schema: schema)
+        }
+    }
+
+    /// Replays `writes` (one table's, in capture order) onto the stored states and returns
+    /// the records that changed, sorted by key: write them back in this order.
+    ///
+    /// - Parameter stored: The stored state of every key in `writes` (absent: none).
+    /// - Complexity: O(w + k log k) for w writes over k keys, plus the mutations.
+    public static func fold(_ writes: [Write], schema: TableSchema, stored: [Value: RecordState]) -> [Change] {
+        var states = [Value: RecordState]()
+        states.reserveCapacity(stored.count)
+        for write in writes {
+            var state = states[write.key] ?? stored[write.key] ?? RecordState()
+            apply(write.operation, at: write.stamp, to: &state, schema: schema)
+            states[write.key] = state
+        }
+        var changes = [Change]()
+        changes.reserveCapacity(states.count)
+        for (key, after) in states {
+            let before = stored[key] ?? RecordState()
+            assert((try? after.checkInvariants()) != nil, "a local write broke an invariant of record \(key)")
+            if after != before { changes.append(Change(key: key, before: before, after: after)) }
+        }
+        changes.sort { $0.key < $1.key }
+        return changes
+    }
+}
