@@ -39,15 +39,20 @@ public final class ReplicatedDatabase: Sendable {
         /// The most records of tables not replicated here (parked, forwarded) the store may
         /// hold; an apply that would park more is refused whole.
         public var maxParkedRecords: Int
+        /// Where new identities come from (a new database, a copied file, a reset): random
+        /// UUIDs; the simulator injects seeded ones, so that a replay breaks stamp ties alike.
+        public var makeReplicaID: @Sendable () -> ReplicaID
 
         public init(
             maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
             physicalTime: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
             maxQuarantinedRecords: Int = 10_000,
-            maxParkedRecords: Int = 100_000
+            maxParkedRecords: Int = 100_000,
+            makeReplicaID: @escaping @Sendable () -> ReplicaID = { .random() }
         ) {
             self.maxDriftMilliseconds = maxDriftMilliseconds
             self.physicalTime = physicalTime
+            self.makeReplicaID = makeReplicaID
             self.maxQuarantinedRecords = max(0, maxQuarantinedRecords)
             self.maxParkedRecords = max(0, maxParkedRecords)
         }
@@ -140,7 +145,7 @@ public final class ReplicatedDatabase: Sendable {
         let fingerprint = Identity.fingerprint(path: writer.path)
         let opened = try writer.write { db -> (Identity, [String: ReplicatedTable]) in
             try MetadataSchema.create(db)
-            let identity = try Identity.loadOrCreate(db, fingerprint: fingerprint)
+            let identity = try Identity.loadOrCreate(db, fingerprint: fingerprint, newReplica: configuration.makeReplicaID)
             return (identity, try ReplicatedTable.load(db))
         }
         _authority = opened.0.authority

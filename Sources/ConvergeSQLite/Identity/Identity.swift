@@ -20,7 +20,7 @@ struct Identity {
         return "\(URL(fileURLWithPath: path).standardizedFileURL.path)|\(device)|\(inode)"
     }
 
-    static func loadOrCreate(_ db: Database, fingerprint: String?) throws -> Identity {
+    static func loadOrCreate(_ db: Database, fingerprint: String?, newReplica: () -> ReplicaID) throws -> Identity {
         if let row = try Row.fetchOne(db, sql: "SELECT replica, clock, fingerprint, authority FROM converge_identity") {
             let bytes: DatabaseValue = row["replica"]
             guard case .blob(let data) = bytes.storage, let replica = ReplicaID(bytes: [UInt8](data)) else {
@@ -52,7 +52,7 @@ struct Identity {
             }
             return Identity(replica: replica, clock: clock, authority: authority, wasCopied: copied)
         }
-        let replica = ReplicaID.random()
+        let replica = newReplica()
         try db.execute(
             sql: "INSERT INTO converge_identity(singleton, replica, clock, sequence, fingerprint, schema_version) VALUES (1, ?, 0, 0, ?, ?)",
             arguments: [Data(replica.bytes), fingerprint, MetadataSchema.version])
@@ -69,7 +69,7 @@ extension ReplicatedDatabase {
     /// already known.
     public func resetIdentity() throws {
         let old = source.replica
-        let new = ReplicaID.random()
+        let new = configuration.makeReplicaID()
         let fingerprint = Identity.fingerprint(path: writer.path)
         do {
             try restamp(from: old, to: new, fingerprint: fingerprint)
