@@ -1,4 +1,5 @@
 import ConvergeCore
+import Foundation
 import ConvergeSimulation
 import ConvergeSimulationHTTP
 import Testing
@@ -98,6 +99,28 @@ struct SimulationOverHTTPTests {
             // A page lost to a failed commit: the device never pulls it again.
             #expect(report.divergence != nil || report.sessionViolations > 0, "\(report.text)")
         }
+    }
+
+    /// A session failure shrinks like a divergence, to a run that replays it.
+    @Test("a broken session guarantee shrinks to a smaller failing run")
+    func sessionFailureShrinks() async {
+        var options = httpOptions(seed: 2, replicas: 4, ops: 200)
+        options.mutation = .stalePull
+        let report = await simulateOverHTTP(options)
+        #expect(report.converged && !report.passed, "\(report.text)")
+        // Shrinking replays runs over HTTP, which block their thread: not one of the pool's.
+        let failing = options
+        let shrunk = await withCheckedContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(returning: shrink(failing, report: report, maxAttempts: 6, run: { simulateOverHTTPBlocking($0) }))
+            }
+            thread.stackSize = 16 << 20
+            thread.start()
+        }
+        #expect(!shrunk.report.passed)
+        #expect(shrunk.report.sessionViolation != nil)
+        #expect(shrunk.options.ops < options.ops || shrunk.options.replicas < options.replicas || shrunk.options.faults != options.faults)
+        #expect(shrunk.options.replayCommand.contains("--mutation stale-pull"))
     }
 
     @Test("the jepsen workload through the real server keeps the session guarantees")
