@@ -22,11 +22,13 @@ final class SQLiteNode: SimNode {
     private(set) var identityResets = 0
     /// Records the store's feed showed changed since the session checker last asked.
     private var changed: [RecordAddress] = []
+    private let identitySource: SeededIdentities
 
     init(id: ReplicaID, path: String?, maxDriftMilliseconds: UInt64, now: UInt64) throws {
         self.path = path
         self.wantedID = id
         self.maxDriftMilliseconds = maxDriftMilliseconds
+        identitySource = SeededIdentities(first: id)
         shadow = Replica(id: id, maxDriftMilliseconds: .max)
         for schema in SimulationSchema.tables { shadow.replicate(schema) }
         clock.milliseconds = now
@@ -45,18 +47,16 @@ final class SQLiteNode: SimNode {
             for schema in SimulationSchema.tables { try db.execute(sql: SimulationSchema.createSQL(schema)) }
         }
         let box = clock
+        // Seeded identities, so that stamp ties break the same way on every replay: the
+        // wanted one for the new database, then seeded others should the store ever need
+        // a new one (which fails the run: a simulated store must not reset its identity).
+        let identities = identitySource
         let storeConfiguration = ReplicatedDatabase.Configuration(
-            maxDriftMilliseconds: maxDriftMilliseconds, physicalTime: { box.milliseconds })
-        var store = try ReplicatedDatabase(queue, configuration: storeConfiguration)
+            maxDriftMilliseconds: maxDriftMilliseconds, physicalTime: { box.milliseconds },
+            makeReplicaID: { identities.next() })
+        let store = try ReplicatedDatabase(queue, configuration: storeConfiguration)
         if initial && store.replicaID != wantedID {
-            // A seeded identity, so that stamp ties break the same way on every replay.
-            // ConvergeSQLite draws new identities from the system generator and has no hook
-            // to inject one, so the fresh store's identity row is rewritten before anything
-            // is stamped, and the store opened again.
-            try queue.write { db in
-                try db.execute(sql: "UPDATE converge_identity SET replica = ?", arguments: [Data(wantedID.bytes)])
-            }
-            store = try ReplicatedDatabase(queue, configuration: storeConfiguration)
+            throw SimulationFailure("replica store opened with identity \(store.replicaID), not the seeded \(wantedID)")
         }
         for schema in SimulationSchema.tables {
             try store.replicate(table: schema.name, policies: schema.policies, deletePolicy: schema.deletePolicy)
@@ -254,3 +254,25 @@ final class SQLiteNode: SimNode {
     }
 }
 
+/// The identities a simulated store is given: the seeded one first, then others drawn from
+/// a generator seeded by it. The store asks from its own thread, hence the lock.
+final class SeededIdentities: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: ReplicaID?
+    private var rng: SeededGenerator
+
+    init(first: ReplicaID) {
+        self.first = first
+        rng = SeededGenerator(seed: first.bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    }
+
+    func next() -> ReplicaID {
+        lock.withLock {
+            if let first {
+                self.first = nil
+                return first
+            }
+            return ReplicaID(using: &rng)
+        }
+    }
+}
