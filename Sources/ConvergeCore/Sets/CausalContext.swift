@@ -23,9 +23,37 @@ public struct CausalContext: Sendable, Hashable, Codable {
     public init() { entries = [] }
 
     /// Builds a context from entries in any order; duplicates keep their maximum.
+    ///
+    /// Sorts once instead of inserting one by one: entries in descending replica order
+    /// (as untrusted bytes may list them) would make insertion quadratic.
+    ///
+    /// - Complexity: O(n) when the entries are already sorted by replica, else O(n log n).
     public init<S: Sequence>(_ entries: S) where S.Element == Entry {
-        self.init()
-        for entry in entries { record(Stamp(hlc: entry.hlc, replica: entry.replica)) }
+        var sorted = entries.filter { $0.hlc > .zero }
+        var strictlySorted = true
+        for index in sorted.indices.dropFirst() where !(sorted[index - 1].replica < sorted[index].replica) {
+            strictlySorted = false
+            break
+        }
+        if !strictlySorted {
+            // Within one replica the largest clock comes last: it is the one kept.
+            sorted.sort { $0.replica != $1.replica ? $0.replica < $1.replica : $0.hlc < $1.hlc }
+            var kept = [Entry]()
+            kept.reserveCapacity(sorted.count)
+            for entry in sorted {
+                if let last = kept.last, last.replica == entry.replica { kept[kept.count - 1] = entry } else { kept.append(entry) }
+            }
+            sorted = kept
+        }
+        self.entries = sorted
+    }
+
+    /// This context with every one of `dots` recorded as seen.
+    ///
+    /// - Complexity: O((n + m) log m) for n entries and m dots, whatever their order
+    ///   (``record(_:)`` one by one is O(n) per dot).
+    public func recording<S: Sequence>(_ dots: S) -> CausalContext where S.Element == Stamp {
+        merging(CausalContext(dots.lazy.map { Entry(replica: $0.replica, hlc: $0.hlc) }))
     }
 
     public var isEmpty: Bool { entries.isEmpty }
@@ -45,6 +73,8 @@ public struct CausalContext: Sendable, Hashable, Codable {
     }
 
     /// Records `dot` as seen (raises its replica's mark to it).
+    ///
+    /// - Complexity: O(log n) when `dot`'s replica has an entry, else O(n).
     public mutating func record(_ dot: Stamp) {
         guard dot.hlc > .zero else { return }
         let index = position(of: dot.replica)

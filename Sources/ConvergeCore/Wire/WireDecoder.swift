@@ -3,12 +3,66 @@
 /// It never traps and never allocates more than the input justifies: every count is
 /// checked against the bytes that remain (each element takes at least one byte) before
 /// anything is reserved, and every error says what was being read and at which offset.
+///
+/// With ``Limits`` it also refuses, as soon as the count or length is read and before any
+/// of it is materialized, changesets that carry more than a receiver is willing to handle.
+///
+/// - Complexity: O(n log n) in the input's size, whatever its order or duplicates, but for
+///   the pruning of a record's incarnations by its membership, O(dots × incarnations) per
+///   record, which ``Limits/maxDotsPerRecord`` bounds.
 public enum WireDecoder {
+    /// Bounds on what one changeset may carry (the sync server's request limits).
+    public struct Limits: Sendable, Hashable {
+        /// Entries of the replica table.
+        public var maxReplicas: Int
+        /// Records, over all tables.
+        public var maxRecords: Int
+        /// Field states, over all records (a column listed twice in a record counts twice).
+        public var maxFields: Int
+        /// UTF-8 bytes of a text key, bytes of a blob key.
+        public var maxKeyBytes: Int
+        /// UTF-8 bytes of a text value, bytes of a blob value.
+        public var maxValueBytes: Int
+        /// Add-tags of one record, as listed: its membership's live dots plus its fields'
+        /// incarnations. An honest record holds about one per replica that re-added it
+        /// concurrently, in its membership and in each field; the pruning of incarnations
+        /// by membership compares each of them with every dot, so this bounds its cost.
+        public var maxDotsPerRecord: Int
+
+        public init(
+            maxReplicas: Int = .max, maxRecords: Int = .max, maxFields: Int = .max, maxKeyBytes: Int = .max, maxValueBytes: Int = .max,
+            maxDotsPerRecord: Int = .max
+        ) {
+            self.maxDotsPerRecord = maxDotsPerRecord
+            self.maxReplicas = maxReplicas
+            self.maxRecords = maxRecords
+            self.maxFields = maxFields
+            self.maxKeyBytes = maxKeyBytes
+            self.maxValueBytes = maxValueBytes
+        }
+
+        /// No bounds beyond the input's own size.
+        public static let none = Limits()
+    }
+
+    /// Which of the ``Limits`` a changeset exceeded.
+    public enum Limit: String, Sendable, Hashable {
+        case replicas
+        case records
+        case fields
+        case keyBytes
+        case valueBytes
+        case dotsPerRecord
+    }
+
     /// Decodes `bytes`, checking magic, version and checksum first.
     ///
     /// The result is normalized (states satisfy their invariants) and has passed
     /// `checkInvariants()`; encoding it again gives bytes that decode to an equal changeset.
-    public static func decode(_ bytes: [UInt8]) throws(WireError) -> Changeset {
+    ///
+    /// - Throws: ``WireError``; with reason ``WireError/Reason/limitExceeded(_:limit:actual:)``
+    ///   when the changeset carries more than `limits` allow.
+    public static func decode(_ bytes: [UInt8], limits: Limits = .none) throws(WireError) -> Changeset {
         guard bytes.count >= WireFormat.overheadBytes else { throw WireError(.tooShort, offset: 0, context: "header") }
         guard bytes[0..<4].elementsEqual(WireFormat.magic) else { throw WireError(.badMagic, offset: 0, context: "magic") }
         guard bytes[4] == WireFormat.version else { throw WireError(.unsupportedVersion(bytes[4]), offset: 4, context: "version") }
@@ -19,7 +73,7 @@ public enum WireDecoder {
         guard expected == actual else {
             throw WireError(.checksumMismatch(expected: expected, actual: actual), offset: bodyEnd, context: "checksum")
         }
-        var reader = Reader(bytes: bytes, position: 5, end: bodyEnd)
+        var reader = Reader(bytes: bytes, position: 5, end: bodyEnd, limits: limits)
         let changeset = try reader.changeset()
         guard reader.position == bodyEnd else {
             throw WireError(.trailingBytes(bodyEnd - reader.position), offset: reader.position, context: "end of changeset")
@@ -37,7 +91,11 @@ public enum WireDecoder {
         let bytes: [UInt8]
         var position: Int
         let end: Int
+        let limits: Limits
         var replicas: [ReplicaID] = []
+        /// Records and field states read so far (checked against `limits`).
+        var recordsRead = 0
+        var fieldsRead = 0
         var previous = Stamp.zero
 
         var remaining: Int { end - position }
@@ -80,9 +138,27 @@ public enum WireDecoder {
             return bytes[position..<position + length]
         }
 
-        mutating func string(_ context: @autoclosure () -> String) throws(WireError) -> String {
+        /// Throws when `actual` exceeds `limit`'s bound, naming the offset where it was read.
+        func check(_ limit: Limit, _ actual: Int, offset: Int, _ context: @autoclosure () -> String) throws(WireError) {
+            let bound: Int
+            switch limit {
+            case .replicas: bound = limits.maxReplicas
+            case .records: bound = limits.maxRecords
+            case .fields: bound = limits.maxFields
+            case .keyBytes: bound = limits.maxKeyBytes
+            case .valueBytes: bound = limits.maxValueBytes
+            case .dotsPerRecord: bound = limits.maxDotsPerRecord
+            }
+            guard actual <= bound else {
+                throw WireError(.limitExceeded(limit, limit: bound, actual: actual), offset: offset, context: context())
+            }
+        }
+
+        /// A string; with `limit`, its UTF-8 length is checked against that bound before it is read.
+        mutating func string(_ context: @autoclosure () -> String, limit: Limit? = nil) throws(WireError) -> String {
             let start = position
             let length = try count(context())
+            if let limit { try check(limit, length, offset: start, context()) }
             let slice = try raw(length, context())
             guard let text = String(validating: slice, as: UTF8.self) else {
                 throw WireError(.invalidUTF8, offset: start, context: context())
@@ -107,6 +183,7 @@ public enum WireDecoder {
             return previous
         }
 
+        /// A causal context, in any order (sorted once by ``CausalContext/init(_:)``).
         mutating func context(_ what: @autoclosure () -> String) throws(WireError) -> CausalContext {
             let count = try count("\(what()) context")
             var entries = [CausalContext.Entry]()
@@ -118,7 +195,8 @@ public enum WireDecoder {
             return CausalContext(entries)
         }
 
-        mutating func value(_ context: @autoclosure () -> String) throws(WireError) -> Value {
+        /// A value; text and blob lengths are checked against `limit` before they are read.
+        mutating func value(_ context: @autoclosure () -> String, limit: Limit = .valueBytes) throws(WireError) -> Value {
             let start = position
             let tagByte = try byte(context())
             guard let tag = WireFormat.ValueTag(rawValue: tagByte) else {
@@ -136,9 +214,11 @@ public enum WireDecoder {
                 guard scale <= WireFormat.decimalScaleMax else { throw WireError(.invalidTag(scale), offset: position - 1, context: context()) }
                 let mantissa = unzigzag(try varint(context()))
                 return .real(Double(mantissa) / WireFormat.powersOfTen[Int(scale)])
-            case .text: return .text(try string(context()))
+            case .text: return .text(try string(context(), limit: limit))
             case .blob:
+                let lengthOffset = position
                 let length = try count(context())
+                try check(limit, length, offset: lengthOffset, context())
                 return .blob(Array(try raw(length, context())))
             case .uuidLower, .uuidUpper:
                 guard let uuid = ReplicaID(bytes: try raw(16, context())) else { throw WireError(.truncated, offset: start, context: context()) }
@@ -154,7 +234,9 @@ public enum WireDecoder {
                 let stamp = try stamp("\(what()) sibling stamp")
                 siblings.append(MVRegister.Sibling(stamp: stamp, value: try value("\(what()) sibling value")))
             }
-            return MVRegister(siblings: siblings, context: try context(what()))
+            // Widened by the siblings first: MVRegister's own widening records them one by
+            // one, quadratic for siblings in descending replica order.
+            return MVRegister(siblings: siblings, context: try context(what()).recording(siblings.lazy.map(\.stamp)))
         }
 
         mutating func register(kind: UInt64, _ what: @autoclosure () -> String) throws(WireError) -> Register {
@@ -170,7 +252,9 @@ public enum WireDecoder {
         }
 
         mutating func changeset() throws(WireError) -> Changeset {
+            let replicaOffset = position
             let replicaCount = try count("replica table", minimumBytes: 16)
+            try check(.replicas, replicaCount, offset: replicaOffset, "replica table")
             replicas.reserveCapacity(replicaCount)
             for _ in 0..<replicaCount {
                 replicas.append(ReplicaID(bytes: try raw(16, "replica id"))!)
@@ -186,7 +270,10 @@ public enum WireDecoder {
                 var columns = [String]()
                 columns.reserveCapacity(columnCount)
                 for _ in 0..<columnCount { columns.append(try string("column name of \(table)")) }
+                let recordOffset = position
                 let recordCount = try count("record count of \(table)", minimumBytes: 3)
+                recordsRead += recordCount
+                try check(.records, recordsRead, offset: recordOffset, "record count of \(table)")
                 records.reserveCapacity(records.count + recordCount)
                 for _ in 0..<recordCount {
                     records.append(try record(table: table, columns: columns))
@@ -196,20 +283,32 @@ public enum WireDecoder {
         }
 
         mutating func record(table: String, columns: [String]) throws(WireError) -> RecordDelta {
-            let key = try value("record key in \(table)")
+            let key = try value("record key in \(table)", limit: .keyBytes)
             let flagsOffset = position
             let flags = try byte("record flags")
             guard flags & ~1 == 0 else { throw WireError(.invalidFlags(flags), offset: flagsOffset, context: "record flags") }
             var membership = ORSet()
+            var dotsRead = 0
             if flags & 1 == 1 {
+                let dotOffset = position
                 let dotCount = try count("membership dots")
+                dotsRead += dotCount
+                try check(.dotsPerRecord, dotsRead, offset: dotOffset, "membership dots")
                 var dots = [Stamp]()
                 dots.reserveCapacity(dotCount)
                 for _ in 0..<dotCount { dots.append(try stamp("membership dot")) }
-                membership = ORSet(dots: dots, context: try context("membership"))
+                // Widened by the dots first: ORSet's own widening records them one by one,
+                // quadratic for dots in descending replica order.
+                membership = ORSet(dots: dots, context: try context("membership").recording(dots))
             }
+            let fieldOffset = position
             let fieldCount = try count("field count", minimumBytes: 2)
+            fieldsRead += fieldCount
+            try check(.fields, fieldsRead, offset: fieldOffset, "field count")
             var fields = [String: FieldState]()
+            // A column listed again is joined with its first state at the end, as a balanced
+            // tree: folding k copies into one large state one by one would cost k times its size.
+            var repeated = [String: [FieldState]]()
             for _ in 0..<fieldCount {
                 let headerOffset = position
                 let header = try varint("field header")
@@ -223,25 +322,48 @@ public enum WireDecoder {
                 case .lww, .multi:
                     state = .plain(try register(kind: header & 3, "field \(column)"))
                 case .incarnated:
+                    let entryOffset = position
                     let entryCount = try count("incarnations of \(column)", minimumBytes: 3)
-                    var byIncarnation = [Stamp: Register]()
+                    dotsRead += entryCount
+                    try check(.dotsPerRecord, dotsRead, offset: entryOffset, "incarnations of \(column)")
+                    var byIncarnation = [Stamp: [Register]]()
                     for _ in 0..<entryCount {
                         let incarnation = try stamp("incarnation of \(column)")
                         let kindOffset = position
                         let kind = try byte("register kind of \(column)")
                         guard kind <= 1 else { throw WireError(.invalidTag(kind), offset: kindOffset, context: "register kind of \(column)") }
                         let register = try register(kind: UInt64(kind), "field \(column)")
-                        byIncarnation[incarnation] = byIncarnation[incarnation].map { $0.merging(register) } ?? register
+                        byIncarnation[incarnation, default: []].append(register)
                     }
                     state = .incarnated(byIncarnation.sorted { $0.key < $1.key }.map {
-                        FieldState.Incarnated(incarnation: $0.key, register: $0.value)
+                        FieldState.Incarnated(incarnation: $0.key, register: joined($0.value) { $0.merging($1) })
                     })
                 case nil:
                     throw WireError(.invalidTag(UInt8(header & 3)), offset: headerOffset, context: "field kind of \(column)")
                 }
-                fields[column] = fields[column].map { $0.merging(state) } ?? state
+                if fields[column] == nil { fields[column] = state } else { repeated[column, default: []].append(state) }
             }
+            for (column, states) in repeated { fields[column] = joined([fields[column]!] + states) { $0.merging($1) } }
             return RecordDelta(table: table, key: key, state: RecordState(membership: membership, fields: fields))
         }
+    }
+
+    /// The join of `states` (not empty), pairwise as a balanced tree: each state takes part
+    /// in O(log n) joins, where a left fold would copy the growing result n times.
+    static func joined<T>(_ states: [T], _ join: (T, T) -> T) -> T {
+        precondition(!states.isEmpty)
+        var level = states
+        while level.count > 1 {
+            var next = [T]()
+            next.reserveCapacity((level.count + 1) / 2)
+            var index = 0
+            while index + 1 < level.count {
+                next.append(join(level[index], level[index + 1]))
+                index += 2
+            }
+            if index < level.count { next.append(level[index]) }
+            level = next
+        }
+        return level[0]
     }
 }

@@ -16,6 +16,8 @@ public struct WireError: Error, Sendable, Hashable, CustomStringConvertible {
         case duplicateTable(String)
         case invalidFlags(UInt8)
         case trailingBytes(Int)
+        /// More than the decoder's ``WireDecoder/Limits`` allow (`limit` is the bound).
+        case limitExceeded(WireDecoder.Limit, limit: Int, actual: Int)
     }
 
     public let reason: Reason
