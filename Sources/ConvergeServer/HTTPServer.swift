@@ -2,6 +2,7 @@ import CompressNIO
 import ConvergeSync
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -11,7 +12,10 @@ import ServiceLifecycle
 ///
 /// - `POST /v1/sync`: a ``SyncRequest`` in, a ``SyncResponse`` out (binary).
 /// - `GET /v1/status[?cursor=N]`: the namespace's status as JSON (`needsSync` with a cursor).
-/// - `GET /v1/conflicts`: open conflicts as JSON.
+/// - `GET /v1/conflicts`: open conflicts as JSON, `{"conflicts": [{"table", "key",
+///   "column", "siblings": [{"value", "replica", "hlc"}]}]}`. Values are JSON's null,
+///   numbers and strings, a blob is `{"blob": "<base64>"}`, and the reals JSON cannot
+///   write as numbers are `{"real": "inf"}`, `{"real": "-inf"}` and `{"real": "nan"}`.
 /// - `GET /v1/events`: server-sent events; `event: changes` whenever a push changed the
 ///   namespace, so that listening devices pull at once.
 /// - `GET /v1/ws`: the same notifications over a WebSocket: text messages
@@ -30,6 +34,12 @@ import ServiceLifecycle
 /// `/v1` endpoints need `Authorization: Bearer <JWT>` (HS256, claims `namespace` and
 /// `device`). Errors are `{"error": {"code": …, "message": …}}` with 400 (undecodable
 /// body, with the decoder's reason), 401, 403, 413 or 500.
+///
+/// The connection's edge (``ServerConfiguration``): a request the HTTP parser rejects gets
+/// 400 (431 for a head over `maxHeaderBytes`), a first request head that has not arrived
+/// within `requestHeadTimeoutSeconds` gets 408, and the connection is closed after either;
+/// at most `maxConnections` are open, a new one displacing one that waits for a request
+/// (one that never sent a head first), or getting 503 when every connection is serving one.
 public enum ConvergeHTTPServer {
     /// The Hummingbird application serving `service` on `host:port` (port 0: any free
     /// port); `onListening` receives the bound port once the server runs.
@@ -119,7 +129,7 @@ public enum ConvergeHTTPServer {
                             }
                             for await device in ticks {
                                 if let device {
-                                    let data = (try? JSONEncoder().encode(["device": device])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                                    let data = #"{"device":"# + jsonQuoted(device) + "}"
                                     try await writer.write(ByteBuffer(string: "event: changes\ndata: \(data)\n\n"))
                                 } else {
                                     try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
@@ -148,19 +158,44 @@ public enum ConvergeHTTPServer {
             answer.headers[.connection] = "Upgrade"
             return answer
         }
-        // The HTTP/1 channel of `.http1(...)` that also takes WebSocket upgrades: requests
-        // that do not ask for one go to `router` as before.
-        let channel = HTTP1WebSocketUpgradeChannel.Configuration(
-            http1: .init(idleTimeout: .seconds(Int64(service.configuration.idleTimeoutSeconds))),
-            ws: .init(autoPing: .enabled(timePeriod: .seconds(service.configuration.heartbeatSeconds)), closeTimeout: .seconds(5)))
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(configuration: channel) { request, channel, _ in
-                await webSocketUpgrade(request, channel: channel, service: service)
-            },
+            server: server(service: service, logger: logger),
             configuration: .init(address: .hostname(host, port: port), serverName: "converge-server"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
+    }
+
+    // MARK: The connection's edge
+
+    /// The HTTP/1 channel of `.http1(...)` that also takes WebSocket upgrades (requests that
+    /// do not ask for one go to the router), behind the connection limits of the
+    /// configuration: see ``GuardedHTTPChannel``.
+    private static func server(service: SyncService, logger: Logger) -> HTTPServerBuilder {
+        let configuration = service.configuration
+        let maxConnections = ConnectionRegistry.effectiveMaxConnections(
+            configured: configuration.maxConnections, openFilesLimit: ConnectionRegistry.openFilesLimit())
+        if maxConnections < configuration.maxConnections {
+            logger.warning(
+                "maxConnections lowered to fit the limit of open files (raise it with ulimit -n)",
+                metadata: ["configured": "\(configuration.maxConnections)", "effective": "\(maxConnections)"])
+        }
+        let registry = ConnectionRegistry(maxConnections: maxConnections)
+        let limits = RequestHeadGuard.Limits(
+            headTimeout: .seconds(Int64(configuration.requestHeadTimeoutSeconds)), maxHeaderBytes: configuration.maxHeaderBytes,
+            linger: .seconds(2))
+        let channel = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(
+                idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)),
+                httpDecoderConfiguration: .init(maxHeaderFieldSize: configuration.maxHeaderBytes, maxHeaderListSize: configuration.maxHeaderBytes)),
+            ws: .init(autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)), closeTimeout: .seconds(5)))
+        return HTTPServerBuilder { responder in
+            GuardedHTTPChannel(
+                http: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: channel) { request, channel, _ in
+                    await webSocketUpgrade(request, channel: channel, service: service)
+                },
+                registry: registry, limits: limits)
+        }
     }
 
     // MARK: WebSocket
@@ -249,10 +284,25 @@ public enum ConvergeHTTPServer {
 
     /// `{"event":"changes","device":"<device>"}`.
     static func changesMessage(device: String) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .withoutEscapingSlashes
-        let quoted = (try? encoder.encode(device)).map { String(decoding: $0, as: UTF8.self) } ?? #""""#
-        return #"{"event":"changes","device":"# + quoted + "}"
+        #"{"event":"changes","device":"# + jsonQuoted(device) + "}"
+    }
+
+    /// `text` as a JSON string. Written out here because, unlike an encoder, it cannot fail
+    /// (and so needs no fallback that would send something else).
+    static func jsonQuoted(_ text: String) -> String {
+        var quoted = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": quoted += "\\\""
+            case "\\": quoted += "\\\\"
+            case "\n": quoted += "\\n"
+            case "\r": quoted += "\\r"
+            case "\t": quoted += "\\t"
+            case _ where scalar.value < 0x20: quoted += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+            default: quoted.unicodeScalars.append(scalar)
+            }
+        }
+        return quoted + "\""
     }
 
     private static func tooLarge(_ length: Int?, _ limit: Int) -> ServiceResponse {

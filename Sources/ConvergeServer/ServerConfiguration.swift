@@ -21,6 +21,19 @@ public struct ServerConfiguration: Sendable {
     public var idleTimeoutSeconds: Int
     /// How often an event stream sends a heartbeat comment.
     public var heartbeatSeconds: Int
+    /// A connection whose first request head has not arrived in full this long after it
+    /// opened gets 408 and is closed (silent and slow clients hold no connection for long;
+    /// later requests on a kept-alive connection are bounded by `idleTimeoutSeconds`).
+    public var requestHeadTimeoutSeconds: Int
+    /// The most connections open at once. A new connection beyond it closes an open one
+    /// that waits for a request head (one that never sent any first, then the kept-alive
+    /// connection idle the longest); when every connection has a request in progress, the
+    /// newcomer gets 503 and is closed. Capped below the process's limit of open files, so
+    /// that the server never runs out of descriptors.
+    public var maxConnections: Int
+    /// The largest request head (request line and header fields) accepted; a larger one gets
+    /// 431 and the connection is closed.
+    public var maxHeaderBytes: Int
     /// Server-side rules: sees each row a push changes visibly (before and after) and
     /// returns why it is refused, or `nil`. A refused change is undone by a compensating
     /// write of the server, so every replica converges to the server's row, and the
@@ -46,12 +59,18 @@ public struct ServerConfiguration: Sendable {
         schema: ServerSchema = ServerSchema(),
         idleTimeoutSeconds: Int = 60,
         heartbeatSeconds: Int = 20,
+        requestHeadTimeoutSeconds: Int = 10,
+        maxConnections: Int = 1_000,
+        maxHeaderBytes: Int = 32 << 10,
         validator: Validator? = nil,
         store: ReplicatedDatabase.Configuration = ReplicatedDatabase.Configuration()
     ) {
         self.validator = validator
         self.store = store
         self.heartbeatSeconds = max(1, heartbeatSeconds)
+        self.requestHeadTimeoutSeconds = max(1, requestHeadTimeoutSeconds)
+        self.maxConnections = max(1, maxConnections)
+        self.maxHeaderBytes = max(1 << 10, maxHeaderBytes)
         self.idleTimeoutSeconds = max(1, idleTimeoutSeconds)
         self.dataDirectory = dataDirectory
         self.jwtSecret = jwtSecret

@@ -16,11 +16,16 @@ public struct ServiceResponse: Sendable, Hashable {
         self.body = body
     }
 
+    /// `value` as a 200 JSON answer; 500 when it cannot be encoded (an answer that is not
+    /// the value must never pass for it).
     static func json(_ value: some Encodable) -> ServiceResponse {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let body = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return ServiceResponse(status: 200, contentType: "application/json", body: [UInt8](body))
+        do {
+            return ServiceResponse(status: 200, contentType: "application/json", body: [UInt8](try encoder.encode(value)))
+        } catch {
+            return ServiceError(status: 500, code: "internal", message: "the answer could not be encoded as JSON: \(error)").response
+        }
     }
 }
 
@@ -251,8 +256,9 @@ public final class SyncService: Sendable {
     }
 }
 
-/// A value as JSON: null, integers, reals and text as themselves, blobs as
-/// `{"blob": "<base64>"}`.
+/// A value as JSON: null, integers, finite reals and text as themselves, blobs as
+/// `{"blob": "<base64>"}`, and the reals JSON has no number for as `{"real": "inf"}`,
+/// `{"real": "-inf"}` and `{"real": "nan"}` (a string alone would pass for text).
 struct JSONValue: Encodable {
     let value: Value
 
@@ -263,7 +269,8 @@ struct JSONValue: Encodable {
         switch value {
         case .null: try container.encodeNil()
         case .integer(let v): try container.encode(v)
-        case .real(let v): try container.encode(v)
+        case .real(let v) where v.isFinite: try container.encode(v)
+        case .real(let v): try container.encode(["real": v.isNaN ? "nan" : v < 0 ? "-inf" : "inf"])
         case .text(let v): try container.encode(v)
         case .blob(let bytes): try container.encode(["blob": Data(bytes).base64EncodedString()])
         }

@@ -10,7 +10,8 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         abstract: "The Converge sync server: one replicated SQLite store per namespace.",
         discussion: """
             Every option can also be set by an environment variable: CONVERGE_HOST, CONVERGE_PORT,
-            CONVERGE_DATA, CONVERGE_JWT_SECRET, CONVERGE_SCHEMA, CONVERGE_MAX_BODY_BYTES.
+            CONVERGE_DATA, CONVERGE_JWT_SECRET, CONVERGE_SCHEMA, CONVERGE_MAX_BODY_BYTES,
+            CONVERGE_MAX_CONNECTIONS, CONVERGE_REQUEST_HEAD_TIMEOUT_SECONDS, CONVERGE_MAX_HEADER_BYTES.
             Without a JWT secret the server makes a random one and prints a development token.
             """)
 
@@ -35,6 +36,17 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-body-bytes"), help: "The largest request body accepted.")
     var maxBodyBytes: Int = ProcessInfo.processInfo.environment["CONVERGE_MAX_BODY_BYTES"].flatMap(Int.init) ?? 8 << 20
 
+    @Option(
+        name: .customLong("max-connections"),
+        help: "The most connections open at once (capped below the limit of open files, which the server raises to its hard limit).")
+    var maxConnections: Int = ProcessInfo.processInfo.environment["CONVERGE_MAX_CONNECTIONS"].flatMap(Int.init) ?? 1_000
+
+    @Option(name: .customLong("request-head-timeout-seconds"), help: "How long a new connection may take to send its first request head.")
+    var requestHeadTimeoutSeconds: Int = ProcessInfo.processInfo.environment["CONVERGE_REQUEST_HEAD_TIMEOUT_SECONDS"].flatMap(Int.init) ?? 10
+
+    @Option(name: .customLong("max-header-bytes"), help: "The largest request head (request line and header fields) accepted.")
+    var maxHeaderBytes: Int = ProcessInfo.processInfo.environment["CONVERGE_MAX_HEADER_BYTES"].flatMap(Int.init) ?? 32 << 10
+
     @Option(name: .customLong("print-token"), help: "Print a token for NAMESPACE:DEVICE and exit.")
     var printToken: String?
 
@@ -50,13 +62,19 @@ struct ConvergeServerCommand: AsyncParsableCommand {
             jwtSecret: secret,
             jwtES256PublicKeyPEM: es256Key,
             maxBodyBytes: maxBodyBytes,
-            schema: try schema.map { try ServerSchema(contentsOf: URL(fileURLWithPath: $0)) } ?? ServerSchema())
+            schema: try schema.map { try ServerSchema(contentsOf: URL(fileURLWithPath: $0)) } ?? ServerSchema(),
+            requestHeadTimeoutSeconds: requestHeadTimeoutSeconds,
+            maxConnections: maxConnections,
+            maxHeaderBytes: maxHeaderBytes)
         if let printToken {
             let parts = printToken.split(separator: ":", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--print-token expects NAMESPACE:DEVICE") }
             print(try await Authenticator(secret: secret).token(namespace: parts[0], device: parts[1]))
             return
         }
+        // Each connection holds a descriptor: the soft limit (often 1,024) would cap
+        // maxConnections well below what the machine allows.
+        ConvergeHTTPServer.raiseOpenFilesLimit()
         let service = try await SyncService(configuration: configuration)
         if jwtSecret == nil {
             let token = try await service.authenticator.token(namespace: "dev", device: "dev")
