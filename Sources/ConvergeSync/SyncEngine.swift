@@ -179,6 +179,7 @@ public actor SyncEngine {
     private static func refreshCounts(_ status: inout SyncStatus, database: ReplicatedDatabase, peer: String) {
         if let cursor = try? database.cursor(for: peer), let pending = try? database.changedRecordCount(since: cursor.sent) {
             status.pendingChanges = pending
+            status.acknowledgedPosition = cursor.sent
         }
         if let conflicts = try? database.conflicts() { status.conflicts = conflicts.count }
         if let quarantined = try? database.quarantinedCount() { status.quarantined = quarantined }

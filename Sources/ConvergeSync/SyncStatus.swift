@@ -20,6 +20,9 @@ public enum SyncError: Error, Sendable, Hashable, CustomStringConvertible {
     case local(String)
     /// The round was cancelled.
     case cancelled
+    /// A wait (``SyncEngine/waitUntilUploaded(timeout:)``) ran out of time; the last round's
+    /// error, if any, is in the message.
+    case timedOut(String)
 
     public var description: String {
         switch self {
@@ -31,6 +34,7 @@ public enum SyncError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidResponse(let message): return "invalid response: \(message)"
         case .local(let message): return "local store error: \(message)"
         case .cancelled: return "cancelled"
+        case .timedOut(let message): return "timed out: \(message)"
         }
     }
 }
@@ -48,8 +52,11 @@ public struct SyncStatus: Sendable, Hashable {
     }
 
     public var phase: Phase = .idle
-    /// Local records changed since the server last acknowledged.
+    /// Local records changed since the server last acknowledged (the pending uploads).
     public var pendingChanges = 0
+    /// The local feed position the server has acknowledged: every local change at or below
+    /// it is on the server (see ``SyncEngine/waitUntilUploaded(timeout:)``).
+    public var acknowledgedPosition: UInt64 = 0
     /// When a round last completed.
     public var lastSuccess: Date?
     /// The error of the last round, `nil` once a round succeeds.

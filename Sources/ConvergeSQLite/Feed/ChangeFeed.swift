@@ -42,6 +42,13 @@ extension ReplicatedDatabase {
         }
     }
 
+    /// The feed position that covers every local write committed so far: the captured log
+    /// is folded first (a write transaction). A peer whose acknowledged cursor reaches it
+    /// holds all of them: what an upload checkpoint waits for.
+    public func capturedFeedPosition() throws -> UInt64 {
+        try withMetadata { metadata in metadata.sequence }
+    }
+
     /// The feed's position: the cursor a peer holds once it has everything (folded local
     /// writes included). Reads only.
     public func feedHead() throws -> UInt64 {
