@@ -23,6 +23,8 @@ public enum WireDecoder {
         public var maxKeyBytes: Int
         /// UTF-8 bytes of a text value, bytes of a blob value.
         public var maxValueBytes: Int
+        /// UTF-8 bytes of a table or column name.
+        public var maxNameBytes: Int
         /// Add-tags of one record, as listed: its membership's live dots plus its fields'
         /// incarnations. An honest record holds about one per replica that re-added it
         /// concurrently, in its membership and in each field; the pruning of incarnations
@@ -31,8 +33,9 @@ public enum WireDecoder {
 
         public init(
             maxReplicas: Int = .max, maxRecords: Int = .max, maxFields: Int = .max, maxKeyBytes: Int = .max, maxValueBytes: Int = .max,
-            maxDotsPerRecord: Int = .max
+            maxDotsPerRecord: Int = .max, maxNameBytes: Int = .max
         ) {
+            self.maxNameBytes = maxNameBytes
             self.maxDotsPerRecord = maxDotsPerRecord
             self.maxReplicas = maxReplicas
             self.maxRecords = maxRecords
@@ -53,6 +56,7 @@ public enum WireDecoder {
         case keyBytes
         case valueBytes
         case dotsPerRecord
+        case nameBytes
     }
 
     /// Decodes `bytes`, checking magic, version and checksum first.
@@ -148,6 +152,7 @@ public enum WireDecoder {
             case .keyBytes: bound = limits.maxKeyBytes
             case .valueBytes: bound = limits.maxValueBytes
             case .dotsPerRecord: bound = limits.maxDotsPerRecord
+            case .nameBytes: bound = limits.maxNameBytes
             }
             guard actual <= bound else {
                 throw WireError(.limitExceeded(limit, limit: bound, actual: actual), offset: offset, context: context())
@@ -264,12 +269,12 @@ public enum WireDecoder {
             var seenTables = Set<String>()
             for _ in 0..<tableCount {
                 let tableOffset = position
-                let table = try string("table name")
+                let table = try string("table name", limit: .nameBytes)
                 guard seenTables.insert(table).inserted else { throw WireError(.duplicateTable(table), offset: tableOffset, context: "table name") }
                 let columnCount = try count("column count of \(table)")
                 var columns = [String]()
                 columns.reserveCapacity(columnCount)
-                for _ in 0..<columnCount { columns.append(try string("column name of \(table)")) }
+                for _ in 0..<columnCount { columns.append(try string("column name of \(table)", limit: .nameBytes)) }
                 let recordOffset = position
                 let recordCount = try count("record count of \(table)", minimumBytes: 3)
                 recordsRead += recordCount
