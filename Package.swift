@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ConvergeSync", targets: ["ConvergeSync"]),
         .library(name: "ConvergeServer", targets: ["ConvergeServer"]),
         .executable(name: "converge-server", targets: ["converge-server"]),
+        .executable(name: "converge", targets: ["converge"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         // Already in the graph through jwt-kit; the token tests sign raw JWS with it.
@@ -37,7 +39,11 @@ let package = Package(
         // The replicated SQLite store.
         .target(
             name: "ConvergeSQLite",
-            dependencies: ["ConvergeCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "ConvergeCore", .product(name: "GRDB", package: "GRDB.swift"),
+                // Logging and metrics facades only (no NIO): the app picks the backends.
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         // The deterministic many-replica simulator, as a library the tests drive too.
         .target(name: "ConvergeSimulation", dependencies: ["ConvergeCore", "ConvergeSQLite"]),
@@ -58,7 +64,12 @@ let package = Package(
         // beyond the core, so the server does not depend on the client module.
         .target(name: "ConvergeProtocol", dependencies: ["ConvergeCore"]),
         // The client sync engine: no server stack (URLSession for HTTP).
-        .target(name: "ConvergeSync", dependencies: ["ConvergeCore", "ConvergeProtocol", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(
+            name: "ConvergeSync",
+            dependencies: [
+                "ConvergeCore", "ConvergeProtocol", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+            ]),
         // The sync server (Hummingbird 2): one replicated SQLite store per namespace.
         .target(
             name: "ConvergeServer",
@@ -96,7 +107,20 @@ let package = Package(
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
+        ),
+        // The `converge` inspector of a device's database file: the logic as a library the
+        // tests call directly (no server stack), the command line a thin wrapper around it.
+        .target(name: "ConvergeInspector", dependencies: ["ConvergeCore", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]),
+        .executableTarget(
+            name: "converge",
+            dependencies: ["ConvergeInspector", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(
+            name: "ConvergeInspectorTests",
+            dependencies: ["ConvergeInspector", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,7 @@ import ConvergeCore
 import ConvergeSQLite
 import Foundation
 import GRDB
+import Logging
 
 /// Synchronizes a replicated database with a server, round after round.
 ///
@@ -41,6 +42,9 @@ public actor SyncEngine {
         public var logLimit: Int
         /// Testing only (the simulator's `--mutation`): a deliberately broken behaviour.
         package var mutation: Mutation?
+        /// Where the engine logs: failed rounds at warning, rounds at debug. The app's
+        /// logging backend decides where that goes (swift-log's `LoggingSystem`).
+        public var logger = Logger(label: "converge.sync")
 
         public init(
             peer: String = "server",
@@ -184,6 +188,7 @@ public actor SyncEngine {
         if let conflicts = try? database.conflicts() { status.conflicts = conflicts.count }
         if let quarantined = try? database.quarantinedCount() { status.quarantined = quarantined }
         if let rejected = try? SyncLog.rejectionCount(in: database.writer) { status.rejected = rejected }
+        SyncMetrics.status(status)
     }
 
     /// The changes of this device the server refused, with its reasons, newest first.
@@ -340,6 +345,11 @@ public actor SyncEngine {
                 $0.lastError = nil
             }
             SyncLog.record(report, started: startDate, error: nil, peer: configuration.peer, in: database.writer, limit: configuration.logLimit)
+            SyncMetrics.record(report, result: "ok")
+            configuration.logger.debug("sync round", metadata: [
+                "pushed": "\(report.pushedRecords)", "pulled": "\(report.pulledRecords)", "requests": "\(report.requests)",
+                "retries": "\(report.retries)", "seconds": "\(report.duration)",
+            ])
             return report
         } catch {
             let failure = Self.syncError(error)
@@ -350,6 +360,8 @@ public actor SyncEngine {
                 $0.lastError = failure
             }
             SyncLog.record(report, started: startDate, error: failure, peer: configuration.peer, in: database.writer, limit: configuration.logLimit)
+            SyncMetrics.record(report, result: failure.metricLabel)
+            configuration.logger.warning("sync round failed", metadata: ["error": "\(failure)", "retries": "\(report.retries)"])
             throw failure
         }
     }

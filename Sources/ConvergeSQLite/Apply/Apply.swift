@@ -1,5 +1,6 @@
 import ConvergeCore
 import GRDB
+import Metrics
 
 extension ReplicatedDatabase {
     /// Joins a remote changeset, in one transaction.
@@ -52,6 +53,25 @@ extension ReplicatedDatabase {
     /// decide, and writes the plan back in key order.
     @discardableResult
     public func apply(_ changeset: Changeset, options: ApplyOptions) throws -> ApplyReport {
+        let started = ContinuousClock.now
+        do {
+            let report = try applyMeasured(changeset, options: options)
+            StoreMetrics.applySeconds.record(duration: ContinuousClock.now - started)
+            if report.changedRecords > 0 { StoreMetrics.appliedRecords.increment(by: report.changedRecords) }
+            if report.quarantinedRecords > 0 {
+                StoreMetrics.quarantinedRecords.increment(by: report.quarantinedRecords)
+                Self.logger.info("quarantined changes stamped too far ahead", metadata: ["records": "\(report.quarantinedRecords)"])
+            }
+            if report.releasedRecords > 0 { StoreMetrics.releasedRecords.increment(by: report.releasedRecords) }
+            Self.logger.debug("applied", metadata: ["records": "\(changeset.records.count)", "changed": "\(report.changedRecords)"])
+            return report
+        } catch let error as ApplyError {
+            Self.logger.info("changeset refused", metadata: ["reason": "\(error)"])
+            throw error
+        }
+    }
+
+    private func applyMeasured(_ changeset: Changeset, options: ApplyOptions) throws -> ApplyReport {
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
             for delta in changeset.records { try checkAddress(delta, tables: metadata.tables) }
@@ -75,7 +95,9 @@ extension ReplicatedDatabase {
             return report
         }
         if rewound {
+            Self.logger.notice("a peer holds this replica's stamps beyond its clock (a rewound file): taking a new identity", metadata: ["replica": "\(source.replica)"])
             try resetIdentity()
+            StoreMetrics.identityResets.increment()
             report.identityReset = true
         }
         return report

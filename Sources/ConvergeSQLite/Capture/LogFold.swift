@@ -1,5 +1,6 @@
 import ConvergeCore
 import GRDB
+import Metrics
 
 /// Folds the captured local writes of the log tables into the record metadata.
 ///
@@ -49,14 +50,18 @@ enum LogFold {
             keys.insert(key)
         }
         guard !writes.isEmpty else { return latest }
+        let started = ContinuousClock.now
+        defer { StoreMetrics.foldSeconds.record(duration: ContinuousClock.now - started) }
         // One batched, key-ordered read of the touched records, one key-ordered write back.
         let entries = try metadata.load(keys.sorted().map { RecordAddress(table: name, key: $0) })
         var stored = [Value: RecordState]()
         for (address, entry) in entries { stored[address.key] = entry.state }
-        for change in CapturePlanner.fold(writes, schema: schema, stored: stored) {
+        let changes = CapturePlanner.fold(writes, schema: schema, stored: stored)
+        for change in changes {
             let address = RecordAddress(table: name, key: change.key)
             try metadata.commit(entries[address] ?? .empty, changedTo: change.after, at: address)
         }
+        StoreMetrics.foldedRecords.increment(by: changes.count)
         try metadata.db.execute(sql: "DELETE FROM \(log)")
         return latest
     }
