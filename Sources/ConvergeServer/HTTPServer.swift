@@ -1,5 +1,5 @@
 import CompressNIO
-import ConvergeSync
+import ConvergeProtocol
 import Foundation
 import Hummingbird
 import HummingbirdCore

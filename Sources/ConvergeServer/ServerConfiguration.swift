@@ -10,6 +10,9 @@ public struct ServerConfiguration: Sendable {
     public var jwtSecret: String
     /// A P-256 public key (PEM): ES256 tokens it verifies are accepted beside HS256 ones.
     public var jwtES256PublicKeyPEM: String?
+    /// What a token must carry beyond a valid signature (`exp` required by default), and
+    /// the lifetime of the tokens this server signs.
+    public var tokens = TokenPolicy()
     /// The largest request body accepted (larger ones get 413).
     public var maxBodyBytes: Int
     /// Caps on one pulled page, whatever the client asks.
@@ -45,6 +48,49 @@ public struct ServerConfiguration: Sendable {
     /// be before it is quarantined, and the server's physical time (the simulator injects
     /// virtual time; keep the default wall clock otherwise).
     public var store: ReplicatedDatabase.Configuration
+
+    // Request limits: what one push may carry. Checked while the changeset is decoded,
+    // before storage is touched; each refusal is a typed 413 (or 400 for clocks) naming
+    // the limit. The defaults sit far above an honest device's batch (100 records,
+    // 1 MiB), so that only hostile or broken clients meet them.
+
+    /// Distinct replicas a pushed changeset may name (its replica table).
+    public var maxReplicasPerRequest: Int = 10_000
+    /// Records a pushed changeset may carry.
+    public var maxRecordsPerRequest: Int = 10_000
+    /// Field states a pushed changeset may carry, over all its records.
+    public var maxFieldsPerRequest: Int = 200_000
+    /// Bytes of a pushed record key (UTF-8 for text). Keys are indexed and compared on
+    /// every apply of their record: a huge one slows every later push to it.
+    public var maxKeyBytes: Int = 1_024
+    /// Bytes of one pushed text or blob value (UTF-8 for text).
+    public var maxValueBytes: Int = 4 << 20
+    /// UTF-8 bytes of a pushed table or column name: like keys, names are stored with every
+    /// record that has them (tables the server does not know are parked, columns kept).
+    public var maxNameBytes: Int = 256
+    /// Add-tags of one pushed record: its live dots plus its fields' incarnations (an
+    /// honest record holds about one per replica that re-added it concurrently).
+    public var maxDotsPerRecord: Int = 256
+    /// How far ahead of the server's physical time (``store``'s `physicalTime`) a pushed
+    /// stamp may be; beyond it the push is refused (400 `implausible_clock`). Between the
+    /// store's drift limit and this bound a change is quarantined until time catches up;
+    /// a value below the drift limit counts as the drift limit. A week: devices whose date
+    /// is set a day or so wrong still sync (their changes wait), while no stamp can hold the
+    /// quarantine, or after it every clock, years ahead.
+    public var maxClockAheadMilliseconds: UInt64 = 7 * 24 * 60 * 60 * 1000
+    /// No pushed stamp may be later than this, whatever the server's time: 2200-01-01 UTC.
+    public var clockCeilingMilliseconds: UInt64 = 7_258_118_400_000
+
+    // Namespace resources.
+
+    /// Namespace stores kept open at once (each holds a few files and some cache); the
+    /// least recently used beyond it are closed once no request uses them.
+    public var maxOpenNamespaces: Int = 256
+    /// A namespace store unused this long is closed.
+    public var namespaceIdleSeconds: Int = 300
+    /// Namespaces that may exist; a push that would create one more is refused (403
+    /// `too_many_namespaces`). `nil`: no bound.
+    public var maxNamespaces: Int?
 
     /// A rule for pushed changes; see ``ServerConfiguration/validator``.
     public typealias Validator = @Sendable (_ change: ProposedChange, _ pusher: Principal) -> String?

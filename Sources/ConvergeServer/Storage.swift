@@ -9,6 +9,10 @@ public protocol NamespaceStorage: Sendable {
     /// The store of `namespace`, created on first use. `namespace` is already validated
     /// (see ``Namespace/isValid(_:)``).
     func store(for namespace: String) async throws -> any NamespaceStore
+
+    /// The store of `namespace` if the namespace exists, without creating it: reads use
+    /// this, so that only pushes create namespaces.
+    func existingStore(for namespace: String) async throws -> (any NamespaceStore)?
 }
 
 /// One namespace's replica on the server. Operations on one namespace are serialized.
@@ -71,73 +75,6 @@ public enum Namespace {
     }
 }
 
-/// The highest clock reading of each replica in a changeset: its write stamps, add-tags,
-/// incarnations and causal contexts.
-public func stampMaxima(of changeset: Changeset) -> [ReplicaID: HLC] {
-    var result = [ReplicaID: HLC]()
-    func note(_ stamp: Stamp) {
-        if stamp.hlc > result[stamp.replica, default: .zero] { result[stamp.replica] = stamp.hlc }
-    }
-    func note(_ context: CausalContext) {
-        for entry in context.entries { note(Stamp(hlc: entry.hlc, replica: entry.replica)) }
-    }
-    func note(_ register: Register) {
-        switch register {
-        case .lww(let lww): note(lww.stamp)
-        case .multi(let mv):
-            for sibling in mv.siblings { note(sibling.stamp) }
-            note(mv.context)
-        }
-    }
-    for delta in changeset.records {
-        for dot in delta.state.membership.dots { note(dot) }
-        note(delta.state.membership.context)
-        for field in delta.state.fields.values {
-            switch field {
-            case .plain(let register): note(register)
-            case .incarnated(let entries):
-                for entry in entries {
-                    note(entry.incarnation)
-                    note(entry.register)
-                }
-            }
-        }
-    }
-    return result
-}
-
-/// The embedded storage: `<directory>/<namespace>.sqlite`, each a ``ReplicatedDatabase``
-/// on a GRDB `DatabasePool`.
-public actor SQLiteStorage: NamespaceStorage {
-    public nonisolated let directory: URL
-    public nonisolated let schema: ServerSchema
-    public nonisolated let configuration: ReplicatedDatabase.Configuration
-    private var stores: [String: Task<SQLiteNamespaceStore, any Error>] = [:]
-
-    public init(directory: URL, schema: ServerSchema = ServerSchema(), store configuration: ReplicatedDatabase.Configuration = .init()) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        self.directory = directory
-        self.schema = schema
-        self.configuration = configuration
-    }
-
-    public func store(for namespace: String) async throws -> any NamespaceStore {
-        precondition(Namespace.isValid(namespace))
-        if let existing = stores[namespace] { return try await existing.value }
-        let path = directory.appendingPathComponent("\(namespace).sqlite").path
-        let schema = self.schema
-        let configuration = self.configuration
-        let opening = Task { try await SQLiteNamespaceStore.open(path: path, schema: schema, configuration: configuration) }
-        stores[namespace] = opening
-        do {
-            return try await opening.value
-        } catch {
-            stores[namespace] = nil
-            throw error
-        }
-    }
-}
-
 /// One namespace in SQLite. Work runs on the namespace's serial queue, off the
 /// cooperative thread pool (SQLite calls block).
 public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
@@ -174,7 +111,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             }
             // The server owns `.authority` columns in its namespaces.
             try database.setAuthority(database.replicaID)
-            return SQLiteNamespaceStore(database: database, queue: queue, held: stampMaxima(of: try database.snapshot()))
+            return SQLiteNamespaceStore(database: database, queue: queue, held: try database.snapshot().maxHLCByReplica)
         }
     }
 
@@ -236,7 +173,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             held[serverReplica] = max(held[serverReplica, default: .zero], database.clock)
             try database.setAuthority(database.replicaID)
         }
-        for (stampReplica, hlc) in stampMaxima(of: changeset) where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
+        for (stampReplica, hlc) in changeset.maxHLCByReplica where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
         return report
     }
 

@@ -1,6 +1,6 @@
 import ConvergeCore
 import ConvergeSQLite
-import ConvergeSync
+import ConvergeProtocol
 import Foundation
 import GRDB
 
@@ -43,8 +43,12 @@ public final class SyncService: Sendable {
 
     public init(configuration: ServerConfiguration, storage: (any NamespaceStorage)? = nil) async throws {
         self.configuration = configuration
-        self.storage = try storage ?? SQLiteStorage(directory: configuration.dataDirectory, schema: configuration.schema, store: configuration.store)
-        authenticator = try await Authenticator(secret: configuration.jwtSecret, es256PublicKeyPEM: configuration.jwtES256PublicKeyPEM)
+        self.storage = try storage ?? SQLiteStorage(
+            directory: configuration.dataDirectory, schema: configuration.schema, store: configuration.store,
+            maxOpenNamespaces: configuration.maxOpenNamespaces, idleTimeout: .seconds(configuration.namespaceIdleSeconds),
+            maxNamespaces: configuration.maxNamespaces)
+        authenticator = try await Authenticator(
+            secret: configuration.jwtSecret, es256PublicKeyPEM: configuration.jwtES256PublicKeyPEM, policy: configuration.tokens)
         metrics = ServerMetrics()
     }
 
@@ -66,7 +70,7 @@ public final class SyncService: Sendable {
     public func sync(body: [UInt8], principal: Principal) async -> ServiceResponse {
         let clock = ContinuousClock()
         let started = clock.now
-        var recordsIn = 0, fieldsIn = 0, recordsOut = 0, fieldsOut = 0
+        var counts = RoundCounts()
         let result: ServiceResponse
         do {
             guard body.count <= configuration.maxBodyBytes else {
@@ -78,58 +82,23 @@ public final class SyncService: Sendable {
             } catch {
                 throw ServiceError(status: 400, code: "bad_request", message: error.description)
             }
-            var pushed = Changeset()
-            if !request.changeset.isEmpty {
-                do {
-                    pushed = try WireDecoder.decode(request.changeset)
-                    try pushed.checkInvariants()
-                } catch {
-                    throw ServiceError(status: 400, code: "bad_changeset", message: "changeset: \(error)")
-                }
+            let pushed = try decodePush(request.changeset)
+            // Only a push creates a namespace: a read of one that does not exist gets an
+            // empty answer, so that requests without data cost the server no files.
+            let store: (any NamespaceStore)?
+            do {
+                store = pushed.isEmpty ? try await storage.existingStore(for: principal.namespace) : try await storage.store(for: principal.namespace)
+            } catch let error as NamespaceLimitExceeded {
+                throw ServiceError(status: 403, code: "too_many_namespaces", message: error.description)
             }
-            let store = try await storage.store(for: principal.namespace)
-            var pushedRange: ClosedRange<UInt64>?
-            if !pushed.isEmpty {
-                do {
-                    let validate = configuration.validator.map { rule in { @Sendable (change: ProposedChange) in rule(change, principal) } }
-                    let report = try await store.push(pushed, replica: request.replica, device: principal.device, validate: validate)
-                    if report.changedRecords > 0 { notifier.publish(.init(device: principal.device), in: principal.namespace) }
-                    if !report.rejections.isEmpty { metrics.rejected(report.rejections.count) }
-                    // Records released from quarantine are others' changes: then the range
-                    // is not the push's alone.
-                    if report.releasedRecords == 0 { pushedRange = report.feedBefore...report.feedAfter }
-                } catch let refusal as PushRefusal {
-                    throw ServiceError(status: 403, code: "forbidden", message: refusal.message)
-                } catch let error as ApplyError {
-                    throw ServiceError(status: 400, code: "invalid_changeset", message: error.description)
-                }
-                recordsIn = pushed.records.count
-                fieldsIn = pushed.fieldCount
+            let response: SyncResponse
+            if let store {
+                response = try await round(request, pushed: pushed, store: store, principal: principal, counts: &counts)
+            } else {
+                // No server replica exists yet: the zero id tells the client nothing it
+                // could keep (a later real one makes it start over with that server).
+                response = SyncResponse(serverReplica: .zero, acknowledged: request.pushUpTo, changeset: [], next: request.pullCursor, hasMore: false)
             }
-            var page = Changeset()
-            var next = request.pullCursor
-            var hasMore = false
-            if request.pull {
-                let batch = try await store.changes(
-                    since: request.pullCursor, after: request.pullAfter,
-                    maxRecords: Int(min(UInt64(configuration.maxPullRecords), max(1, request.pullMaxRecords))),
-                    maxBytes: Int(min(UInt64(configuration.maxPullBytes), max(1, request.pullMaxBytes))))
-                page = Self.withoutEcho(batch.changeset, of: pushed)
-                next = batch.next
-                hasMore = batch.hasMore
-                recordsOut = page.records.count
-                fieldsOut = page.fieldCount
-            }
-            var rejections = [SyncRejection]()
-            if let after = request.rejectionsAfter {
-                rejections = try await store.rejections(for: principal.device, after: after, limit: 100).map {
-                    SyncRejection(id: UInt64($0.id), table: $0.table, key: $0.key, reason: $0.reason)
-                }
-            }
-            let response = SyncResponse(
-                serverReplica: store.serverReplica, acknowledged: request.pushUpTo,
-                changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore, rejections: rejections,
-                pushedRange: pushedRange)
             result = ServiceResponse(status: 200, contentType: SyncProtocol.contentType, body: response.encoded())
         } catch let error as ServiceError {
             result = error.response
@@ -138,8 +107,90 @@ public final class SyncService: Sendable {
         }
         metrics.round(
             result: Self.resultLabel(result.status), duration: clock.now - started,
-            recordsIn: recordsIn, fieldsIn: fieldsIn, recordsOut: recordsOut, fieldsOut: fieldsOut)
+            recordsIn: counts.recordsIn, fieldsIn: counts.fieldsIn, recordsOut: counts.recordsOut, fieldsOut: counts.fieldsOut)
         return result
+    }
+
+    /// What a round carried, for the metrics.
+    private struct RoundCounts {
+        var recordsIn = 0, fieldsIn = 0, recordsOut = 0, fieldsOut = 0
+    }
+
+    /// The pushed changeset, decoded within the request limits and checked, before any
+    /// storage is touched.
+    private func decodePush(_ bytes: [UInt8]) throws(ServiceError) -> Changeset {
+        guard !bytes.isEmpty else { return Changeset() }
+        let pushed: Changeset
+        do {
+            // The limits are checked as counts and lengths are read: a hostile changeset
+            // costs no more than its bytes up to the limit it exceeds.
+            pushed = try WireDecoder.decode(bytes, limits: configuration.wireLimits)
+        } catch {
+            if case .limitExceeded(let limit, let bound, let actual) = error.reason {
+                throw ServiceError.limitExceeded(limit, bound: bound, actual: actual)
+            }
+            throw ServiceError(status: 400, code: "bad_changeset", message: "changeset: \(error)")
+        }
+        do {
+            try pushed.checkInvariants()
+        } catch {
+            throw ServiceError(status: 400, code: "bad_changeset", message: "changeset: \(error)")
+        }
+        try configuration.checkPlausibleClocks(pushed)
+        return pushed
+    }
+
+    /// The push applied, then the pull, the rejections and the answer, in `store`.
+    private func round(
+        _ request: SyncRequest, pushed: Changeset, store: any NamespaceStore, principal: Principal, counts: inout RoundCounts
+    ) async throws -> SyncResponse {
+        var pushedRange: ClosedRange<UInt64>?
+        if !pushed.isEmpty {
+            do {
+                let validate = configuration.validator.map { rule in { @Sendable (change: ProposedChange) in rule(change, principal) } }
+                let report = try await store.push(pushed, replica: request.replica, device: principal.device, validate: validate)
+                if report.changedRecords > 0 { notifier.publish(.init(device: principal.device), in: principal.namespace) }
+                if !report.rejections.isEmpty { metrics.rejected(report.rejections.count) }
+                // Records released from quarantine are others' changes: then the range
+                // is not the push's alone.
+                if report.releasedRecords == 0 { pushedRange = report.feedBefore...report.feedAfter }
+            } catch let refusal as PushRefusal {
+                throw ServiceError(status: 403, code: "forbidden", message: refusal.message)
+            } catch let error as ApplyError {
+                if case .quotaExceeded = error.reason {
+                    // The namespace's quarantine or parked records are full: nothing was
+                    // applied, and the same push will be refused until they drain.
+                    throw ServiceError(status: 413, code: "quota_exceeded", message: error.description)
+                }
+                throw ServiceError(status: 400, code: "invalid_changeset", message: error.description)
+            }
+            counts.recordsIn = pushed.records.count
+            counts.fieldsIn = pushed.fieldCount
+        }
+        var page = Changeset()
+        var next = request.pullCursor
+        var hasMore = false
+        if request.pull {
+            let batch = try await store.changes(
+                since: request.pullCursor, after: request.pullAfter,
+                maxRecords: Int(min(UInt64(configuration.maxPullRecords), max(1, request.pullMaxRecords))),
+                maxBytes: Int(min(UInt64(configuration.maxPullBytes), max(1, request.pullMaxBytes))))
+            page = Self.withoutEcho(batch.changeset, of: pushed)
+            next = batch.next
+            hasMore = batch.hasMore
+            counts.recordsOut = page.records.count
+            counts.fieldsOut = page.fieldCount
+        }
+        var rejections = [SyncRejection]()
+        if let after = request.rejectionsAfter {
+            rejections = try await store.rejections(for: principal.device, after: after, limit: 100).map {
+                SyncRejection(id: UInt64($0.id), table: $0.table, key: $0.key, reason: $0.reason)
+            }
+        }
+        return SyncResponse(
+            serverReplica: store.serverReplica, acknowledged: request.pushUpTo,
+            changeset: page.isEmpty ? [] : WireEncoder.encode(page), next: next, hasMore: hasMore, rejections: rejections,
+            pushedRange: pushedRange)
     }
 
     /// Drops from a pulled page the records the client has just pushed at least as far
@@ -203,7 +254,12 @@ public final class SyncService: Sendable {
     public func status(authorization: String?, cursor: UInt64?) async -> ServiceResponse {
         do {
             let principal = try await authenticator.authenticate(authorization)
-            let store = try await storage.store(for: principal.namespace)
+            // A namespace nobody pushed to is empty: answered without creating it.
+            guard let store = try await storage.existingStore(for: principal.namespace) else {
+                return .json(StatusBody(
+                    namespace: principal.namespace, serverReplica: ReplicaID.zero.uuidString(), cursor: 0,
+                    needsSync: cursor.map { _ in false }, changedSinceCursor: cursor.map { _ in 0 }, conflicts: 0, quarantined: 0, boundReplica: nil))
+            }
             var changed: Int?
             if let cursor { changed = try await store.changedRecordCount(since: cursor) }
             return .json(StatusBody(
@@ -233,7 +289,9 @@ public final class SyncService: Sendable {
     public func conflicts(authorization: String?) async -> ServiceResponse {
         do {
             let principal = try await authenticator.authenticate(authorization)
-            let store = try await storage.store(for: principal.namespace)
+            guard let store = try await storage.existingStore(for: principal.namespace) else {
+                return .json(["conflicts": [ConflictBody]()])
+            }
             let conflicts = try await store.conflicts().map { conflict in
                 ConflictBody(
                     table: conflict.table, key: JSONValue(conflict.key), column: conflict.column,
@@ -244,14 +302,6 @@ public final class SyncService: Sendable {
             return error.response
         } catch {
             return ServiceError(status: 500, code: "internal", message: "\(error)").response
-        }
-    }
-
-    /// A transport that calls this service in-process (tests, the simulator).
-    public func inMemoryTransport() -> InMemorySyncTransport {
-        InMemorySyncTransport { body, authorization in
-            let response = await self.sync(body: body, authorization: authorization)
-            return (response.status, response.body)
         }
     }
 }

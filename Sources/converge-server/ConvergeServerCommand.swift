@@ -30,11 +30,46 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("jwt-es256-public-key"), help: "A PEM file of a P-256 public key: ES256 tokens it verifies are accepted too.")
     var es256KeyOption: String?
 
-    @Option(name: .customLong("schema"), help: "A JSON file of the app's tables (see ServerSchema).")
+    @Option(name: .customLong("schema"), help: "A JSON file of the app's tables (see Examples/schema.json and ServerSchema).")
     var schemaOption: String?
 
     @Option(name: .customLong("max-body-bytes"), help: "The largest request body accepted.")
     var maxBodyBytes: Int = ProcessInfo.processInfo.environment["CONVERGE_MAX_BODY_BYTES"].flatMap(Int.init) ?? 8 << 20
+
+    // Request limits and namespace resources (see ServerConfiguration and the README): each
+    // also read from CONVERGE_<NAME IN CAPITALS>, for example CONVERGE_MAX_KEY_BYTES.
+    @Option(name: .customLong("max-replicas-per-request"), help: "Distinct replicas one pushed changeset may name (default 10000).")
+    var maxReplicasPerRequest: Int?
+
+    @Option(name: .customLong("max-records-per-request"), help: "Records one pushed changeset may carry (default 10000).")
+    var maxRecordsPerRequest: Int?
+
+    @Option(name: .customLong("max-fields-per-request"), help: "Field states one pushed changeset may carry (default 200000).")
+    var maxFieldsPerRequest: Int?
+
+    @Option(name: .customLong("max-key-bytes"), help: "Bytes of a pushed record key (default 1024).")
+    var maxKeyBytes: Int?
+
+    @Option(name: .customLong("max-value-bytes"), help: "Bytes of one pushed text or blob value (default 4194304).")
+    var maxValueBytes: Int?
+
+    @Option(name: .customLong("max-name-bytes"), help: "Bytes of a pushed table or column name (default 256).")
+    var maxNameBytes: Int?
+
+    @Option(name: .customLong("max-dots-per-record"), help: "Add-tags (live dots and incarnations) of one pushed record (default 256).")
+    var maxDotsPerRecord: Int?
+
+    @Option(name: .customLong("max-clock-ahead-ms"), help: "How far ahead of the server's time a pushed stamp may be before the push is refused (default 604800000, a week).")
+    var maxClockAheadMilliseconds: UInt64?
+
+    @Option(name: .customLong("max-open-namespaces"), help: "Namespace stores kept open at once (default 256).")
+    var maxOpenNamespaces: Int?
+
+    @Option(name: .customLong("namespace-idle-seconds"), help: "A namespace store unused this long is closed (default 300).")
+    var namespaceIdleSeconds: Int?
+
+    @Option(name: .customLong("max-namespaces"), help: "Namespaces that may exist; pushes that would create more are refused (default: no bound).")
+    var maxNamespaces: Int?
 
     @Option(
         name: .customLong("max-connections"),
@@ -47,8 +82,23 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-header-bytes"), help: "The largest request head (request line and header fields) accepted.")
     var maxHeaderBytes: Int = ProcessInfo.processInfo.environment["CONVERGE_MAX_HEADER_BYTES"].flatMap(Int.init) ?? 32 << 10
 
-    @Option(name: .customLong("print-token"), help: "Print a token for NAMESPACE:DEVICE and exit.")
+    @Option(name: .customLong("print-token"), help: "Print a token for NAMESPACE:DEVICE and exit (it expires after --token-lifetime-seconds).")
     var printToken: String?
+
+    @Option(name: .customLong("token-lifetime-seconds"), help: "Lifetime of the tokens this server signs (--print-token, the development token); default 3600.")
+    var tokenLifetimeSeconds: Int?
+
+    @Option(name: .customLong("token-leeway-seconds"), help: "Clock leeway for a token's exp, nbf and iat (default 60).")
+    var tokenLeewaySeconds: Int?
+
+    @Option(name: .customLong("token-issuer"), help: "Accept only tokens whose iss is this (and sign tokens with it).")
+    var tokenIssuer: String?
+
+    @Option(name: .customLong("token-audience"), help: "Accept only tokens whose aud includes this (and sign tokens with it).")
+    var tokenAudience: String?
+
+    @Flag(name: .customLong("allow-tokens-without-expiry"), help: "Accept tokens without exp (refused by default: they cannot be taken back).")
+    var allowTokensWithoutExpiry = false
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -57,19 +107,30 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         let es256KeyPath = es256KeyOption ?? environment["CONVERGE_JWT_ES256_PUBLIC_KEY"]
         let es256Key = try es256KeyPath.map { try String(contentsOfFile: $0, encoding: .utf8) }
         let secret = jwtSecret ?? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             dataDirectory: URL(fileURLWithPath: data, isDirectory: true),
             jwtSecret: secret,
             jwtES256PublicKeyPEM: es256Key,
             maxBodyBytes: maxBodyBytes,
-            schema: try schema.map { try ServerSchema(contentsOf: URL(fileURLWithPath: $0)) } ?? ServerSchema(),
+            schema: try schema.map { try ServerSchema.load(from: URL(fileURLWithPath: $0)) } ?? ServerSchema(),
             requestHeadTimeoutSeconds: requestHeadTimeoutSeconds,
             maxConnections: maxConnections,
             maxHeaderBytes: maxHeaderBytes)
+        applyLimits(to: &configuration, environment: environment)
+        configuration.tokens = TokenPolicy(
+            requireExpiry: !(allowTokensWithoutExpiry || environment["CONVERGE_ALLOW_TOKENS_WITHOUT_EXPIRY"] == "1"),
+            leewaySeconds: tokenLeewaySeconds ?? environment["CONVERGE_TOKEN_LEEWAY_SECONDS"].flatMap(Int.init) ?? 60,
+            issuer: tokenIssuer ?? environment["CONVERGE_TOKEN_ISSUER"],
+            audience: tokenAudience ?? environment["CONVERGE_TOKEN_AUDIENCE"],
+            lifetimeSeconds: tokenLifetimeSeconds ?? environment["CONVERGE_TOKEN_LIFETIME_SECONDS"].flatMap(Int.init) ?? 3_600)
         if let printToken {
             let parts = printToken.split(separator: ":", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--print-token expects NAMESPACE:DEVICE") }
-            print(try await Authenticator(secret: secret).token(namespace: parts[0], device: parts[1]))
+            let authenticator = try await Authenticator(secret: secret, policy: configuration.tokens)
+            let expires = Date(timeIntervalSinceNow: TimeInterval(configuration.tokens.lifetimeSeconds))
+            print(try await authenticator.token(namespace: parts[0], device: parts[1], expires: expires))
+            // The token alone on standard output (for scripts); when it expires beside it.
+            FileHandle.standardError.write(Data("expires \(ISO8601DateFormatter().string(from: expires)) (in \(configuration.tokens.lifetimeSeconds) s)\n".utf8))
             return
         }
         // Each connection holds a descriptor: the soft limit (often 1,024) would cap
@@ -89,5 +150,24 @@ struct ConvergeServerCommand: AsyncParsableCommand {
             fflush(nil)
         }
         try await app.runService()
+    }
+
+    /// The request limits and namespace bounds given by flags, else by the environment,
+    /// else the configuration's defaults.
+    private func applyLimits(to configuration: inout ServerConfiguration, environment: [String: String]) {
+        func value<T: LosslessStringConvertible>(_ option: T?, _ variable: String) -> T? {
+            option ?? environment[variable].flatMap(T.init)
+        }
+        if let v = value(maxReplicasPerRequest, "CONVERGE_MAX_REPLICAS_PER_REQUEST") { configuration.maxReplicasPerRequest = v }
+        if let v = value(maxRecordsPerRequest, "CONVERGE_MAX_RECORDS_PER_REQUEST") { configuration.maxRecordsPerRequest = v }
+        if let v = value(maxFieldsPerRequest, "CONVERGE_MAX_FIELDS_PER_REQUEST") { configuration.maxFieldsPerRequest = v }
+        if let v = value(maxKeyBytes, "CONVERGE_MAX_KEY_BYTES") { configuration.maxKeyBytes = v }
+        if let v = value(maxValueBytes, "CONVERGE_MAX_VALUE_BYTES") { configuration.maxValueBytes = v }
+        if let v = value(maxNameBytes, "CONVERGE_MAX_NAME_BYTES") { configuration.maxNameBytes = v }
+        if let v = value(maxDotsPerRecord, "CONVERGE_MAX_DOTS_PER_RECORD") { configuration.maxDotsPerRecord = v }
+        if let v = value(maxClockAheadMilliseconds, "CONVERGE_MAX_CLOCK_AHEAD_MS") { configuration.maxClockAheadMilliseconds = v }
+        if let v = value(maxOpenNamespaces, "CONVERGE_MAX_OPEN_NAMESPACES") { configuration.maxOpenNamespaces = v }
+        if let v = value(namespaceIdleSeconds, "CONVERGE_NAMESPACE_IDLE_SECONDS") { configuration.namespaceIdleSeconds = v }
+        if let v = value(maxNamespaces, "CONVERGE_MAX_NAMESPACES") { configuration.maxNamespaces = v }
     }
 }
