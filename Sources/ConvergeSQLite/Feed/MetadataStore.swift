@@ -86,9 +86,15 @@ struct MetadataStore {
     }
 
     /// Stores `entry` changed to `state`, taking the next local sequence number for the
-    /// parts that changed, and refreshes the record's open conflicts: `conflicts` when the
-    /// planner listed them, else derived from `state`.
-    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress, conflicts: [String]?? = .none) throws {
+    /// parts that changed, and refreshes the record's open conflicts (as the planner lists
+    /// them: ``ApplyPlanner/openConflicts(_:_:)``).
+    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress) throws {
+        try commit(entry, changedTo: state, at: address, conflicts: tables[address.table].flatMap { ApplyPlanner.openConflicts(state, $0.schema) })
+    }
+
+    /// ``commit(_:changedTo:at:)`` with the conflicts a plan already listed (`nil`: the table
+    /// has no critical column, there is nothing to keep).
+    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress, conflicts: [String]?) throws {
         sequence += 1
         var entry = entry
         entry.update(to: state, at: sequence)
@@ -98,41 +104,19 @@ struct MetadataStore {
             RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
             RecordEntryCodec.encodeSequences(entry).databaseValue,
         ])
-        switch conflicts {
-        case .none: try refreshConflicts(of: state, at: address)
-        case .some(let columns): try replaceConflicts(columns ?? [], at: address, hasCritical: columns != nil)
-        }
-    }
-
-    private func replaceConflicts(_ columns: [String], at address: RecordAddress, hasCritical: Bool) throws {
-        guard hasCritical else { return }
+        guard let conflicts else { return }
         try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?")
             .execute(arguments: [address.table, address.key.databaseValue])
-        for column in columns {
+        for column in conflicts {
             try db.cachedStatement(sql: "INSERT INTO converge_conflicts(tbl, key, col) VALUES (?, ?, ?)")
                 .execute(arguments: [address.table, address.key.databaseValue, column])
         }
     }
 
-    /// Saves the sequence counter and the clock's high-water mark. The maximum is taken
-    /// here, over HLCs as unsigned numbers: SQL's `max` on the stored bit pattern would
-    /// compare readings past 2^63 as negative.
     func saveSequence(clock: HLC) throws {
         try db.execute(
             sql: "UPDATE converge_identity SET sequence = ?, clock = ?",
             arguments: [Int64(bitPattern: sequence), Int64(bitPattern: max(storedClock, clock).rawValue)])
     }
 
-    private func refreshConflicts(of state: RecordState, at address: RecordAddress) throws {
-        guard let table = tables[address.table] else { return }
-        let critical = table.schema.columns.filter { table.schema.policy(of: $0) == .critical }
-        guard !critical.isEmpty else { return }
-        try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?")
-            .execute(arguments: [address.table, address.key.databaseValue])
-        guard state.isAlive else { return }
-        for column in critical where state.multiValue(of: column)?.isConflicted == true {
-            try db.cachedStatement(sql: "INSERT INTO converge_conflicts(tbl, key, col) VALUES (?, ?, ?)")
-                .execute(arguments: [address.table, address.key.databaseValue, column])
-        }
-    }
 }
