@@ -411,7 +411,9 @@ public actor SyncEngine {
             let response = try await send(request, report: &report)
             report.requests += 1
 
-            if knownServer != response.serverReplica {
+            // A namespace the server has not created yet answers with the zero replica: no
+            // server identity to learn (nor to reset the cursors for) yet.
+            if response.serverReplica != .zero, knownServer != response.serverReplica {
                 try SyncLog.setServerReplica(response.serverReplica, for: peer, in: database.writer)
                 if knownServer != nil {
                     // Another server (or a restored one): its feed positions mean nothing
@@ -429,7 +431,7 @@ public actor SyncEngine {
                 knownServer = response.serverReplica
             }
             // The server owns `.authority` columns: its concurrent writes show.
-            if database.authority != response.serverReplica { try database.setAuthority(response.serverReplica) }
+            if response.serverReplica != .zero, database.authority != response.serverReplica { try database.setAuthority(response.serverReplica) }
             if !response.rejections.isEmpty {
                 try SyncLog.record(response.rejections, from: peer, in: database.writer)
                 rejectionsSeen = max(rejectionsSeen, response.rejections.map(\.id).max() ?? 0)

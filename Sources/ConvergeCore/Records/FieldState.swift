@@ -66,7 +66,7 @@ public enum FieldState: Sendable, Hashable, Codable {
         case .plain(let register): return register
         case .incarnated(let entries):
             var result: Register?
-            for entry in entries where membership.dots.contains(entry.incarnation) {
+            for entry in entries where membership.holds(entry.incarnation) {
                 result = result.map { $0.merging(entry.register) } ?? entry.register
             }
             return result

@@ -33,7 +33,20 @@ public struct ORSet: Sendable, Hashable, Codable {
     /// Dots that are dead here: seen, and removed.
     @inlinable
     public func isDead(_ dot: Stamp) -> Bool {
-        context.covers(dot) && !dots.contains(dot)
+        context.covers(dot) && !holds(dot)
+    }
+
+    /// Whether `dot` is a live add-tag.
+    ///
+    /// - Complexity: O(log d): the dots are sorted.
+    @inlinable
+    public func holds(_ dot: Stamp) -> Bool {
+        var low = 0, high = dots.count
+        while low < high {
+            let middle = (low + high) / 2
+            if dots[middle] < dot { low = middle + 1 } else { high = middle }
+        }
+        return low < dots.count && dots[low] == dot
     }
 
     /// An add (insert, or an edit under `.updateWins`) at a fresh `dot`: it supersedes
@@ -57,14 +70,14 @@ public struct ORSet: Sendable, Hashable, Codable {
     /// The join: a tag survives if both sides hold it, or if one holds it and the other
     /// has not seen it.
     ///
-    /// - Complexity: O((d + c) log c) for d dots and c context entries.
+    /// - Complexity: O((d log d + c) + d log c) for d dots and c context entries.
     public func merging(_ other: ORSet) -> ORSet {
         if other.isBottom || other == self { return self }
         if isBottom { return other }
         var result = ORSet()
         var merged = [Stamp]()
-        for dot in dots where other.dots.contains(dot) || !other.context.covers(dot) { merged.append(dot) }
-        for dot in other.dots where !dots.contains(dot) && !context.covers(dot) { merged.append(dot) }
+        for dot in dots where other.holds(dot) || !other.context.covers(dot) { merged.append(dot) }
+        for dot in other.dots where !holds(dot) && !context.covers(dot) { merged.append(dot) }
         merged.sort()
         result.dots = merged
         result.context = context.merging(other.context)
