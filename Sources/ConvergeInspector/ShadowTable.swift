@@ -35,8 +35,14 @@ final class ShadowTable {
     /// The shadow of `table`'s columns named `names`, in that order.
     static func of(_ db: Database, table: String, columns names: [String]) throws -> ShadowTable {
         let declared = Dictionary(try db.columns(in: table).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        // In a STRICT table `ANY` keeps every value as given; in this ordinary shadow table
+        // it would mean NUMERIC affinity. No declared type keeps values as given here too.
+        // (`pragma_table_list` needs SQLite 3.37; older ones have no STRICT tables.)
+        let strict = (try? Bool.fetchOne(db, sql: "SELECT strict FROM pragma_table_list WHERE schema = 'main' AND name = ?", arguments: [table])) ?? false
         return try ShadowTable(names.map { name in
-            Column(name: name, type: declared[name]?.type ?? "", defaultSQL: declared[name]?.defaultValueSQL)
+            var type = declared[name]?.type ?? ""
+            if strict && type.uppercased() == "ANY" { type = "" }
+            return Column(name: name, type: type, defaultSQL: declared[name]?.defaultValueSQL)
         })
     }
 
