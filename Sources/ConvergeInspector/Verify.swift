@@ -17,12 +17,16 @@ struct VerifyReport: InspectorReport {
     struct Difference: Encodable, Hashable {
         var table: String
         var key: JSONValue?
-        /// `missing_table`, `missing_column`, `missing_row` (alive in the metadata, not in
-        /// the table), `extra_row` (in the table, not alive in the metadata), `value`.
+        /// `sqlite_integrity` (SQLite's own check of the file failed), `corrupt_metadata`
+        /// (a record's stored state does not decode), `missing_table`, `missing_column`,
+        /// `missing_row` (alive in the metadata, not in the table), `extra_row` (in the
+        /// table, not alive in the metadata), `value`.
         var kind: String
         var column: String?
         var expected: JSONValue?
         var actual: JSONValue?
+        /// What SQLite's integrity check or the metadata decoder said.
+        var detail: String?
     }
 
     struct TableSummary: Encodable {
@@ -52,6 +56,10 @@ struct VerifyReport: InspectorReport {
             var summaries = [TableSummary]()
             var differences = [Difference]()
             var unfolded = 0
+            // The file itself first: a damaged b-tree can hide rows from both sides alike.
+            for message in try String.fetchAll(db, sql: "PRAGMA integrity_check(\(maxListed))") where message != "ok" {
+                differences.append(Difference(table: "", kind: "sqlite_integrity", detail: message))
+            }
             for (name, table) in try ReplicatedDatabase.storedTables(db).sorted(by: { $0.key < $1.key }) {
                 let writes = try ReplicatedDatabase.capturedWrites(db, table: table, replica: identity.replica)
                 unfolded += writes.count
@@ -80,8 +88,22 @@ struct VerifyReport: InspectorReport {
             return result
         }
         var states = [Value: RecordState]()
-        for record in try ReplicatedDatabase.storedRecords(db, table: name) { states[record.key] = record.state }
-        result.records = states.count
+        var corrupt = Set<Value>()
+        do {
+            for record in try ReplicatedDatabase.storedRecords(db, table: name) { states[record.key] = record.state }
+        } catch is MetadataCorruption {
+            // Record by record, to name every corrupt one and check the others.
+            states = [:]
+            for key in try ReplicatedDatabase.storedKeys(db, table: name) {
+                do {
+                    if let record = try ReplicatedDatabase.storedRecord(db, table: name, key: key) { states[key] = record.state }
+                } catch let error as MetadataCorruption {
+                    corrupt.insert(key)
+                    result.differences.append(Difference(table: name, key: JSONValue(key), kind: "corrupt_metadata", detail: error.detail))
+                }
+            }
+        }
+        result.records = states.count + corrupt.count
         let touched = Set(writes.map(\.key))
         for change in CapturePlanner.fold(writes, schema: schema, stored: states.filter { touched.contains($0.key) }) {
             states[change.key] = change.after
@@ -113,7 +135,8 @@ struct VerifyReport: InspectorReport {
         while let row = try rows.next() { actual[Value(row[0] as DatabaseValue)] = row.copy() }
         result.rows = actual.count
 
-        for key in Set(expected.keys).union(actual.keys).sorted() {
+        // A row whose record is unreadable was reported as such; there is nothing to compare it with.
+        for key in Set(expected.keys).union(actual.keys).subtracting(corrupt).sorted() {
             switch (expected[key], actual[key]) {
             case (nil, _?):
                 result.differences.append(Difference(table: name, key: JSONValue(key), kind: "extra_row"))
@@ -145,13 +168,15 @@ struct VerifyReport: InspectorReport {
         for difference in differences {
             let key = difference.key.map { " \(Format.value($0.value))" } ?? ""
             let what = switch difference.kind {
+            case "sqlite_integrity": "SQLite integrity check: \(difference.detail ?? "")"
+            case "corrupt_metadata": "metadata unreadable: \(difference.detail ?? "")"
             case "missing_table": "the table is missing"
             case "missing_column": "column \(difference.column ?? "") is missing"
             case "missing_row": "row missing (the record is alive in the metadata)"
             case "extra_row": "row present, but the record is not alive in the metadata"
             default: Self.describe(difference)
             }
-            text += "  \(difference.table)\(key): \(what)\n"
+            text += "  " + (difference.table.isEmpty ? "file" : difference.table) + "\(key): \(what)\n"
         }
         if differenceCount > differences.count { text += "  … and \(differenceCount - differences.count) more (all counted in --json)\n" }
         return text

@@ -116,6 +116,12 @@ extension ReplicatedDatabase {
         return records.sorted { $0.key < $1.key }
     }
 
+    /// The keys of `table`'s metadata rows, sorted, without decoding them: to read the
+    /// records one by one (``storedRecord(_:table:key:)``) and find the ones that are corrupt.
+    public static func storedKeys(_ db: Database, table: String) throws -> [Value] {
+        try DatabaseValue.fetchAll(db, sql: "SELECT key FROM converge_records WHERE tbl = ?", arguments: [table]).map(Value.init).sorted()
+    }
+
     private static func storedRecord(_ row: Row) throws -> StoredRecord {
         let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
         // The same checks as the store's own decoding: a state that is not a blob, or does

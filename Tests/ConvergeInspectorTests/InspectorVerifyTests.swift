@@ -40,6 +40,49 @@ import Testing
         #expect((difference["actual"] as? [String: Any])?["value"] as? Int == 5)
     }
 
+    /// The metadata itself damaged: a record whose stored state no longer decodes is named
+    /// (exit 1), and the other records are still checked.
+    @Test func verifyNamesRecordsWhoseMetadataIsCorrupt() throws {
+        let fixture = try Fixture()
+        _ = try fixture.conflictedPair()
+        try fixture.tamper("a.sqlite", "UPDATE converge_records SET state = x'00ff00ff' WHERE tbl = 'notes' AND key = 'm'")
+        try fixture.tamper("a.sqlite", "UPDATE notes SET title = 'Tampered' WHERE id = 'n'")
+        let (result, report) = try fixture.json(.verify, "a.sqlite")
+        #expect(result.exitCode == 1)
+        let kinds = (report["differences"] as? [[String: Any]] ?? []).map { "\($0["kind"] ?? "") \(($0["key"] as? [String: Any])?["value"] ?? "")" }
+        #expect(kinds == ["corrupt_metadata m", "value n"])
+        let human = Inspector.run(.verify, database: fixture.path("a.sqlite"), json: false).output
+        #expect(human.contains("notes 'm': metadata unreadable"))
+    }
+
+    /// The file damaged below SQL: an index entry changed on disk. SQLite's integrity check
+    /// (which verify runs first) sees the index disagree with its table.
+    @Test func verifyRunsSQLitesIntegrityCheck() throws {
+        let fixture = try Fixture()
+        do {
+            let store = try fixture.store("a.sqlite")
+            // An app table Converge does not replicate, with an index: its pages come last.
+            try store.writer.write { db in
+                try db.execute(sql: "CREATE TABLE scratch(word TEXT); CREATE INDEX scratch_word ON scratch(word)")
+                try db.execute(sql: "INSERT INTO scratch VALUES ('zqxjzqxj')")
+            }
+        }
+        let url = URL(fileURLWithPath: fixture.path("a.sqlite"))
+        var bytes = [UInt8](try Data(contentsOf: url))
+        let word = Array("zqxjzqxj".utf8)
+        let found = (0...(bytes.count - word.count)).filter { bytes[$0..<$0 + word.count].elementsEqual(word) }
+        #expect(found.count == 2)  // the table's cell, then the index's (created after it)
+        guard let index = found.last else { return }
+        bytes[index] = UInt8(ascii: "a")  // still sorted: the index is one entry
+        try Data(bytes).write(to: url)
+
+        let (result, report) = try fixture.json(.verify, "a.sqlite")
+        #expect(result.exitCode == 1)
+        let kinds = (report["differences"] as? [[String: Any]] ?? []).compactMap { $0["kind"] as? String }
+        #expect(!kinds.isEmpty && kinds.allSatisfy { $0 == "sqlite_integrity" })
+        #expect(Inspector.run(.verify, database: fixture.path("a.sqlite"), json: false).output.contains("file: SQLite integrity check:"))
+    }
+
     /// More records than one feed page (1,000): every page is exported, once.
     @Test func exportPagesThroughTheWholeFeed() throws {
         let fixture = try Fixture()
