@@ -245,6 +245,8 @@ public final class HTTPHub: SimulationHub {
             pushBatchRecords: batch, pushBatchBytes: 4 << 20, pullPageRecords: batch, pullPageBytes: 4 << 20,
             retry: SyncEngine.RetryPolicy(maxAttempts: 4, initialDelay: .milliseconds(1), maxDelay: .milliseconds(4)),
             logLimit: 20)
+        // Failed rounds are the faults the hub injects; the simulation reports what matters.
+        configuration.logger.logLevel = .error
         switch options.mutation {
         case .pullOverUnpushed?: configuration.mutation = .pullOverUnpushed
         case .cursorBeforeCommit?: configuration.mutation = .cursorBeforeCommit
