@@ -61,7 +61,7 @@ public enum ConvergeHTTPServer {
             let authorization = request.headers[.authorization]
             let principal: Principal
             do {
-                principal = try await service.authenticator.authenticate(authorization)
+                principal = try await service.authenticate(authorization)
             } catch let error as ServiceError {
                 return response(error.response)
             }
@@ -101,7 +101,7 @@ public enum ConvergeHTTPServer {
         router.get("/v1/events") { request, _ -> Response in
             let principal: Principal
             do {
-                principal = try await service.authenticator.authenticate(request.headers[.authorization])
+                principal = try await service.authenticate(request.headers[.authorization])
             } catch let error as ServiceError {
                 return response(error.response)
             }
@@ -143,13 +143,21 @@ public enum ConvergeHTTPServer {
                     try await writer.finish(nil)
                 })
         }
+        router.get("/admin/v1/namespaces/:namespace/devices") { request, context in
+            response(await service.adminDevices(authorization: request.headers[.authorization], namespace: context.parameters.get("namespace") ?? ""))
+        }
+        router.post("/admin/v1/namespaces/:namespace/devices/:device/revoke") { request, context in
+            response(await service.adminRevoke(
+                authorization: request.headers[.authorization], namespace: context.parameters.get("namespace") ?? "",
+                device: context.parameters.get("device") ?? ""))
+        }
         router.get("/v1/conflicts") { request, _ in
             response(await service.conflicts(authorization: request.headers[.authorization]))
         }
         router.get("/v1/ws") { request, _ -> Response in
             // Reached only by requests that do not ask for an upgrade.
             do {
-                _ = try await service.authenticator.authenticate(webSocketAuthorization(request.head))
+                _ = try await service.authenticate(webSocketAuthorization(request.head))
             } catch let error as ServiceError {
                 return response(error.response)
             }
@@ -211,7 +219,7 @@ public enum ConvergeHTTPServer {
         }
         let principal: Principal
         do {
-            principal = try await service.authenticator.authenticate(webSocketAuthorization(request))
+            principal = try await service.authenticate(webSocketAuthorization(request))
         } catch {
             return await refuse(channel, error)
         }

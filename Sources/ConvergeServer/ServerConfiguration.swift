@@ -13,6 +13,9 @@ public struct ServerConfiguration: Sendable {
     /// What a token must carry beyond a valid signature (`exp` required by default), and
     /// the lifetime of the tokens this server signs.
     public var tokens = TokenPolicy()
+    /// The admin API's credential (`Authorization: Bearer <it>`), at least 32 bytes; `nil`
+    /// turns the admin API off. Never a device token: see ``SyncService/adminDevices(authorization:namespace:)``.
+    public var adminToken: String?
     /// The largest request body accepted (larger ones get 413).
     public var maxBodyBytes: Int
     /// Caps on one pulled page, whatever the client asks.

@@ -54,6 +54,68 @@ public protocol NamespaceStore: Sendable {
 
     /// The replica a device is bound to, if it pushed already.
     func boundReplica(of device: String) async throws -> ReplicaID?
+
+    /// The namespace's devices: every one bound by a push or seen since the store opened,
+    /// with its activity and whether it is revoked.
+    func devices() async throws -> [DeviceInfo]
+
+    /// Revokes `device`: its tokens are refused (401) from now on, also after a restart.
+    /// Returns whether it was not revoked already.
+    func revoke(device: String) async throws -> Bool
+
+    /// Whether `device` is revoked.
+    func isRevoked(device: String) async throws -> Bool
+
+    /// Notes that `device` was served (a push, a pull, or any request), for ``devices()``.
+    func noteActivity(of device: String, pushed: Bool, pulled: Bool) async
+}
+
+/// One device of a namespace, as the admin API lists it.
+public struct DeviceInfo: Sendable, Hashable, Encodable {
+    public var device: String
+    /// The replica its pushes are stamped by, once it pushed.
+    public var replica: ReplicaID?
+    public var boundAt: Date?
+    /// Activity since the store was opened (kept in memory: a restart forgets it).
+    public var lastSeen: Date?
+    public var lastPush: Date?
+    public var lastPull: Date?
+    public var revokedAt: Date?
+    /// Its changes refused by validation and undone, as recorded.
+    public var rejections: Int
+
+    public init(
+        device: String, replica: ReplicaID? = nil, boundAt: Date? = nil, lastSeen: Date? = nil, lastPush: Date? = nil,
+        lastPull: Date? = nil, revokedAt: Date? = nil, rejections: Int = 0
+    ) {
+        self.device = device
+        self.replica = replica
+        self.boundAt = boundAt
+        self.lastSeen = lastSeen
+        self.lastPush = lastPush
+        self.lastPull = lastPull
+        self.revokedAt = revokedAt
+        self.rejections = rejections
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case device, replica, boundAt, lastSeen, lastPush, lastPull, revokedAt, rejections
+    }
+
+    /// As the admin API shows it: the replica as its UUID text, dates as ISO-8601, unknown
+    /// ones left out.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        let format = ISO8601DateFormatter()
+        try container.encode(device, forKey: .device)
+        try container.encodeIfPresent(replica?.uuidString(), forKey: .replica)
+        try container.encodeIfPresent(boundAt.map(format.string), forKey: .boundAt)
+        try container.encodeIfPresent(lastSeen.map(format.string), forKey: .lastSeen)
+        try container.encodeIfPresent(lastPush.map(format.string), forKey: .lastPush)
+        try container.encodeIfPresent(lastPull.map(format.string), forKey: .lastPull)
+        try container.encodeIfPresent(revokedAt.map(format.string), forKey: .revokedAt)
+        try container.encode(rejections, forKey: .rejections)
+    }
 }
 
 /// Why a push was refused (HTTP 403).
@@ -85,11 +147,17 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     /// record by record, in the push's transaction: ``ApplyOptions/author``.) Touched only
     /// on `queue`.
     private var held: [ReplicaID: HLC]
+    /// Revoked devices (persisted in `converge_server_revocations`, loaded on open): read on
+    /// every request, so kept in memory. Touched only on `queue`.
+    private var revoked: [String: Date]
+    /// When each device was last served, since the store opened. Touched only on `queue`.
+    private var activity: [String: (seen: Date, push: Date?, pull: Date?)] = [:]
 
-    private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC]) {
+    private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC], revoked: [String: Date]) {
         self.database = database
         self.queue = queue
         self.held = held
+        self.revoked = revoked
     }
 
     static func open(path: String, schema: ServerSchema, configuration: ReplicatedDatabase.Configuration) async throws -> SQLiteNamespaceStore {
@@ -99,6 +167,9 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             try pool.write { db in
                 for table in schema.tables where try !db.tableExists(table.name) { try db.execute(sql: table.create) }
                 try db.execute(sql: """
+                    CREATE TABLE IF NOT EXISTS converge_server_revocations(
+                        device TEXT PRIMARY KEY NOT NULL,
+                        revoked_at REAL NOT NULL);
                     CREATE TABLE IF NOT EXISTS converge_server_devices(
                         device TEXT PRIMARY KEY NOT NULL,
                         replica TEXT NOT NULL,
@@ -111,7 +182,12 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             }
             // The server owns `.authority` columns in its namespaces.
             try database.setAuthority(database.replicaID)
-            return SQLiteNamespaceStore(database: database, queue: queue, held: try database.snapshot().maxHLCByReplica)
+            let revoked = try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT device, revoked_at FROM converge_server_revocations").reduce(into: [String: Date]()) { result, row in
+                    result[row["device"]] = Date(timeIntervalSince1970: row["revoked_at"])
+                }
+            }
+            return SQLiteNamespaceStore(database: database, queue: queue, held: try database.snapshot().maxHLCByReplica, revoked: revoked)
         }
     }
 
@@ -220,6 +296,68 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     public func boundReplica(of device: String) async throws -> ReplicaID? {
         try await run { try self.boundReplicaOnQueue(of: device) }
+    }
+
+    // MARK: Devices
+
+    public func devices() async throws -> [DeviceInfo] {
+        try await run {
+            var devices = [String: DeviceInfo]()
+            let rows = try self.database.writer.read { db in
+                try Row.fetchAll(db, sql: "SELECT device, replica, bound_at FROM converge_server_devices")
+            }
+            for row in rows {
+                let device: String = row["device"]
+                devices[device] = DeviceInfo(device: device, replica: ReplicaID(row["replica"] as String), boundAt: Date(timeIntervalSince1970: row["bound_at"]))
+            }
+            for (device, seen) in self.activity {
+                var info = devices[device] ?? DeviceInfo(device: device)
+                info.lastSeen = seen.seen
+                info.lastPush = seen.push
+                info.lastPull = seen.pull
+                devices[device] = info
+            }
+            for (device, date) in self.revoked {
+                var info = devices[device] ?? DeviceInfo(device: device)
+                info.revokedAt = date
+                devices[device] = info
+            }
+            let counts = try self.database.writer.read { db in
+                try Row.fetchAll(db, sql: "SELECT origin, count(*) AS n FROM converge_rejections WHERE origin IS NOT NULL GROUP BY origin")
+            }
+            for row in counts {
+                let device: String = row["origin"]
+                if devices[device] != nil { devices[device]!.rejections = row["n"] }
+            }
+            return devices.values.sorted { $0.device < $1.device }
+        }
+    }
+
+    public func revoke(device: String) async throws -> Bool {
+        try await run {
+            guard self.revoked[device] == nil else { return false }
+            let now = Date()
+            try self.database.writer.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO converge_server_revocations(device, revoked_at) VALUES (?, ?)", arguments: [device, now.timeIntervalSince1970])
+            }
+            self.revoked[device] = now
+            return true
+        }
+    }
+
+    public func isRevoked(device: String) async throws -> Bool {
+        try await run { self.revoked[device] != nil }
+    }
+
+    public func noteActivity(of device: String, pushed: Bool, pulled: Bool) async {
+        let now = Date()
+        queue.async {
+            var entry = self.activity[device] ?? (now, nil, nil)
+            entry.seen = now
+            if pushed { entry.push = now }
+            if pulled { entry.pull = now }
+            self.activity[device] = entry
+        }
     }
 
     private func boundReplicaOnQueue(of device: String) throws -> ReplicaID? {

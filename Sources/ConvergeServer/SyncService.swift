@@ -58,7 +58,7 @@ public final class SyncService: Sendable {
     public func sync(body: [UInt8], authorization: String?) async -> ServiceResponse {
         let principal: Principal
         do {
-            principal = try await authenticator.authenticate(authorization)
+            principal = try await authenticate(authorization)
         } catch {
             metrics.round(result: "unauthorized", duration: .zero, recordsIn: 0, fieldsIn: 0, recordsOut: 0, fieldsOut: 0)
             return error.response
@@ -93,7 +93,12 @@ public final class SyncService: Sendable {
             }
             let response: SyncResponse
             if let store {
+                // In-process callers come here with a principal: a revoked device stops here too.
+                if try await store.isRevoked(device: principal.device) {
+                    throw ServiceError(status: 401, code: "revoked", message: "device \(principal.device) of namespace \(principal.namespace) is revoked")
+                }
                 response = try await round(request, pushed: pushed, store: store, principal: principal, counts: &counts)
+                await store.noteActivity(of: principal.device, pushed: !pushed.isEmpty, pulled: request.pull)
             } else {
                 // No server replica exists yet: the zero id tells the client nothing it
                 // could keep (a later real one makes it start over with that server).
@@ -253,7 +258,7 @@ public final class SyncService: Sendable {
     /// The namespace's status; with the client's pull cursor, whether it needs to sync.
     public func status(authorization: String?, cursor: UInt64?) async -> ServiceResponse {
         do {
-            let principal = try await authenticator.authenticate(authorization)
+            let principal = try await authenticate(authorization)
             // A namespace nobody pushed to is empty: answered without creating it.
             guard let store = try await storage.existingStore(for: principal.namespace) else {
                 return .json(StatusBody(
@@ -288,7 +293,7 @@ public final class SyncService: Sendable {
     /// The namespace's open conflicts on critical fields, as JSON.
     public func conflicts(authorization: String?) async -> ServiceResponse {
         do {
-            let principal = try await authenticator.authenticate(authorization)
+            let principal = try await authenticate(authorization)
             guard let store = try await storage.existingStore(for: principal.namespace) else {
                 return .json(["conflicts": [ConflictBody]()])
             }

@@ -411,15 +411,20 @@ public actor SyncEngine {
             let response = try await send(request, report: &report)
             report.requests += 1
 
-            // A namespace the server has not created yet answers with the zero replica: no
-            // server identity to learn (nor to reset the cursors for) yet.
-            if response.serverReplica != .zero, knownServer != response.serverReplica {
-                try SyncLog.setServerReplica(response.serverReplica, for: peer, in: database.writer)
-                if knownServer != nil {
+            // A namespace the server has not created yet answers with the zero replica. On
+            // first contact there is nothing to learn from it; from a server this device
+            // knew, it means the namespace is gone there (an empty replacement): start over
+            // as with another server, once: the real identity that follows is then learnt
+            // without a second reset.
+            let answered = response.serverReplica
+            if answered != knownServer, !(answered == .zero && knownServer == nil) {
+                try SyncLog.setServerReplica(answered, for: peer, in: database.writer)
+                let previous = knownServer
+                knownServer = answered
+                rejectionsSeen = 0
+                if let previous, previous != .zero {
                     // Another server (or a restored one): its feed positions mean nothing
                     // here, and it may lack what it had acknowledged. Start over with it.
-                    knownServer = response.serverReplica
-                    rejectionsSeen = 0
                     cursor = ReplicatedDatabase.PeerCursor()
                     try database.setCursor(cursor, for: peer)
                     pushing = true
@@ -428,7 +433,6 @@ public actor SyncEngine {
                     pullPosition = nil
                     continue
                 }
-                knownServer = response.serverReplica
             }
             // The server owns `.authority` columns: its concurrent writes show.
             if response.serverReplica != .zero, database.authority != response.serverReplica { try database.setAuthority(response.serverReplica) }

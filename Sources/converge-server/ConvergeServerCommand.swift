@@ -97,6 +97,9 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-audience"), help: "Accept only tokens whose aud includes this (and sign tokens with it).")
     var tokenAudience: String?
 
+    @Option(name: .customLong("admin-token"), help: "The admin API's bearer credential (32+ bytes; or CONVERGE_ADMIN_TOKEN). Without it the admin API is off.")
+    var adminToken: String?
+
     @Flag(name: .customLong("allow-tokens-without-expiry"), help: "Accept tokens without exp (refused by default: they cannot be taken back).")
     var allowTokensWithoutExpiry = false
 
@@ -123,6 +126,10 @@ struct ConvergeServerCommand: AsyncParsableCommand {
             issuer: tokenIssuer ?? environment["CONVERGE_TOKEN_ISSUER"],
             audience: tokenAudience ?? environment["CONVERGE_TOKEN_AUDIENCE"],
             lifetimeSeconds: tokenLifetimeSeconds ?? environment["CONVERGE_TOKEN_LIFETIME_SECONDS"].flatMap(Int.init) ?? 3_600)
+        configuration.adminToken = adminToken ?? environment["CONVERGE_ADMIN_TOKEN"]
+        if let token = configuration.adminToken, token.utf8.count < 32 {
+            throw ValidationError("--admin-token must be at least 32 bytes long")
+        }
         if let printToken {
             let parts = printToken.split(separator: ":", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--print-token expects NAMESPACE:DEVICE") }

@@ -197,7 +197,7 @@ import FoundationNetworking
 }
 
 /// Polls `condition` every 10 ms until it holds or `within` passed.
-private func eventually(within: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
+private func eventually(within: Duration = .seconds(15), _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + within
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
@@ -262,7 +262,7 @@ final class WebSocketListener: Sendable {
     }
 
     /// The message at `index`, waiting for it up to `within`; nil if it did not come.
-    func message(_ index: Int, within: Duration = .seconds(5)) async throws -> String? {
+    func message(_ index: Int, within: Duration = .seconds(15)) async throws -> String? {
         _ = await eventually(within: within) { self.messages.count > index || self.endedEarly != nil }
         let messages = self.messages
         return messages.count > index ? messages[index] : nil
