@@ -63,16 +63,7 @@ extension ReplicatedDatabase {
     /// writes captured but not folded yet, counted once each.
     public func changedRecordCount(since cursor: UInt64) throws -> Int {
         let tables = self.tables.keys.sorted()
-        return try writer.read { db in
-            var parts = ["SELECT tbl, key FROM converge_records WHERE seq > ?"]
-            var arguments: [DatabaseValueConvertible] = [Int64(bitPattern: cursor)]
-            for table in tables {
-                parts.append("SELECT ?, key FROM \(quoted(MetadataSchema.logTable(table)))")
-                arguments.append(table)
-            }
-            let sql = "SELECT count(*) FROM (" + parts.joined(separator: " UNION ") + ")"
-            return try Int.fetchOne(db, sql: sql, arguments: StatementArguments(arguments)) ?? 0
-        }
+        return try writer.read { db in try Self.changedRecordCount(db, since: cursor, tables: tables) }
     }
 
     /// Every record's full merge state, sorted by table and key: comparable byte for byte
