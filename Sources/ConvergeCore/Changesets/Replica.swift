@@ -131,7 +131,7 @@ public struct Replica: Sendable {
     private func plan(_ changeset: Changeset, physicalMilliseconds: UInt64, releaseAll: Bool) -> ApplyPlanner.Plan {
         let context = ApplyPlanner.Context(
             replica: id, clock: clock.latest, physicalMilliseconds: physicalMilliseconds, maxDriftMilliseconds: maxDriftMilliseconds,
-            schemas: schemas, authority: authority, releaseAll: releaseAll)
+            schemas: schemas, authority: authority, releaseAll: releaseAll, materializes: false)
         var stored = [RecordAddress: RecordState]()
         for address in ApplyPlanner.addresses(of: changeset, quarantineDue: quarantine.keys) {
             if let state = state.state(of: address) { stored[address] = state }

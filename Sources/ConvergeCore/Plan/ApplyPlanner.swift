@@ -26,11 +26,16 @@ public enum ApplyPlanner {
         public var author: ReplicaID?
         /// Release every quarantined state, due or not (an explicit release).
         public var releaseAll: Bool
+        /// Whether the shell keeps app rows and a conflict list, so that the plan must say
+        /// how they change (``RecordChange/row``, ``RecordChange/conflicts``). The in-memory
+        /// ``Replica`` keeps neither and skips that work.
+        public var materializes: Bool
 
         public init(
             replica: ReplicaID, clock: HLC, physicalMilliseconds: UInt64,
             maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
-            schemas: [String: TableSchema], authority: ReplicaID? = nil, author: ReplicaID? = nil, releaseAll: Bool = false
+            schemas: [String: TableSchema], authority: ReplicaID? = nil, author: ReplicaID? = nil, releaseAll: Bool = false,
+            materializes: Bool = true
         ) {
             self.replica = replica
             self.clock = clock
@@ -40,6 +45,7 @@ public enum ApplyPlanner {
             self.authority = authority
             self.author = author
             self.releaseAll = releaseAll
+            self.materializes = materializes
         }
 
         /// Whether `state` may be applied now: not stamped too far ahead (or released anyway).
@@ -183,7 +189,7 @@ public enum ApplyPlanner {
             let after = current[address]!
             guard after != before else { continue }
             var change = RecordChange(address: address, before: before, after: after, row: .none, conflicts: nil)
-            if let schema = context.schemas[address.table] {
+            if context.materializes, let schema = context.schemas[address.table] {
                 let oldRow = visibleRow(before, schema, context.authority), newRow = visibleRow(after, schema, context.authority)
                 if oldRow != newRow { change.row = newRow.map(RowChange.upsert) ?? .delete }
                 change.conflicts = openConflicts(after, schema)
