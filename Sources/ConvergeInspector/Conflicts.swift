@@ -24,7 +24,7 @@ struct ConflictsReport: InspectorReport {
     static func make(_ file: InspectedFile) throws -> ConflictsReport {
         // The store's own query only reads (local writes close conflicts as they happen).
         let conflicts = try file.read { db in try ReplicatedDatabase.conflicts(db) }
-        return ConflictsReport(conflicts: conflicts.map { conflict in
+        return ConflictsReport(conflicts: conflicts.compactMap(\.field).map { conflict in
             Entry(table: conflict.table, key: JSONValue(conflict.key), column: conflict.column, siblings: siblings(conflict.siblings))
         })
     }

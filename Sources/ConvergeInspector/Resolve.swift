@@ -20,7 +20,7 @@ struct ResolveReport: InspectorReport {
             let key = try ArgumentValue.parse(keyText, declaredType: table.keyType)
             let declared = try db.columns(in: name).first { $0.name == column }?.type ?? ""
             let value = try ArgumentValue.parse(valueText, declaredType: declared)
-            let conflict = try ReplicatedDatabase.conflicts(db).first { $0.table == name && $0.key == key && $0.column == column }
+            let conflict = try ReplicatedDatabase.conflicts(db).compactMap(\.field).first { $0.table == name && $0.key == key && $0.column == column }
             return (key, value, conflict)
         }
         // Only a conflicted field: a resolve is a write like any other, and a typo in the

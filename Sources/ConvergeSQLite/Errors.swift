@@ -10,9 +10,16 @@ public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
         /// An `INTEGER PRIMARY KEY` (a rowid alias) or `AUTOINCREMENT` key: two devices
         /// would hand out the same numbers. Use random keys (UUID text or blob).
         case autoIncrementKey(String)
-        /// A UNIQUE constraint beyond the key: concurrent inserts on two devices could
-        /// each be valid alone and violate it together.
+        /// A UNIQUE constraint beyond the key, while the app has not opted in to constraint
+        /// conflicts (`allowUniqueIndexes`): concurrent inserts on two devices could each be
+        /// valid alone and clash together.
         case uniqueIndex(String)
+        /// A partial UNIQUE index (`... WHERE`): not supported as a constraint conflict.
+        case partialUniqueIndex(String)
+        /// A UNIQUE index on an expression: not supported as a constraint conflict.
+        case expressionUniqueIndex(String)
+        /// A UNIQUE index whose collation is not BINARY (index, collation): not supported.
+        case uniqueIndexCollation(String, String)
         /// A NOT NULL column without a default: a record created elsewhere without it
         /// could not be inserted here.
         case notNullWithoutDefault(String)

@@ -193,7 +193,10 @@ public final class ReplicatedDatabase: Sendable {
                     var metadata = try MetadataStore(db, tables: tables, authority: authority)
                     result = try source.withoutCapture { () throws -> T in
                         _ = try LogFold.fold(&metadata, replica: source.replica)
-                        return try body(&metadata)
+                        let result = try body(&metadata)
+                        // Every path settles what it committed; this catches one that did not.
+                        _ = try metadata.settleUnique()
+                        return result
                     }
                     try metadata.saveSequence(clock: source.transactionClock.latest)
                     return .commit

@@ -297,7 +297,7 @@ public final class SyncService: Sendable {
             guard let store = try await storage.existingStore(for: principal.namespace) else {
                 return .json(["conflicts": [ConflictBody]()])
             }
-            let conflicts = try await store.conflicts().map { conflict in
+            let conflicts = try await store.conflicts().compactMap(\.field).map { conflict in
                 ConflictBody(
                     table: conflict.table, key: JSONValue(conflict.key), column: conflict.column,
                     siblings: conflict.siblings.map { .init(value: JSONValue($0.value), replica: $0.stamp.replica.uuidString(), hlc: $0.stamp.hlc.rawValue) })

@@ -682,7 +682,7 @@ public final class Simulation {
         for replica in checked {
             for schema in SimulationSchema.tables { rows[replica, default: [:]][schema.name] = try nodes[replica].visibleRows(table: schema.name) }
             var byRecord = [RecordAddress: [String: [MVRegister.Sibling]]]()
-            for conflict in try nodes[replica].conflicts() {
+            for conflict in try nodes[replica].conflicts().compactMap(\.field) {
                 byRecord[RecordAddress(table: conflict.table, key: conflict.key), default: [:]][conflict.column] = conflict.siblings.sorted { $0.stamp < $1.stamp }
             }
             conflicts[replica] = byRecord

@@ -73,11 +73,11 @@ import Testing
         replicas[2].apply(first, physicalMilliseconds: 6)
         let views = replicas.map { $0.conflicts() }
         #expect(views[0].count == 1)
-        #expect(views[0].first?.siblings.map(\.value) == [.integer(11), .integer(12)] || views[0].first?.siblings.map(\.value) == [.integer(12), .integer(11)])
+        #expect(views[0].first?.field?.siblings.map(\.value) == [.integer(11), .integer(12)] || views[0].first?.field?.siblings.map(\.value) == [.integer(12), .integer(11)])
         #expect(views[0] == views[1] && views[1] == views[2])
         let shown = replicas.map { $0.row(table: "notes", key: .text("x"))?["amount"] }
         #expect(shown[0] == shown[1] && shown[1] == shown[2])
-        #expect(shown[0] == views[0].first?.siblings.last?.value)
+        #expect(shown[0] == views[0].first?.field?.siblings.last?.value)
     }
 
     @Test func resolveClearsConflict() {

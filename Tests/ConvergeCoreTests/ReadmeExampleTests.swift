@@ -20,6 +20,6 @@ import Testing
 
         #expect(phone.row(table: "items", key: .text("pen")) == laptop.row(table: "items", key: .text("pen")))
         #expect(phone.row(table: "items", key: .text("pen"))?["name"] == .text("Blue pen"))   // field by field
-        #expect(phone.conflicts().first?.siblings.map(\.value).sorted() == [.integer(2), .integer(5)])  // critical: both kept
+        #expect(phone.conflicts().first?.field?.siblings.map(\.value).sorted() == [.integer(2), .integer(5)])  // critical: both kept
     }
 }

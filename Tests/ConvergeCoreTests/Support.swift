@@ -70,7 +70,7 @@ enum Fixtures {
                     inFlight.append((rng.below(count), changeset))
                 }
             case 5:
-                let conflicts = replicas[who].conflicts()
+                let conflicts = replicas[who].conflicts().compactMap(\.field)
                 if let conflict = conflicts.first {
                     let changeset = replicas[who].resolve(
                         table: conflict.table, key: conflict.key, column: conflict.column,

@@ -28,7 +28,8 @@ import Testing
         let (a, b) = try concurrentEdits()
         let conflicts = try a.conflicts()
         #expect(conflicts.count == 1)
-        #expect(Set(conflicts[0].siblings.map(\.value)) == [.integer(11), .integer(12)])
+        let siblings: [MVRegister.Sibling] = conflicts[0].field?.siblings ?? []
+        #expect(Set(siblings.map(\.value)) == [Value.integer(11), .integer(12)])
         #expect(conflicts == (try b.conflicts()))
         #expect(try StoreFixtures.rows(a, "notes") == StoreFixtures.rows(b, "notes"))  // same provisional value
 

@@ -42,7 +42,7 @@ import Testing
                 try StoreFixtures.perform(operations, on: stores[who])
                 models[who].perform(operations, physicalMilliseconds: clock.now)
             case 5:
-                if let conflict = try stores[who].conflicts().first {
+                if let conflict = try stores[who].conflicts().compactMap(\.field).first {
                     let value = StoreFixtures.randomValue(&rng)
                     try stores[who].resolve(table: conflict.table, key: conflict.key, column: conflict.column, to: value)
                     models[who].resolve(table: conflict.table, key: conflict.key, column: conflict.column, to: value, physicalMilliseconds: clock.now)

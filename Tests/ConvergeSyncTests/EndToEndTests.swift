@@ -79,7 +79,8 @@ import Testing
             for device in devices {
                 let conflicts = try device.database.conflicts()
                 #expect(conflicts.count == 1)
-                #expect(Set(conflicts.first?.siblings.map(\.value) ?? []) == [.integer(110), .integer(120)])
+                let siblings: [MVRegister.Sibling] = conflicts.first?.field?.siblings ?? []
+                #expect(Set(siblings.map(\.value)) == [Value.integer(110), .integer(120)])
                 #expect(await device.engine.status.conflicts == 1)
             }
             let listed = try await server.get("/v1/conflicts", token: try await server.token(device: "device0"))

@@ -151,7 +151,8 @@ public struct Replica: Sendable {
         return ApplyReport(changedRecords: plan.counts.changedRecords, quarantinedRecords: plan.counts.quarantinedRecords, releasedRecords: plan.counts.releasedRecords)
     }
 
-    /// The row the app would see, or `nil` when the record is absent or deleted.
+    /// The record's row, or `nil` when the record is absent or deleted. A record a unique
+    /// index holds (``heldKeys(table:)``) has a row here but none in an app table.
     public func row(table: String, key: Value) -> [String: Value]? {
         guard let schema = schemas[table], let record = state.state(of: RecordAddress(table: table, key: key)), record.isAlive else { return nil }
         var row = [String: Value]()
@@ -161,42 +162,47 @@ public struct Replica: Sendable {
         return row
     }
 
-    /// Every visible row of `table`, sorted by key.
+    /// Every visible row of `table`, sorted by key: live records, less those a unique
+    /// index holds (``heldKeys(table:)``).
     public func rows(table: String) -> [(key: Value, values: [String: Value])] {
-        state.allRecords.compactMap { address, _ in
-            guard address.table == table, let row = row(table: table, key: address.key) else { return nil }
+        let held = heldKeys(table: table)
+        return state.allRecords.compactMap { address, _ in
+            guard address.table == table, !held.contains(address.key), let row = row(table: table, key: address.key) else { return nil }
             return (address.key, row)
         }
     }
 
-    /// Open conflicts on critical fields of live records.
+    /// Open conflicts: critical fields of live records holding concurrent values (by
+    /// address and column), then unique-index clashes (by table, index and values).
     public func conflicts() -> [Conflict] {
         var result = [Conflict]()
         for (address, record) in state.allRecords where record.isAlive {
             guard let schema = schemas[address.table] else { continue }
             for column in schema.columns where schema.policy(of: column) == .critical {
                 if let register = record.multiValue(of: column), register.isConflicted {
-                    result.append(Conflict(table: address.table, key: address.key, column: column, siblings: register.siblings))
+                    result.append(.field(FieldConflict(table: address.table, key: address.key, column: column, siblings: register.siblings)))
                 }
+            }
+        }
+        for (table, schema) in schemas.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) where !schema.uniqueIndexes.isEmpty {
+            let records = records(of: table)
+            let states = Dictionary(uniqueKeysWithValues: records.map { ($0.key, $0.state) })
+            for (group, claimants) in UniquePlanner.conflicts(records, schema: schema, authority: authority) {
+                result.append(.constraint(ConstraintConflict(group: group, claimants: claimants, schema: schema, authority: authority) { states[$0] }))
             }
         }
         return result
     }
-}
 
-/// A critical field holding two or more concurrent values, waiting for someone to choose.
-public struct Conflict: Sendable, Hashable, Codable {
-    public var table: String
-    public var key: Value
-    public var column: String
-    /// Every concurrent write, oldest first; the last one's value is shown meanwhile.
-    public var siblings: [MVRegister.Sibling]
+    /// The live records of `table`, by key.
+    private func records(of table: String) -> [(key: Value, state: RecordState)] {
+        state.allRecords.compactMap { address, record in address.table == table && record.isAlive ? (address.key, record) : nil }
+    }
 
-    public init(table: String, key: Value, column: String, siblings: [MVRegister.Sibling]) {
-        self.table = table
-        self.key = key
-        self.column = column
-        self.siblings = siblings
+    /// The keys of `table`'s live records that a unique index holds out of the app table.
+    public func heldKeys(table: String) -> Set<Value> {
+        guard let schema = schemas[table], !schema.uniqueIndexes.isEmpty else { return [] }
+        return UniquePlanner.heldKeys(records(of: table), schema: schema, authority: authority)
     }
 }
 

@@ -31,19 +31,50 @@ public struct TableSchema: Sendable, Hashable, Codable {
     /// Policies of columns that are not `.lww`.
     public var policies: [String: ColumnPolicy]
     public var deletePolicy: DeletePolicy
+    /// UNIQUE indexes beyond the key, the app's opt-in to constraint conflicts (DESIGN §4).
+    /// The merge ignores them; only which records are *shown* depends on them
+    /// (``UniquePlanner``).
+    public var uniqueIndexes: [UniqueIndex]
 
     public init(
         name: String,
         primaryKey: String,
         columns: [String],
         policies: [String: ColumnPolicy] = [:],
-        deletePolicy: DeletePolicy = .updateWins
+        deletePolicy: DeletePolicy = .updateWins,
+        uniqueIndexes: [UniqueIndex] = []
     ) {
         self.name = name
         self.primaryKey = primaryKey
         self.columns = columns
         self.policies = policies
         self.deletePolicy = deletePolicy
+        self.uniqueIndexes = uniqueIndexes
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case name, primaryKey, columns, policies, deletePolicy, uniqueIndexes
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        primaryKey = try container.decode(String.self, forKey: .primaryKey)
+        columns = try container.decode([String].self, forKey: .columns)
+        policies = try container.decode([String: ColumnPolicy].self, forKey: .policies)
+        deletePolicy = try container.decode(DeletePolicy.self, forKey: .deletePolicy)
+        // Absent from schemas saved before constraint conflicts existed.
+        uniqueIndexes = try container.decodeIfPresent([UniqueIndex].self, forKey: .uniqueIndexes) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(primaryKey, forKey: .primaryKey)
+        try container.encode(columns, forKey: .columns)
+        try container.encode(policies, forKey: .policies)
+        try container.encode(deletePolicy, forKey: .deletePolicy)
+        if !uniqueIndexes.isEmpty { try container.encode(uniqueIndexes, forKey: .uniqueIndexes) }
     }
 
     public func policy(of column: String) -> ColumnPolicy {

@@ -78,14 +78,14 @@ extension ReplicatedDatabase {
             let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, in: metadata)
             var report = ApplyReport()
             report.feedBefore = metadata.sequence
-            try write(plan, entries: entries, into: &metadata)
+            let settled = try write(plan, entries: entries, into: &metadata)
             rewound = plan.rewound
             report.changedRecords = plan.counts.changedRecords
             report.quarantinedRecords = plan.counts.quarantinedRecords
             report.releasedRecords = plan.counts.releasedRecords
             report.feedAfter = metadata.sequence
             if let validate = options.validate {
-                report.rejections = try review(plan.changes, in: &metadata, origin: options.origin, validate: validate)
+                report.rejections = try review(plan.changes, settled: settled, in: &metadata, origin: options.origin, validate: validate)
             }
             if report.quarantinedRecords > 0 { try checkQuarantineQuota(metadata.db) }
             if plan.changes.contains(where: { metadata.tables[$0.address.table] == nil && $0.before.isBottom }) {
@@ -143,14 +143,18 @@ extension ReplicatedDatabase {
         }
     }
 
-    /// Writes a plan: record states and rows in key order, the quarantine, the clock.
-    private func write(_ plan: ApplyPlanner.Plan, entries: [RecordAddress: RecordEntry], into metadata: inout MetadataStore) throws {
+    /// Writes a plan: record states and rows in key order, the quarantine, the clock. The
+    /// rows of tables with unique indexes are settled after every record is written
+    /// (``MetadataStore/settleUnique()``), which returns what it showed and held.
+    @discardableResult
+    private func write(_ plan: ApplyPlanner.Plan, entries: [RecordAddress: RecordEntry], into metadata: inout MetadataStore) throws -> [UniquePlanner.Settled] {
         for change in plan.changes {
             try metadata.commit(entries[change.address] ?? .empty, changedTo: change.after, at: change.address, conflicts: change.conflicts)
-            if let table = metadata.tables[change.address.table] {
+            if let table = metadata.tables[change.address.table], table.schema.uniqueIndexes.isEmpty {
                 try Materializer.write(change.row, key: change.address.key, in: table, metadata.db)
             }
         }
+        let settled = try metadata.settleUnique()
         let db = metadata.db
         for address in plan.released {
             try db.cachedStatement(sql: "DELETE FROM converge_quarantine WHERE tbl = ? AND key = ?").execute(arguments: [address.table, address.key.databaseValue])
@@ -162,6 +166,7 @@ extension ReplicatedDatabase {
             ])
         }
         if let receive = plan.receive { source.receive(receive) }
+        return settled
     }
 
     /// The quarantined records that may be due: the index narrows them by `max_hlc`, the

@@ -44,6 +44,44 @@ enum Materializer {
 
     /// Writes a planned row change: upsert the visible values, delete, or nothing.
     static func write(_ change: ApplyPlanner.RowChange, key: Value, in table: ReplicatedTable, _ db: Database) throws {
+        do {
+            try rawWrite(change, key: key, in: table, db)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw ApplyError(table: table.schema.name, key: key, reason: .constraintViolation(error.message ?? "\(error)"))
+        }
+    }
+
+    /// Writes the settled rows of tables with unique indexes, in the order given (removals
+    /// first). A row may still meet a unique value another row of the batch gives up later
+    /// in it (two records swapping values): such rows wait for the others, and rows that
+    /// wait on each other are removed and inserted anew.
+    static func write(_ rows: [(RecordAddress, ApplyPlanner.RowChange)], tables: [String: ReplicatedTable], _ db: Database) throws {
+        var waiting = [(RecordAddress, ApplyPlanner.RowChange)]()
+        func attempt(_ address: RecordAddress, _ change: ApplyPlanner.RowChange) throws -> Bool {
+            guard let table = tables[address.table] else { return true }
+            do {
+                try rawWrite(change, key: address.key, in: table, db)
+                return true
+            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+                return false
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                throw ApplyError(table: address.table, key: address.key, reason: .constraintViolation(error.message ?? "\(error)"))
+            }
+        }
+        for (address, change) in rows where try !attempt(address, change) { waiting.append((address, change)) }
+        while !waiting.isEmpty {
+            var still = [(RecordAddress, ApplyPlanner.RowChange)]()
+            for (address, change) in waiting where try !attempt(address, change) { still.append((address, change)) }
+            if still.count == waiting.count {
+                for (address, _) in still { if let table = tables[address.table] { try rawWrite(.delete, key: address.key, in: table, db) } }
+                for (address, change) in still { if let table = tables[address.table] { try write(change, key: address.key, in: table, db) } }
+                return
+            }
+            waiting = still
+        }
+    }
+
+    private static func rawWrite(_ change: ApplyPlanner.RowChange, key: Value, in table: ReplicatedTable, _ db: Database) throws {
         let schema = table.schema
         switch change {
         case .none: return
@@ -58,12 +96,27 @@ enum Materializer {
                 present |= 1 << UInt64(index)
                 arguments.append(value.databaseValue)
             }
-            do {
-                try db.cachedStatement(sql: upsertSQL(schema, present: present)).execute(arguments: StatementArguments(arguments))
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-                throw ApplyError(table: schema.name, key: key, reason: .constraintViolation(error.message ?? "\(error)"))
+            try db.cachedStatement(sql: upsertSQL(schema, present: present)).execute(arguments: StatementArguments(arguments))
+        }
+    }
+
+    /// Writes every record of a table with unique indexes as ``UniquePlanner`` shows them,
+    /// and rebuilds its claims: when the table is replicated anew or the authority changes.
+    static func rewrite(_ table: ReplicatedTable, states: [(Value, RecordState)], authority: ReplicaID?, _ db: Database) throws {
+        let schema = table.schema
+        let records = states.map { (key: $0.0, state: $0.1) }
+        try ClaimIndex.rebuild(table, states: records, authority: authority, db)
+        let held = UniquePlanner.heldKeys(records, schema: schema, authority: authority)
+        var removals = [(RecordAddress, ApplyPlanner.RowChange)](), upserts = [(RecordAddress, ApplyPlanner.RowChange)]()
+        for (key, state) in records {
+            let address = RecordAddress(table: schema.name, key: key)
+            if let row = held.contains(key) ? nil : ApplyPlanner.visibleRow(state, schema, authority) {
+                upserts.append((address, .upsert(row)))
+            } else {
+                removals.append((address, .delete))
             }
         }
+        try write(removals + upserts, tables: [schema.name: table], db)
     }
 
     static func materialize(_ state: RecordState, key: Value, in table: ReplicatedTable, authority: ReplicaID?, _ db: Database) throws {

@@ -72,18 +72,26 @@ extension ReplicatedDatabase {
 
     /// Shows each visibly changed row to `validate` and undoes the refused ones with
     /// compensating local writes, inside the apply's transaction.
+    ///
+    /// In tables with unique indexes the rows are those `settled` shows: a held record is not
+    /// visible, and one a resolved clash shows (unchanged itself) is seen arriving.
     func review(
-        _ changes: [ApplyPlanner.RecordChange], in metadata: inout MetadataStore, origin: String?,
+        _ changes: [ApplyPlanner.RecordChange], settled: [UniquePlanner.Settled], in metadata: inout MetadataStore, origin: String?,
         validate: (ProposedChange) throws -> String?
     ) throws -> [ChangeRejection] {
         var rejections = [ChangeRejection]()
         // The store's time, not the wall clock: the simulator's runs stay reproducible.
         let now = Date(timeIntervalSince1970: Double(configuration.physicalTime()) / 1_000)
-        for change in changes where change.row != .none {
-            let address = change.address
+        var shown = changes.compactMap { change -> (RecordAddress, RecordState?, RecordState?)? in
+            guard change.row != .none, let table = metadata.tables[change.address.table], table.schema.uniqueIndexes.isEmpty else { return nil }
+            return (change.address, change.before, change.after)
+        }
+        shown += settled.map { ($0.address, $0.shownBefore ? $0.before : nil, $0.shownAfter ? $0.after : nil) }
+        shown.sort { $0.0 < $1.0 }
+        for (address, before, after) in shown {
             guard let table = metadata.tables[address.table] else { continue }
-            let oldRow = row(change.before, table, metadata.authority)
-            let newRow = row(change.after, table, metadata.authority)
+            let oldRow = before.flatMap { row($0, table, metadata.authority) }
+            let newRow = after.flatMap { row($0, table, metadata.authority) }
             guard oldRow != newRow else { continue }
             let change = ProposedChange(table: address.table, key: address.key, before: oldRow, after: newRow)
             guard let reason = try validate(change) else { continue }

@@ -15,6 +15,7 @@ enum LogFold {
         for (name, table) in metadata.tables.sorted(by: { $0.key < $1.key }) {
             latest = max(latest, try fold(table, name: name, into: &metadata, replica: replica))
         }
+        _ = try metadata.settleUnique()
         return latest
     }
 
@@ -59,7 +60,7 @@ enum LogFold {
         let changes = CapturePlanner.fold(writes, schema: schema, stored: stored)
         for change in changes {
             let address = RecordAddress(table: name, key: change.key)
-            try metadata.commit(entries[address] ?? .empty, changedTo: change.after, at: address)
+            try metadata.commit(entries[address] ?? .empty, changedTo: change.after, at: address, writtenByApp: true)
         }
         StoreMetrics.foldedRecords.increment(by: changes.count)
         try metadata.db.execute(sql: "DELETE FROM \(log)")

@@ -10,6 +10,8 @@ struct MetadataStore {
     let authority: ReplicaID?
     /// The last local sequence number taken.
     private(set) var sequence: UInt64
+    /// Records of tables with unique indexes committed since the last ``settleUnique()``.
+    private var unsettled = [RecordAddress: UniquePlanner.Change]()
 
     init(_ db: Database, tables: [String: ReplicatedTable], authority: ReplicaID?) throws {
         self.db = db
@@ -88,13 +90,28 @@ struct MetadataStore {
     /// Stores `entry` changed to `state`, taking the next local sequence number for the
     /// parts that changed, and refreshes the record's open conflicts (as the planner lists
     /// them: ``ApplyPlanner/openConflicts(_:_:)``).
-    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress) throws {
-        try commit(entry, changedTo: state, at: address, conflicts: tables[address.table].flatMap { ApplyPlanner.openConflicts(state, $0.schema) })
+    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress, writtenByApp: Bool = false) throws {
+        try commit(
+            entry, changedTo: state, at: address, conflicts: tables[address.table].flatMap { ApplyPlanner.openConflicts(state, $0.schema) },
+            writtenByApp: writtenByApp)
     }
 
     /// ``commit(_:changedTo:at:)`` with the conflicts a plan already listed (`nil`: the table
     /// has no critical column, there is nothing to keep).
-    mutating func commit(_ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress, conflicts: [String]?) throws {
+    ///
+    /// A record of a table with unique indexes waits for ``settleUnique()`` to decide its row
+    /// (`writtenByApp`: a captured local write already made it).
+    mutating func commit(
+        _ entry: RecordEntry, changedTo state: RecordState, at address: RecordAddress, conflicts: [String]?, writtenByApp: Bool = false
+    ) throws {
+        if let table = tables[address.table], !table.schema.uniqueIndexes.isEmpty {
+            if let earlier = unsettled[address] {
+                assert(earlier.writtenByApp == writtenByApp, "settle a capture before an apply of the same record")
+                unsettled[address]?.after = state
+            } else {
+                unsettled[address] = UniquePlanner.Change(address: address, before: entry.state, after: state, writtenByApp: writtenByApp)
+            }
+        }
         sequence += 1
         var entry = entry
         entry.update(to: state, at: sequence)
@@ -111,6 +128,12 @@ struct MetadataStore {
             try db.cachedStatement(sql: "INSERT INTO converge_conflicts(tbl, key, col) VALUES (?, ?, ?)")
                 .execute(arguments: [address.table, address.key.databaseValue, column])
         }
+    }
+
+    /// The records committed since the last settlement, in address order; forgets them.
+    mutating func takeUnsettled() -> [UniquePlanner.Change] {
+        defer { unsettled.removeAll() }
+        return unsettled.values.sorted { $0.address < $1.address }
     }
 
     func saveSequence(clock: HLC) throws {

@@ -23,6 +23,15 @@ extension ReplicatedDatabase {
                     let metadata = try MetadataStore(db, tables: tables, authority: replica)
                     for table in tables.values where table.schema.columns.contains(where: { table.schema.policy(of: $0) == .authority }) {
                         let rows = try Row.fetchAll(db, sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ?", arguments: [table.schema.name])
+                        if !table.schema.uniqueIndexes.isEmpty {
+                            // Shown values decide claims: the table's holders are decided anew.
+                            let states = try rows.map { row in
+                                let key = Value(row["key"] as DatabaseValue)
+                                return (key, try metadata.decode(row, RecordAddress(table: table.schema.name, key: key)).state)
+                            }
+                            try Materializer.rewrite(table, states: states, authority: replica, db)
+                            continue
+                        }
                         for row in rows {
                             let address = RecordAddress(table: table.schema.name, key: Value(row["key"] as DatabaseValue))
                             let state = try metadata.decode(row, address).state

@@ -15,6 +15,8 @@ import GRDB
 /// - `converge_quarantine`: remote changes stamped too far in the future, held back (one
 ///   joined state per record, so resending does not grow it).
 /// - `converge_conflicts`: open conflicts on critical fields (observable).
+/// - `converge_claims`: live records' claims on unique indexes (``ClaimIndex``): two rows
+///   in one group are a constraint conflict (observable).
 /// - `converge_rejections`: remote changes refused by a validator and undone (bounded).
 /// - `converge_peers`: per-peer cursors.
 enum MetadataSchema {
@@ -65,6 +67,15 @@ enum MetadataSchema {
                 key NOT NULL,
                 col TEXT NOT NULL,
                 PRIMARY KEY (tbl, key, col)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS converge_claims (
+                tbl TEXT NOT NULL,
+                idx TEXT NOT NULL,
+                vals BLOB NOT NULL,
+                key NOT NULL,
+                hlc INTEGER NOT NULL,
+                replica BLOB NOT NULL,
+                PRIMARY KEY (tbl, idx, vals, key)
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS converge_rejections (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,

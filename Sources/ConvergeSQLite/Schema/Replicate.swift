@@ -7,7 +7,15 @@ extension ReplicatedDatabase {
     /// The table is checked first: it needs a single-column primary key that is not an
     /// auto-incremented integer, no UNIQUE index beyond the key (unless
     /// `allowUniqueIndexes`), and a default for every NOT NULL column; otherwise a
-    /// ``SchemaError`` says why it could not converge. Existing rows become replicated
+    /// ``SchemaError`` says why it could not converge.
+    ///
+    /// With `allowUniqueIndexes`, the table's UNIQUE indexes (single or multi-column; not
+    /// partial, on expressions, or with a collation other than BINARY) become *constraint
+    /// conflicts* (DESIGN §4): a clash between replicas never fails an apply. The earliest
+    /// claim of a value is shown, the later ones are held out of the table, listed by
+    /// ``conflicts()`` and resolved with ``update(table:key:values:)`` or
+    /// ``delete(table:key:)``, or by changing the holder. A local SQL write that collides
+    /// with a shown row fails with SQLite's own error, as without Converge. Existing rows become replicated
     /// records. Changes received earlier for this table (parked while it was not
     /// replicated), and values of columns this replica did not have yet, are written into
     /// the table now.
@@ -72,6 +80,12 @@ extension ReplicatedDatabase {
             let key = Value(row["key"] as DatabaseValue)
             states.append((key, try metadata.decode(row, RecordAddress(table: schema.name, key: key)).state))
         }
-        for (key, state) in states { try Materializer.materialize(state, key: key, in: table, authority: metadata.authority, metadata.db) }
+        if schema.uniqueIndexes.isEmpty {
+            for (key, state) in states { try Materializer.materialize(state, key: key, in: table, authority: metadata.authority, metadata.db) }
+        } else {
+            // The whole table is decided here, the rows just registered included.
+            _ = metadata.takeUnsettled()
+            try Materializer.rewrite(table, states: states, authority: metadata.authority, metadata.db)
+        }
     }
 }

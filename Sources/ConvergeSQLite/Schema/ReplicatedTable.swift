@@ -75,7 +75,36 @@ struct ReplicatedTable: Codable, Sendable, Hashable {
                 throw refuse(.uniqueIndex(index.name))
             }
         }
-        let schema = TableSchema(name: table, primaryKey: key, columns: names, policies: policies.filter { $0.value != .lww }, deletePolicy: deletePolicy)
+        let uniqueIndexes = allowUniqueIndexes ? try self.uniqueIndexes(db, table: table, key: key, refuse: refuse) : []
+        let schema = TableSchema(
+            name: table, primaryKey: key, columns: names, policies: policies.filter { $0.value != .lww }, deletePolicy: deletePolicy,
+            uniqueIndexes: uniqueIndexes)
         return ReplicatedTable(schema: schema, keyType: keyType)
+    }
+
+    /// The table's UNIQUE indexes beyond its key, sorted by name: constraint conflicts
+    /// (DESIGN §4). Refused are the ones Converge could not decide the same way as SQLite:
+    /// partial indexes (whether a row is indexed depends on other columns), indexes on
+    /// expressions, and collations other than BINARY (which compare text otherwise).
+    private static func uniqueIndexes(
+        _ db: Database, table: String, key: String, refuse: (SchemaError.Reason) -> SchemaError
+    ) throws -> [UniqueIndex] {
+        var result = [UniqueIndex]()
+        for index in try Row.fetchAll(db, sql: "SELECT name, \"unique\" AS isUnique, partial FROM pragma_index_list(?)", arguments: [table]) {
+            let name: String = index["name"]
+            guard index["isUnique"] as Bool else { continue }
+            let parts = try Row.fetchAll(db, sql: "SELECT cid, name, coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", arguments: [name])
+            let columns = parts.compactMap { $0["name"] as String? }
+            if columns == [key] { continue }
+            if index["partial"] as Bool { throw refuse(.partialUniqueIndex(name)) }
+            if parts.contains(where: { ($0["cid"] as Int) < 0 }) || columns.count != parts.count { throw refuse(.expressionUniqueIndex(name)) }
+            if let collation = parts.lazy.compactMap({ $0["coll"] as String? }).first(where: { $0.uppercased() != "BINARY" }) {
+                throw refuse(.uniqueIndexCollation(name, collation))
+            }
+            // The key makes every combination with it unique already.
+            if columns.contains(key) { continue }
+            result.append(UniqueIndex(name: name, columns: columns))
+        }
+        return result.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
     }
 }
