@@ -79,6 +79,8 @@ main_theorems=(
   RecordState_deleteWins_merge_comm RecordState_deleteWins_merge_assoc RecordState_deleteWins_merge_idem
   SwiftRecordState_merge_comm SwiftRecordState_merge_assoc SwiftRecordState_merge_idem
   strong_eventual_consistency strong_eventual_consistency_RecordState
+  collect_record collect_replica collect_updateWins_LWW collect_replica_updateWins_LWW
+  collect_deleteWins collect_replica_deleteWins
 )
 for t in "${main_theorems[@]}"; do
   found=0

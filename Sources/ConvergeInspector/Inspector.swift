@@ -8,7 +8,8 @@ public enum InspectorCommand: Sendable, Hashable {
     /// Identity, clock, replicated tables and policies, peers, conflicts, quarantine,
     /// rejections, sizes.
     case status
-    /// Open conflicts on critical fields, with every concurrent value.
+    /// Open conflicts: critical fields with every concurrent value, and unique-index
+    /// clashes with their holder and held records.
     case conflicts
     /// Resolves a conflicted field by writing `value`. `key` and `value` are read as SQLite
     /// would store them in their column (see ``ArgumentValue``).

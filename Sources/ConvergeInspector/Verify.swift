@@ -19,8 +19,8 @@ struct VerifyReport: InspectorReport {
         var key: JSONValue?
         /// `sqlite_integrity` (SQLite's own check of the file failed), `corrupt_metadata`
         /// (a record's stored state does not decode), `missing_table`, `missing_column`,
-        /// `missing_row` (alive in the metadata, not in the table), `extra_row` (in the
-        /// table, not alive in the metadata), `value`.
+        /// `missing_row` (alive in the metadata and not held by a unique index, not in the
+        /// table), `extra_row` (in the table, not alive in the metadata, or held), `value`.
         var kind: String
         var column: String?
         var expected: JSONValue?
@@ -117,16 +117,19 @@ struct VerifyReport: InspectorReport {
         let shadow = try ShadowTable.of(db, table: name, columns: schema.columns)
 
         // What the table should hold: the visible row, through the columns' affinities and
-        // defaults (a field no write reached keeps the column's default).
+        // defaults (a field no write reached keeps the column's default); no row for a
+        // record a unique index holds out of the table (DESIGN §4).
+        let held = UniquePlanner.heldKeys(states.map { (key: $0.key, state: $0.value) }, schema: schema, authority: authority)
         var expected = [Value: [Value]]()
         var volatile = [Value: Set<Int>]()
         for (key, state) in states {
             guard let visible = ApplyPlanner.visibleRow(state, schema, authority) else { continue }
+            result.alive += 1
+            guard !held.contains(key) else { continue }
             expected[key] = try shadow.stored(visible)
             let unchecked = Set(visible.indices.filter { visible[$0] == nil && ShadowTable.isVolatileDefault(shadow.columns[$0].defaultSQL) })
             if !unchecked.isEmpty { volatile[key] = unchecked }
         }
-        result.alive = expected.count
         result.unchecked = volatile.values.reduce(0) { $0 + $1.count }
 
         let selected = ([schema.primaryKey] + checked.map(\.element)).map(SQL.quoted).joined(separator: ", ")
@@ -173,7 +176,7 @@ struct VerifyReport: InspectorReport {
             case "missing_table": "the table is missing"
             case "missing_column": "column \(difference.column ?? "") is missing"
             case "missing_row": "row missing (the record is alive in the metadata)"
-            case "extra_row": "row present, but the record is not alive in the metadata"
+            case "extra_row": "row present, but the record is not alive in the metadata, or a unique index holds it"
             default: Self.describe(difference)
             }
             text += "  " + (difference.table.isEmpty ? "file" : difference.table) + "\(key): \(what)\n"

@@ -11,21 +11,34 @@ import ConvergeCore
 /// request  = "CVRQ" version:u8 flags:u8 replica:16 pushUpTo:varint pullCursor:varint
 ///            [pullAfter:varint] pullMaxRecords:varint pullMaxBytes:varint
 ///            changesetLength:varint changeset [rejectionsAfter:varint]
+///            [collectedAfter:varint]                                   (version 2)
 ///            (flags bit 0: pull requested; bit 1: pullAfter present, when paging;
-///             bit 2: rejectionsAfter present)
+///             bit 2: rejectionsAfter present; version 2: bit 3: push complete,
+///             bit 4: collectedAfter present)
 /// response = "CVRS" version:u8 flags:u8 serverReplica:16 acknowledged:varint next:varint
 ///            changesetLength:varint changeset [count:varint rejection*]
 ///            [pushedFrom:varint pushedTo:varint]
-///            (flags bit 0: hasMore; bit 1: rejections present; bit 2: pushed range present)
+///            [frontier:varint count:varint collected*]                 (version 2)
+///            (flags bit 0: hasMore; bit 1: rejections present; bit 2: pushed range present;
+///             version 2: bit 3: frontier and collected records present)
 /// rejection = id:varint table:string key:value reason:string
+/// collected = id:varint table:string key:value
 /// string   = length:varint utf8
 /// value    = 0 (null) | 1 zigzag:varint | 2 bits:u64le | 3 string | 4 length:varint bytes
 /// ```
 ///
 /// Varints are unsigned LEB128 (at most 10 bytes). The changesets are ConvergeCore's wire
 /// format (magic, version, CRC-32C trailer), decoded with `WireDecoder`.
+///
+/// Version 2 adds what tombstone collection needs (DESIGN §9). A message that uses none of
+/// it is written as version 1, which every release reads; a server answers a version-1
+/// request with a version-1 response, so old clients keep working (without collection),
+/// and a client that meets a server refusing version 2 falls back to version 1.
 public enum SyncProtocol {
-    public static let version: UInt8 = 1
+    /// The newest version this release writes and reads.
+    public static let version: UInt8 = 2
+    /// Every version this release reads.
+    public static let versions: ClosedRange<UInt8> = 1...2
     public static let contentType = "application/x-converge-sync"
     static let requestMagic: [UInt8] = Array("CVRQ".utf8)
     static let responseMagic: [UInt8] = Array("CVRS".utf8)
@@ -66,13 +79,23 @@ public struct SyncRequest: Sendable, Hashable {
     /// The last rejection of this device's changes the client has recorded; the server
     /// answers with the later ones. `nil`: the client does not take rejections.
     public var rejectionsAfter: UInt64?
+    /// Whether nothing is left in the client's feed after this batch (version 2): every
+    /// local write made before the client had applied the server's feed up to `pullCursor`
+    /// has now reached the server, which records `pullCursor` as the device's *stable
+    /// position* (DESIGN §9).
+    public var pushComplete: Bool
+    /// The last collected record the client has dropped (version 2); the server answers
+    /// with the later ones. `nil`: the client does not collect.
+    public var collectedAfter: UInt64?
 
     public init(
         replica: ReplicaID, pushUpTo: UInt64 = 0, changeset: [UInt8] = [], pull: Bool = true,
         pullCursor: UInt64 = 0, pullAfter: UInt64? = nil, pullMaxRecords: UInt64 = 1_000, pullMaxBytes: UInt64 = 1 << 20,
-        rejectionsAfter: UInt64? = nil
+        rejectionsAfter: UInt64? = nil, pushComplete: Bool = false, collectedAfter: UInt64? = nil
     ) {
         self.rejectionsAfter = rejectionsAfter
+        self.pushComplete = pushComplete
+        self.collectedAfter = collectedAfter
         self.replica = replica
         self.pushUpTo = pushUpTo
         self.changeset = changeset
@@ -83,11 +106,23 @@ public struct SyncRequest: Sendable, Hashable {
         self.pullMaxBytes = pullMaxBytes
     }
 
+    /// The version the message is written in: 2 only when it uses version 2's fields.
+    public var version: UInt8 { pushComplete || collectedAfter != nil ? 2 : 1 }
+
+    /// The same request without version 2's fields: what a server that reads only version 1
+    /// is sent.
+    public var asVersion1: SyncRequest {
+        var request = self
+        request.pushComplete = false
+        request.collectedAfter = nil
+        return request
+    }
+
     public func encoded() -> [UInt8] {
         var out = SyncProtocol.requestMagic
         out.reserveCapacity(64 + changeset.count)
-        out.append(SyncProtocol.version)
-        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2) | (rejectionsAfter == nil ? 0 : 4))
+        out.append(version)
+        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2) | (rejectionsAfter == nil ? 0 : 4) | (pushComplete ? 8 : 0) | (collectedAfter == nil ? 0 : 16))
         out.append(contentsOf: replica.bytes)
         Varint.append(pushUpTo, to: &out)
         Varint.append(pullCursor, to: &out)
@@ -97,13 +132,15 @@ public struct SyncRequest: Sendable, Hashable {
         Varint.append(UInt64(changeset.count), to: &out)
         out.append(contentsOf: changeset)
         if let rejectionsAfter { Varint.append(rejectionsAfter, to: &out) }
+        if let collectedAfter { Varint.append(collectedAfter, to: &out) }
         return out
     }
 
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
-        let flags = try reader.header(magic: SyncProtocol.requestMagic, what: "sync request")
-        guard flags & ~7 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        let (version, flags) = try reader.header(magic: SyncProtocol.requestMagic, what: "sync request")
+        let known: UInt8 = version >= 2 ? 31 : 7
+        guard flags & ~known == 0 else { throw SyncProtocolError("unknown flags \(flags) in version \(version)", offset: 5) }
         replica = try reader.replica()
         pushUpTo = try reader.varint("push position")
         pullCursor = try reader.varint("pull cursor")
@@ -113,6 +150,8 @@ public struct SyncRequest: Sendable, Hashable {
         changeset = try reader.payload()
         pull = flags & 1 != 0
         rejectionsAfter = flags & 4 != 0 ? try reader.varint("rejection cursor") : nil
+        pushComplete = flags & 8 != 0
+        collectedAfter = flags & 16 != 0 ? try reader.varint("collection cursor") : nil
         try reader.end()
     }
 }
@@ -137,11 +176,21 @@ public struct SyncResponse: Sendable, Hashable {
     /// whose pull cursor is at the lower end may move it to the upper end: that part of
     /// the feed is its own batch, merged into states it already holds.
     public var pushedRange: ClosedRange<UInt64>?
+    /// The namespace's frontier (version 2): the smallest stable position over its active
+    /// devices; records deleted at or below it are collected (DESIGN §9). `nil`: the server
+    /// does not collect, or the request was version 1.
+    public var frontier: UInt64?
+    /// Records the server collected after the request's `collectedAfter`, oldest first: the
+    /// client drops each one it holds deleted (and keeps one it revived since).
+    public var collected: [SyncCollected]
 
     public init(
         serverReplica: ReplicaID, acknowledged: UInt64, changeset: [UInt8], next: UInt64, hasMore: Bool,
-        rejections: [SyncRejection] = [], pushedRange: ClosedRange<UInt64>? = nil
+        rejections: [SyncRejection] = [], pushedRange: ClosedRange<UInt64>? = nil, frontier: UInt64? = nil,
+        collected: [SyncCollected] = []
     ) {
+        self.frontier = frontier
+        self.collected = collected
         self.rejections = rejections
         self.pushedRange = pushedRange
         self.serverReplica = serverReplica
@@ -151,11 +200,14 @@ public struct SyncResponse: Sendable, Hashable {
         self.hasMore = hasMore
     }
 
+    /// The version the message is written in: 2 only when it carries a frontier.
+    public var version: UInt8 { frontier != nil ? 2 : 1 }
+
     public func encoded() -> [UInt8] {
         var out = SyncProtocol.responseMagic
         out.reserveCapacity(48 + changeset.count)
-        out.append(SyncProtocol.version)
-        out.append((hasMore ? 1 : 0) | (rejections.isEmpty ? 0 : 2) | (pushedRange == nil ? 0 : 4))
+        out.append(version)
+        out.append((hasMore ? 1 : 0) | (rejections.isEmpty ? 0 : 2) | (pushedRange == nil ? 0 : 4) | (frontier == nil ? 0 : 8))
         out.append(contentsOf: serverReplica.bytes)
         Varint.append(acknowledged, to: &out)
         Varint.append(next, to: &out)
@@ -174,13 +226,23 @@ public struct SyncResponse: Sendable, Hashable {
             Varint.append(pushedRange.lowerBound, to: &out)
             Varint.append(pushedRange.upperBound, to: &out)
         }
+        if let frontier {
+            Varint.append(frontier, to: &out)
+            Varint.append(UInt64(collected.count), to: &out)
+            for record in collected {
+                Varint.append(record.id, to: &out)
+                MessageWriter.string(record.table, to: &out)
+                MessageWriter.value(record.key, to: &out)
+            }
+        }
         return out
     }
 
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
-        let flags = try reader.header(magic: SyncProtocol.responseMagic, what: "sync response")
-        guard flags & ~7 == 0 else { throw SyncProtocolError("unknown flags \(flags)", offset: 5) }
+        let (version, flags) = try reader.header(magic: SyncProtocol.responseMagic, what: "sync response")
+        let known: UInt8 = version >= 2 ? 15 : 7
+        guard flags & ~known == 0 else { throw SyncProtocolError("unknown flags \(flags) in version \(version)", offset: 5) }
         serverReplica = try reader.replica()
         acknowledged = try reader.varint("acknowledged position")
         next = try reader.varint("next cursor")
@@ -212,6 +274,25 @@ public struct SyncResponse: Sendable, Hashable {
         } else {
             pushedRange = nil
         }
+        var collected = [SyncCollected]()
+        if flags & 8 != 0 {
+            frontier = try reader.varint("frontier")
+            let start = reader.offset
+            let count = try reader.varint("collected count")
+            // Each collected record takes at least 3 bytes: never trust a count beyond that.
+            guard count <= UInt64(bytes.count - reader.offset) / 3 else {
+                throw SyncProtocolError("collected count \(count) exceeds what the message can hold", offset: start)
+            }
+            for _ in 0..<count {
+                let id = try reader.varint("collected id")
+                let table = try reader.string("collected table")
+                let key = try reader.value("collected key")
+                collected.append(SyncCollected(id: id, table: table, key: key))
+            }
+        } else {
+            frontier = nil
+        }
+        self.collected = collected
         try reader.end()
     }
 }
@@ -229,6 +310,20 @@ public struct SyncRejection: Sendable, Hashable {
         self.table = table
         self.key = key
         self.reason = reason
+    }
+}
+
+/// A record the server collected (its delete was causally stable, DESIGN §9).
+public struct SyncCollected: Sendable, Hashable {
+    /// The server's number for it, increasing per namespace.
+    public var id: UInt64
+    public var table: String
+    public var key: Value
+
+    public init(id: UInt64, table: String, key: Value) {
+        self.id = id
+        self.table = table
+        self.key = key
     }
 }
 
@@ -278,14 +373,15 @@ struct MessageReader {
 
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    mutating func header(magic: [UInt8], what: String) throws(SyncProtocolError) -> UInt8 {
+    /// The message's version and flags.
+    mutating func header(magic: [UInt8], what: String) throws(SyncProtocolError) -> (version: UInt8, flags: UInt8) {
         guard bytes.count >= magic.count + 2 else { throw SyncProtocolError("\(what) too short (\(bytes.count) bytes)", offset: 0) }
         guard Array(bytes[0..<magic.count]) == magic else { throw SyncProtocolError("not a \(what) (bad magic)", offset: 0) }
-        guard bytes[magic.count] == SyncProtocol.version else {
+        guard SyncProtocol.versions.contains(bytes[magic.count]) else {
             throw SyncProtocolError("unsupported \(what) version \(bytes[magic.count])", offset: magic.count)
         }
         offset = magic.count + 2
-        return bytes[magic.count + 1]
+        return (bytes[magic.count], bytes[magic.count + 1])
     }
 
     mutating func replica() throws(SyncProtocolError) -> ReplicaID {

@@ -55,7 +55,7 @@ public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The app table refused the merged row (a constraint failed).
         case constraintViolation(String)
         /// The changeset carries an event of a replica other than the sender's that this
-        /// store does not hold exactly (see ``ApplyOptions/author``): the sender would be
+        /// store does not hold exactly (see ``ReplicatedDatabase/ApplyOptions/author``): the sender would be
         /// writing in another replica's name.
         case notAuthor(Stamp)
         /// The table name differs only in case from a replicated table's (SQLite takes

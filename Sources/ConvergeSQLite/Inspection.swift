@@ -14,7 +14,7 @@ extension ReplicatedDatabase {
     public struct StoredIdentity: Sendable, Hashable {
         public var replica: ReplicaID
         /// The clock's saved high-water mark (local writes captured but not folded yet may
-        /// carry larger stamps: see ``capturedWrites(_:table:)``).
+        /// carry larger stamps: see ``ReplicatedDatabase/capturedWrites(_:table:replica:)``).
         public var clock: HLC
         /// The last local sequence number taken: the feed's head once the log is folded.
         public var sequence: UInt64
@@ -141,10 +141,13 @@ extension ReplicatedDatabase {
     }
 
     /// The local writes of `table` captured by the triggers and not yet folded into the
-    /// metadata, in capture order, as the fold would replay them (``CapturePlanner/fold(_:schema:stored:)``
+    /// metadata, in capture order, as the fold would replay them (`CapturePlanner.fold(_:schema:stored:)`
     /// on the stored states gives the states the next fold will store).
     ///
-    /// - Parameter replica: the replica the stamps belong to (``storedIdentity(_:)``).
+    /// - Parameters:
+    ///   - db: A database connection to read from.
+    ///   - table: The replicated table, as ``storedTables(_:)`` lists it.
+    ///   - replica: the replica the stamps belong to (``storedIdentity(_:)``).
     public static func capturedWrites(_ db: Database, table: StoredTable, replica: ReplicaID) throws -> [CapturePlanner.Write] {
         let log = MetadataSchema.logTable(table.schema.name)
         guard try db.tableExists(log) else { return [] }

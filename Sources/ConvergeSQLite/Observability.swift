@@ -11,6 +11,8 @@ import Metrics
 /// - `converge_identity_resets_total` (counter): copied or rewound files detected.
 /// - `converge_fold_seconds` (timer), `converge_folded_records_total` (counter): local
 ///   writes turned into metadata.
+/// - `converge_collected_records_total` (counter): deleted records dropped by tombstone
+///   collection.
 enum StoreMetrics {
     static var applySeconds: Timer { Timer(label: "converge_apply_seconds") }
     static var appliedRecords: Counter { Counter(label: "converge_applied_records_total") }
@@ -19,6 +21,7 @@ enum StoreMetrics {
     static var identityResets: Counter { Counter(label: "converge_identity_resets_total") }
     static var foldSeconds: Timer { Timer(label: "converge_fold_seconds") }
     static var foldedRecords: Counter { Counter(label: "converge_folded_records_total") }
+    static var collectedRecords: Counter { Counter(label: "converge_collected_records_total") }
 }
 
 extension ReplicatedDatabase {

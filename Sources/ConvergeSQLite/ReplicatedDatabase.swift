@@ -42,14 +42,20 @@ public final class ReplicatedDatabase: Sendable {
         /// Where new identities come from (a new database, a copied file, a reset): random
         /// UUIDs; the simulator injects seeded ones, so that a replay breaks stamp ties alike.
         public var makeReplicaID: @Sendable () -> ReplicaID
+        /// Whether a database Converge sets up for the first time switches to incremental
+        /// auto-vacuum (one `VACUUM` then), so that the space tombstone collection frees goes
+        /// back to the file system (``reclaimSpace()``) instead of only being reused.
+        public var incrementalVacuum: Bool
 
         public init(
             maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
             physicalTime: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
             maxQuarantinedRecords: Int = 10_000,
             maxParkedRecords: Int = 100_000,
-            makeReplicaID: @escaping @Sendable () -> ReplicaID = { .random() }
+            makeReplicaID: @escaping @Sendable () -> ReplicaID = { .random() },
+            incrementalVacuum: Bool = true
         ) {
+            self.incrementalVacuum = incrementalVacuum
             self.maxDriftMilliseconds = maxDriftMilliseconds
             self.physicalTime = physicalTime
             self.makeReplicaID = makeReplicaID
@@ -70,6 +76,9 @@ public final class ReplicatedDatabase: Sendable {
         /// changeset is refused with ``ApplyError/Reason/notAuthor(_:)``. A sync server
         /// sets it to the pushing device's bound replica.
         public var author: ReplicaID?
+        /// Records the caller has collected, and the highest clock it holds of each replica:
+        /// see `ApplyPlanner.Context.collected` in ConvergeCore (a sync server sets it).
+        public var collected: (addresses: Set<RecordAddress>, seen: [ReplicaID: HLC])?
         /// Runs in the apply's transaction after the merge, so that what it writes commits
         /// with the merge or not at all (a server binds a device to its replica here).
         public var beforeCommit: ((Database) throws -> Void)?
@@ -143,6 +152,15 @@ public final class ReplicatedDatabase: Sendable {
         self.writer = writer
         self.configuration = configuration
         let fingerprint = Identity.fingerprint(path: writer.path)
+        let fresh = try writer.read { db in try !db.tableExists("converge_identity") }
+        if fresh && configuration.incrementalVacuum {
+            try writer.writeWithoutTransaction { db in
+                if try Int.fetchOne(db, sql: "PRAGMA auto_vacuum") == 0 {
+                    try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
+                    try db.execute(sql: "VACUUM")
+                }
+            }
+        }
         let opened = try writer.write { db -> (Identity, [String: ReplicatedTable]) in
             try MetadataSchema.create(db)
             let identity = try Identity.loadOrCreate(db, fingerprint: fingerprint, newReplica: configuration.makeReplicaID)

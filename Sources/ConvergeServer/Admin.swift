@@ -13,6 +13,11 @@ import Foundation
 /// - `POST /admin/v1/namespaces/<namespace>/devices/<device>/revoke`: the device's tokens
 ///   are refused with 401 from then on, also after a restart; `{"revoked": true}`, or
 ///   `false` when it was revoked already.
+/// - `POST /admin/v1/namespaces/<namespace>/devices/<device>/retire`: the device no longer
+///   holds the namespace's tombstone collection back (DESIGN §9), as if the retention window
+///   had passed; its next sync is answered 410 `reset_required`, and its engine resets and
+///   comes back as a new replica, keeping what its user typed. `{"retired": true}`, or
+///   `false` when it was retired already.
 extension SyncService {
     /// A device's principal, refused (401) when the device is revoked: every device request
     /// goes through it.
@@ -81,6 +86,24 @@ extension SyncService {
             // revocation must hold once the device first pushes.
             let revoked = try await storage.store(for: namespace).revoke(device: device)
             return .json(["revoked": revoked])
+        } catch let error as ServiceError {
+            return error.response
+        } catch {
+            return ServiceError(status: 500, code: "internal", message: "\(error)").response
+        }
+    }
+
+    /// `POST /admin/v1/namespaces/<namespace>/devices/<device>/retire`.
+    public func adminRetire(authorization: String?, namespace: String, device: String) async -> ServiceResponse {
+        do {
+            try authorizeAdmin(authorization)
+            guard Namespace.isValid(namespace) else { throw ServiceError(status: 400, code: "bad_namespace", message: "invalid namespace name") }
+            guard (1...256).contains(device.utf8.count) else { throw ServiceError(status: 400, code: "bad_device", message: "invalid device name") }
+            guard let store = try await storage.existingStore(for: namespace) else {
+                throw ServiceError(status: 404, code: "no_namespace", message: "namespace \(namespace) does not exist")
+            }
+            let retired = try await store.retire(device: device, nowMilliseconds: configuration.store.physicalTime())
+            return .json(["retired": retired])
         } catch let error as ServiceError {
             return error.response
         } catch {

@@ -75,8 +75,12 @@ public struct Authenticator: Sendable {
     /// The wall clock; tests inject another.
     private let now: @Sendable () -> Date
 
-    /// - Parameter es256PublicKeyPEM: A P-256 public key in PEM form; tokens it verifies
-    ///   are accepted too.
+    /// - Parameters:
+    ///   - secret: The HS256 secret, at least 32 bytes.
+    ///   - es256PublicKeyPEM: A P-256 public key in PEM form; tokens it verifies
+    ///     are accepted too.
+    ///   - policy: What a token must carry beyond a valid signature.
+    ///   - now: The wall clock (tests inject another).
     /// - Throws: ``WeakSecret`` for a secret shorter than 32 bytes (HS256's hash size), or
     ///   jwt-kit's error for a key that is not a P-256 public key.
     public init(

@@ -10,10 +10,13 @@ import ServiceLifecycle
 
 /// The HTTP face of a ``SyncService`` (Hummingbird 2).
 ///
-/// - `POST /v1/sync`: a ``SyncRequest`` in, a ``SyncResponse`` out (binary).
+/// - `POST /v1/sync`: a `SyncRequest` in, a `SyncResponse` out (binary, ConvergeProtocol).
 /// - `GET /v1/status[?cursor=N]`: the namespace's status as JSON (`needsSync` with a cursor).
 /// - `GET /v1/conflicts`: open conflicts as JSON, `{"conflicts": [{"table", "key",
-///   "column", "siblings": [{"value", "replica", "hlc"}]}]}`. Values are JSON's null,
+///   "column", "siblings": [{"value", "replica", "hlc"}]}], "constraints": [{"table",
+///   "index", "columns", "values", "holder", "held": [...]}]}`: critical fields, then
+///   unique-index clashes (DESIGN §4), whose holder and held records are each `{"key",
+///   "values": {column: value}, "stamp": {"replica", "hlc"}}`. Values are JSON's null,
 ///   numbers and strings, a blob is `{"blob": "<base64>"}`, and the reals JSON cannot
 ///   write as numbers are `{"real": "inf"}`, `{"real": "-inf"}` and `{"real": "nan"}`.
 /// - `GET /v1/events`: server-sent events; `event: changes` whenever a push changed the
@@ -148,6 +151,11 @@ public enum ConvergeHTTPServer {
         }
         router.post("/admin/v1/namespaces/:namespace/devices/:device/revoke") { request, context in
             response(await service.adminRevoke(
+                authorization: request.headers[.authorization], namespace: context.parameters.get("namespace") ?? "",
+                device: context.parameters.get("device") ?? ""))
+        }
+        router.post("/admin/v1/namespaces/:namespace/devices/:device/retire") { request, context in
+            response(await service.adminRetire(
                 authorization: request.headers[.authorization], namespace: context.parameters.get("namespace") ?? "",
                 device: context.parameters.get("device") ?? ""))
         }

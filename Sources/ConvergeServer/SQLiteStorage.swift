@@ -9,7 +9,7 @@ public struct NamespaceLimitExceeded: Error, Sendable, Hashable, CustomStringCon
     public var description: String { "namespace \(namespace) cannot be created: the server holds its maximum of \(maxNamespaces) namespaces (maxNamespaces)" }
 }
 
-/// The embedded storage: `<directory>/<namespace>.sqlite`, each a ``ReplicatedDatabase``
+/// The embedded storage: `<directory>/<namespace>.sqlite`, each a `ReplicatedDatabase`
 /// on a GRDB `DatabasePool`.
 ///
 /// Open stores are cached, at most `maxOpenNamespaces` of them; the least recently used

@@ -95,6 +95,39 @@ public struct ServerConfiguration: Sendable {
     /// `too_many_namespaces`). `nil`: no bound.
     public var maxNamespaces: Int?
 
+    /// Tombstone collection (DESIGN §9): on by default.
+    public var collection = CollectionPolicy()
+
+    /// How the server collects deleted records and retires devices (DESIGN §9).
+    ///
+    /// Each device that speaks protocol version 2 tells the server, with every push that
+    /// empties its feed, the server position it had applied: its *stable position*. The
+    /// smallest one over the namespace's active devices is the *frontier*; a record deleted
+    /// at or below it and unchanged since can receive no edit concurrent with its delete
+    /// any more, so the server drops its metadata and tells devices to drop it too. A device
+    /// not seen for `retentionSeconds` is retired: it no longer holds the frontier back, and
+    /// its next request gets 410 `reset_required` (its engine resets and resyncs, keeping
+    /// what its user typed). Devices of older releases never report a stable position: while
+    /// one is active, nothing is collected.
+    public struct CollectionPolicy: Sendable {
+        /// Whether the server collects at all. Off, tombstones are kept forever and no device
+        /// is retired.
+        public var enabled: Bool
+        /// How long a device may stay away before it is retired (default 30 days).
+        public var retentionSeconds: UInt64
+        /// The most records one round collects (the rest wait for the next round).
+        public var maxRecordsPerRound: Int
+        /// The most collected records one sync answer lists for a device.
+        public var maxCollectedPerAnswer: Int
+
+        public init(enabled: Bool = true, retentionSeconds: UInt64 = 30 * 24 * 60 * 60, maxRecordsPerRound: Int = 10_000, maxCollectedPerAnswer: Int = 1_000) {
+            self.enabled = enabled
+            self.retentionSeconds = retentionSeconds
+            self.maxRecordsPerRound = max(1, maxRecordsPerRound)
+            self.maxCollectedPerAnswer = max(1, maxCollectedPerAnswer)
+        }
+    }
+
     /// A rule for pushed changes; see ``ServerConfiguration/validator``.
     public typealias Validator = @Sendable (_ change: ProposedChange, _ pusher: Principal) -> String?
 
@@ -139,10 +172,20 @@ public struct ServerConfiguration: Sendable {
 ///
 /// ```json
 /// {"tables": [{"name": "notes",
-///              "create": "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, title, amount)",
+///              "create": "CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, title, amount, code)",
 ///              "policies": {"amount": "critical"},
-///              "deletePolicy": "updateWins"}]}
+///              "deletePolicy": "updateWins",
+///              "uniqueIndexes": [{"name": "notes_code", "columns": ["code"]}]}]}
 /// ```
+///
+/// `uniqueIndexes` (optional) opts the table in to constraint conflicts (DESIGN §4): the
+/// server creates each index (`CREATE UNIQUE INDEX IF NOT EXISTS name ON table(columns)`)
+/// and replicates the table with `allowUniqueIndexes`, so that clashing records from
+/// different devices never fail a push: the first claim is shown, the others are held and
+/// listed as conflicts. Give the indexes the names the devices' indexes have: a conflict
+/// names its index, and the server's list then reads like the devices'. A UNIQUE
+/// constraint written in `create` itself is taken too once the table lists an index here;
+/// without any, a UNIQUE index beyond the key is refused, as by `replicate(table:)`.
 public struct ServerSchema: Sendable, Hashable, Codable {
     public struct Table: Sendable, Hashable, Codable {
         public var name: String
@@ -152,12 +195,26 @@ public struct ServerSchema: Sendable, Hashable, Codable {
         /// the user to choose) or `"authority"` (concurrent values resolve to the server's).
         public var policies: [String: Policy]
         public var deletePolicy: DeletePolicy
+        /// UNIQUE indexes beyond the key, created with the table and replicated as
+        /// constraint conflicts (see ``ServerSchema``).
+        public var uniqueIndexes: [UniqueIndex]
 
-        public init(name: String, create: String, policies: [String: Policy] = [:], deletePolicy: DeletePolicy = .updateWins) {
+        public init(
+            name: String, create: String, policies: [String: Policy] = [:], deletePolicy: DeletePolicy = .updateWins,
+            uniqueIndexes: [UniqueIndex] = []
+        ) {
             self.name = name
             self.create = create
             self.policies = policies
             self.deletePolicy = deletePolicy
+            self.uniqueIndexes = uniqueIndexes
+        }
+
+        /// The statements creating ``uniqueIndexes`` (when they do not exist yet).
+        public var uniqueIndexStatements: [String] {
+            uniqueIndexes.map { index in
+                "CREATE UNIQUE INDEX IF NOT EXISTS \"\(index.name)\" ON \"\(name)\"(\(index.columns.map { "\"\($0)\"" }.joined(separator: ", ")))"
+            }
         }
 
         public init(from decoder: any Decoder) throws {
@@ -166,6 +223,7 @@ public struct ServerSchema: Sendable, Hashable, Codable {
             create = try container.decode(String.self, forKey: .create)
             policies = try container.decodeIfPresent([String: Policy].self, forKey: .policies) ?? [:]
             deletePolicy = try container.decodeIfPresent(DeletePolicy.self, forKey: .deletePolicy) ?? .updateWins
+            uniqueIndexes = try container.decodeIfPresent([UniqueIndex].self, forKey: .uniqueIndexes) ?? []
         }
     }
 

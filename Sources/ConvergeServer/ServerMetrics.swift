@@ -34,6 +34,11 @@ public final class ServerMetrics: Sendable {
 
     func rejected(_ count: Int) { rejections.increment(by: Int64(count)) }
 
+    /// A retired device was told to reset (410).
+    func resetRequired() {
+        registry.makeCounter(descriptor: Self.name("resets_required", "total", "Requests of retired devices answered with 410 reset_required")).increment()
+    }
+
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "converge", subsystem: "sync", metricName: metric, unitName: unit, helpText: help)
     }

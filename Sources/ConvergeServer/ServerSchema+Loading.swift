@@ -21,7 +21,8 @@ extension ServerSchema {
     ///
     /// Besides the JSON's shape it checks what the server relies on: table names are plain
     /// identifiers, unique, and not Converge's own; `create` creates that very table; policy
-    /// keys are identifiers.
+    /// keys are identifiers; unique indexes have identifiers for names (not Converge's or
+    /// SQLite's own, each name once) and one or more identifiers for columns.
     public static func load(from url: URL) throws(ServerSchemaError) -> ServerSchema {
         let data: Data
         do {
@@ -46,7 +47,7 @@ extension ServerSchema {
         } catch {
             throw ServerSchemaError(path: "", message: "\(error)")
         }
-        var names = Set<String>()
+        var names = Set<String>(), indexNames = Set<String>()
         for (index, table) in schema.tables.enumerated() {
             let path = "tables[\(index)]"
             guard isIdentifier(table.name) else {
@@ -65,6 +66,20 @@ extension ServerSchema {
             for column in table.policies.keys.sorted() where !isIdentifier(column) {
                 throw ServerSchemaError(path: "\(path).policies", message: "\"\(column)\" is not a column name")
             }
+            for (position, index) in table.uniqueIndexes.enumerated() {
+                let at = "\(path).uniqueIndexes[\(position)]"
+                let lower = index.name.lowercased()
+                guard isIdentifier(index.name), !lower.hasPrefix("converge_"), !lower.hasPrefix("sqlite_") else {
+                    throw ServerSchemaError(path: "\(at).name", message: "\"\(index.name)\" is not a plain identifier, or is reserved (converge_ and sqlite_ names are the store's own)")
+                }
+                guard indexNames.insert(lower).inserted else {
+                    throw ServerSchemaError(path: "\(at).name", message: "index \"\(index.name)\" is declared twice (names are case-insensitive, across tables)")
+                }
+                guard !index.columns.isEmpty else { throw ServerSchemaError(path: "\(at).columns", message: "expected one column or more") }
+                for column in index.columns where !isIdentifier(column) {
+                    throw ServerSchemaError(path: "\(at).columns", message: "\"\(column)\" is not a column name")
+                }
+            }
         }
         return schema
     }
@@ -80,7 +95,7 @@ extension ServerSchema {
         switch error {
         case .keyNotFound(let key, let context):
             let at = path(context.codingPath)
-            return ServerSchemaError(path: at, message: "missing key \"\(key.stringValue)\"\(expectation(for: key.stringValue))")
+            return ServerSchemaError(path: at, message: "missing key \"\(key.stringValue)\"\(expectation(for: key.stringValue, in: context.codingPath))")
         case .typeMismatch(let type, let context):
             return ServerSchemaError(path: path(context.codingPath), message: "expected \(describe(type, context.codingPath))")
         case .valueNotFound(let type, let context):
@@ -98,7 +113,10 @@ extension ServerSchema {
         }
     }
 
-    private static func expectation(for key: String) -> String {
+    private static func expectation(for key: String, in codingPath: [any CodingKey]) -> String {
+        if codingPath.contains(where: { $0.stringValue == "uniqueIndexes" }) {
+            return key == "name" ? " (the index's name)" : key == "columns" ? " (the indexed columns, in index order)" : ""
+        }
         switch key {
         case "tables": return " (the document is {\"tables\": [...]})"
         case "name": return " (the table's name)"
@@ -111,6 +129,7 @@ extension ServerSchema {
         let last = codingPath.last?.stringValue
         if last == "tables" { return "an array of tables" }
         if last == "policies" { return "an object of column names to \"lww\", \"critical\" or \"authority\"" }
+        if last == "uniqueIndexes" { return "an array of indexes ({\"name\": ..., \"columns\": [...]})" }
         if type == String.self { return "a string" }
         if type is [Any].Type { return "an array" }
         if type is [String: Any].Type { return "an object" }

@@ -1,4 +1,5 @@
 import ConvergeCore
+import ConvergeProtocol
 import ConvergeSQLite
 import Foundation
 import GRDB
@@ -29,7 +30,7 @@ public protocol NamespaceStore: Sendable {
     ///
     /// With `validate`, each visibly changed row is shown to it; a refused one is undone by
     /// a compensating write of the server and recorded as a rejection for `device`, in the
-    /// same transaction (see ``ReplicatedDatabase/apply(_:origin:validate:)``).
+    /// same transaction (see `ReplicatedDatabase.apply(_:origin:validate:)`).
     func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
     ) async throws -> ReplicatedDatabase.ApplyReport
@@ -68,6 +69,65 @@ public protocol NamespaceStore: Sendable {
 
     /// Notes that `device` was served (a push, a pull, or any request), for ``devices()``.
     func noteActivity(of device: String, pushed: Bool, pulled: Bool) async
+
+    // MARK: Tombstone collection (DESIGN §9)
+
+    /// Where `device` stands before its round: `nil` when it has never synced here.
+    func standing(of device: String) async throws -> DeviceStanding?
+
+    /// Records a device's round that succeeded at `nowMilliseconds`: it was seen, speaks for
+    /// `replica`, and (when `pushComplete`) every write it made before it had applied the
+    /// feed up to `pullCursor` is here, so that becomes its stable position (never beyond
+    /// the feed's head). `collectedAfter` is the last collected record it dropped.
+    ///
+    /// `pushedUpTo` is the request's push position when its push was applied: the highest
+    /// is kept as the device's ``DeviceStanding/acknowledged`` position.
+    func noteRound(
+        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, pushedUpTo: UInt64?,
+        nowMilliseconds: UInt64
+    ) async throws
+
+    /// Retires the devices not seen for `retentionMilliseconds`, computes the frontier (the
+    /// smallest stable position over the active devices), drops at most `limit` records
+    /// deleted at or below it and unchanged since (logging them for devices), prunes the log
+    /// of what every active device has dropped, and returns the frontier.
+    func collect(retentionMilliseconds: UInt64, nowMilliseconds: UInt64, limit: Int) async throws -> UInt64
+
+    /// The records collected after `id`, oldest first, at most `limit`.
+    func collected(after id: UInt64, limit: Int) async throws -> [SyncCollected]
+
+    /// Retires `device` now (an admin's call, or the retention window): returns whether it
+    /// was active.
+    func retire(device: String, nowMilliseconds: UInt64) async throws -> Bool
+
+    /// Takes a retired device back as a new replica (it reset and comes back under a new
+    /// identity): its binding and stable position start over.
+    func readmit(device: String) async throws
+}
+
+/// A device's place in its namespace's tombstone collection.
+public struct DeviceStanding: Sendable, Hashable {
+    /// The replica it last synced as.
+    public var replica: ReplicaID?
+    /// Its stable position: every write it made before it had applied the feed up to here
+    /// is on the server.
+    public var stablePosition: UInt64
+    /// When it was last seen (milliseconds since 1970, the server's store clock).
+    public var lastSeenMilliseconds: UInt64
+    /// When it was retired, if it is.
+    public var retiredMilliseconds: UInt64?
+    /// The highest push position of `replica` the server applied. A push below it is a
+    /// request delayed past its own retry (or a restored device): applying its old states
+    /// after their records were collected would bring deleted records back.
+    public var acknowledged: UInt64
+
+    public init(replica: ReplicaID?, stablePosition: UInt64, lastSeenMilliseconds: UInt64, retiredMilliseconds: UInt64?, acknowledged: UInt64 = 0) {
+        self.acknowledged = acknowledged
+        self.replica = replica
+        self.stablePosition = stablePosition
+        self.lastSeenMilliseconds = lastSeenMilliseconds
+        self.retiredMilliseconds = retiredMilliseconds
+    }
 }
 
 /// One device of a namespace, as the admin API lists it.
@@ -165,7 +225,22 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         return try await run(on: queue) {
             let pool = try DatabasePool(path: path)
             try pool.write { db in
+                // A namespace made by a release without tombstone collection: devices that
+                // synced then are not known to the frontier yet, so nothing is collected
+                // before a whole retention window has passed (by then each has synced, or
+                // counts as retired).
+                if try db.tableExists("converge_records"), try !db.tableExists("converge_server_standing") {
+                    try db.execute(sql: "CREATE TABLE converge_server_meta(key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+                    try db.execute(
+                        sql: "INSERT INTO converge_server_meta(key, value) VALUES ('standing_since', ?)",
+                        arguments: [Int64(clamping: configuration.physicalTime())])
+                }
                 for table in schema.tables where try !db.tableExists(table.name) { try db.execute(sql: table.create) }
+                // Also on a table that exists: an index added to the schema later is created
+                // (which fails, naming the index, if the table's rows already clash).
+                for table in schema.tables {
+                    for statement in table.uniqueIndexStatements { try db.execute(sql: statement) }
+                }
                 try db.execute(sql: """
                     CREATE TABLE IF NOT EXISTS converge_server_revocations(
                         device TEXT PRIMARY KEY NOT NULL,
@@ -173,12 +248,27 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                     CREATE TABLE IF NOT EXISTS converge_server_devices(
                         device TEXT PRIMARY KEY NOT NULL,
                         replica TEXT NOT NULL,
-                        bound_at REAL NOT NULL)
+                        bound_at REAL NOT NULL);
+                    CREATE TABLE IF NOT EXISTS converge_server_standing(
+                        device TEXT PRIMARY KEY NOT NULL,
+                        replica TEXT,
+                        stable INTEGER NOT NULL DEFAULT 0,
+                        acknowledged INTEGER NOT NULL DEFAULT 0,
+                        collected_after INTEGER,
+                        last_seen INTEGER NOT NULL,
+                        retired_at INTEGER);
+                    CREATE TABLE IF NOT EXISTS converge_server_collected(
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        tbl TEXT NOT NULL,
+                        key NOT NULL);
+                    CREATE INDEX IF NOT EXISTS converge_server_collected_by_key ON converge_server_collected(tbl, key)
                     """)
             }
             let database = try ReplicatedDatabase(pool, configuration: configuration)
             for table in schema.tables {
-                try database.replicate(table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy)
+                try database.replicate(
+                    table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy,
+                    allowUniqueIndexes: !table.uniqueIndexes.isEmpty)
             }
             // The server owns `.authority` columns in its namespaces.
             try database.setAuthority(database.replicaID)
@@ -236,9 +326,21 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                 sql: "INSERT INTO converge_server_devices(device, replica, bound_at) VALUES (?, ?, ?)",
                 arguments: [device, replica.uuidString(), Date().timeIntervalSince1970])
         }
+        // Records this server collected (DESIGN §9) that a device still relays: their
+        // tombstones are dropped (everyone drops them), and a re-insert's context, which
+        // covers the collected delete, is checked against the clocks the server holds.
+        let collected = try collectedAddresses(in: changeset)
+        var changeset = changeset
+        if !collected.isEmpty {
+            changeset = Changeset(records: changeset.records.filter { delta in
+                delta.state.isAlive || !collected.contains(RecordAddress(table: delta.table, key: delta.key))
+            })
+        }
+        var options = ReplicatedDatabase.ApplyOptions(origin: device, validate: validate, author: replica, beforeCommit: bind)
+        if !collected.isEmpty { options.collected = (collected, held) }
         let report: ReplicatedDatabase.ApplyReport
         do {
-            report = try database.apply(changeset, options: .init(origin: device, validate: validate, author: replica, beforeCommit: bind))
+            report = try database.apply(changeset, options: options)
         } catch let error as ApplyError {
             guard case .notAuthor(let stamp) = error.reason else { throw error }
             throw PushRefusal(message: "the push carries a write stamped by replica \(stamp.replica) at \(stamp.hlc) (table \(error.table), key \(error.key.map { "\($0)" } ?? "-")), which this server does not hold; a device may only write as its own replica \(replica)")
@@ -251,6 +353,20 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         }
         for (stampReplica, hlc) in changeset.maxHLCByReplica where hlc > held[stampReplica, default: .zero] { held[stampReplica] = hlc }
         return report
+    }
+
+    /// The addresses of `changeset` listed as collected (not dropped yet by every device).
+    private func collectedAddresses(in changeset: Changeset) throws -> Set<RecordAddress> {
+        guard !changeset.records.isEmpty else { return [] }
+        return try database.writer.read { db in
+            guard try db.tableExists("converge_server_collected") else { return [] }
+            var result = Set<RecordAddress>()
+            let statement = try db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM converge_server_collected WHERE tbl = ? AND key = ?)")
+            for delta in changeset.records where try Bool.fetchOne(statement, arguments: [delta.table, delta.key.databaseValue]) == true {
+                result.insert(RecordAddress(table: delta.table, key: delta.key))
+            }
+            return result
+        }
     }
 
     /// Refuses a device's first push that declares a replica it cannot be: a reserved id,
@@ -357,6 +473,114 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             if pushed { entry.push = now }
             if pulled { entry.pull = now }
             self.activity[device] = entry
+        }
+    }
+
+    // MARK: Tombstone collection
+
+    public func standing(of device: String) async throws -> DeviceStanding? {
+        try await run {
+            try self.database.writer.read { db in
+                try Row.fetchOne(db, sql: "SELECT replica, stable, acknowledged, last_seen, retired_at FROM converge_server_standing WHERE device = ?", arguments: [device])
+                    .map { row in
+                        DeviceStanding(
+                            replica: (row["replica"] as String?).flatMap(ReplicaID.init), stablePosition: UInt64(bitPattern: row["stable"]),
+                            lastSeenMilliseconds: UInt64(bitPattern: row["last_seen"]), retiredMilliseconds: (row["retired_at"] as Int64?).map { UInt64(bitPattern: $0) },
+                            acknowledged: UInt64(bitPattern: row["acknowledged"]))
+                    }
+            }
+        }
+    }
+
+    public func noteRound(
+        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, pushedUpTo: UInt64?,
+        nowMilliseconds: UInt64
+    ) async throws {
+        try await run {
+            let head = try self.database.feedHead()
+            try self.database.writer.write { db in
+                // A device's own claim only lowers what it may receive: clamp it to the head.
+                let stable = pushComplete ? Int64(clamping: min(pullCursor, head)) : 0
+                try db.execute(sql: """
+                    INSERT INTO converge_server_standing(device, replica, stable, acknowledged, collected_after, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(device) DO UPDATE SET
+                        acknowledged = CASE WHEN replica IS excluded.replica THEN max(acknowledged, excluded.acknowledged) ELSE excluded.acknowledged END,
+                        replica = excluded.replica, stable = max(stable, excluded.stable),
+                        collected_after = CASE WHEN excluded.collected_after IS NULL THEN collected_after
+                            ELSE max(coalesce(collected_after, 0), excluded.collected_after) END,
+                        last_seen = max(last_seen, excluded.last_seen)
+                    """, arguments: [
+                        device, replica.uuidString(), stable, Int64(clamping: pushedUpTo ?? 0), collectedAfter.map { Int64(clamping: $0) },
+                        Int64(clamping: nowMilliseconds),
+                    ])
+            }
+        }
+    }
+
+    public func collect(retentionMilliseconds: UInt64, nowMilliseconds: UInt64, limit: Int) async throws -> UInt64 {
+        try await run {
+            let frontier = try self.database.writer.write { db -> UInt64 in
+                let (horizon, overflow) = nowMilliseconds.subtractingReportingOverflow(retentionMilliseconds)
+                if !overflow {
+                    try db.execute(
+                        sql: "UPDATE converge_server_standing SET retired_at = ? WHERE retired_at IS NULL AND last_seen < ?",
+                        arguments: [Int64(clamping: nowMilliseconds), Int64(clamping: horizon)])
+                }
+                if try db.tableExists("converge_server_meta"),
+                   let since = try Int64.fetchOne(db, sql: "SELECT value FROM converge_server_meta WHERE key = 'standing_since'"),
+                   overflow || UInt64(clamping: since) > horizon {
+                    return 0  // upgraded less than a retention window ago: see `open`
+                }
+                return UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT min(stable) FROM converge_server_standing WHERE retired_at IS NULL") ?? 0)
+            }
+            guard frontier > 0 else { return frontier }
+            let candidates = try self.database.collectableRecords(through: frontier, limit: limit)
+            if !candidates.isEmpty {
+                try self.database.collect(candidates) { db, collected in
+                    for address in collected {
+                        try db.execute(sql: "INSERT INTO converge_server_collected(tbl, key) VALUES (?, ?)", arguments: [address.table, address.key.databaseValue])
+                    }
+                }
+            }
+            try self.database.writer.write { db in
+                // What every active device has dropped need not be listed again.
+                if let dropped = try Int64.fetchOne(db, sql: "SELECT min(coalesce(collected_after, 0)) FROM converge_server_standing WHERE retired_at IS NULL") {
+                    try db.execute(sql: "DELETE FROM converge_server_collected WHERE id <= ?", arguments: [dropped])
+                }
+            }
+            return frontier
+        }
+    }
+
+    public func collected(after id: UInt64, limit: Int) async throws -> [SyncCollected] {
+        try await run {
+            try self.database.writer.read { db in
+                try Row.fetchAll(db, sql: "SELECT id, tbl, key FROM converge_server_collected WHERE id > ? ORDER BY id LIMIT ?", arguments: [Int64(clamping: id), limit])
+                    .map { SyncCollected(id: UInt64(bitPattern: $0["id"]), table: $0["tbl"], key: Value($0["key"] as DatabaseValue)) }
+            }
+        }
+    }
+
+    public func retire(device: String, nowMilliseconds: UInt64) async throws -> Bool {
+        try await run {
+            try self.database.writer.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO converge_server_standing(device, last_seen, retired_at) VALUES (?, ?, ?)
+                        ON CONFLICT(device) DO UPDATE SET retired_at = excluded.retired_at WHERE retired_at IS NULL
+                        """,
+                    arguments: [device, Int64(clamping: nowMilliseconds), Int64(clamping: nowMilliseconds)])
+                return db.changesCount > 0
+            }
+        }
+    }
+
+    public func readmit(device: String) async throws {
+        try await run {
+            try self.database.writer.write { db in
+                try db.execute(sql: "DELETE FROM converge_server_standing WHERE device = ?", arguments: [device])
+                try db.execute(sql: "DELETE FROM converge_server_devices WHERE device = ?", arguments: [device])
+            }
         }
     }
 

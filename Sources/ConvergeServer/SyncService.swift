@@ -54,7 +54,7 @@ public final class SyncService: Sendable {
 
     // MARK: Sync
 
-    /// One sync round trip: `body` is a ``SyncRequest``; a 200 answer is a ``SyncResponse``.
+    /// One sync round trip: `body` is a `SyncRequest`; a 200 answer is a `SyncResponse`.
     public func sync(body: [UInt8], authorization: String?) async -> ServiceResponse {
         let principal: Principal
         do {
@@ -97,7 +97,18 @@ public final class SyncService: Sendable {
                 if try await store.isRevoked(device: principal.device) {
                     throw ServiceError(status: 401, code: "revoked", message: "device \(principal.device) of namespace \(principal.namespace) is revoked")
                 }
-                response = try await round(request, pushed: pushed, store: store, principal: principal, counts: &counts)
+                let standing = try await admit(request, store: store, device: principal.device)
+                if let standing, standing.replica == request.replica, !pushed.isEmpty, request.pushUpTo < standing.acknowledged {
+                    // A request that outlived its own retry (the same batch again, a retry
+                    // whose first answer was lost, is applied again: a join is idempotent). Its
+                    // states may be older than a delete collected since: applying them could
+                    // bring the record back, so it is refused (DESIGN §9).
+                    throw ServiceError(
+                        status: 409, code: "stale_push",
+                        message: "push up to \(request.pushUpTo) is older than \(standing.acknowledged), which this server already applied for replica \(request.replica)")
+                }
+                let answer = try await round(request, pushed: pushed, store: store, principal: principal, counts: &counts)
+                response = try await collecting(answer, for: request, pushed: !pushed.isEmpty, store: store, device: principal.device)
                 await store.noteActivity(of: principal.device, pushed: !pushed.isEmpty, pulled: request.pull)
             } else {
                 // No server replica exists yet: the zero id tells the client nothing it
@@ -198,6 +209,46 @@ public final class SyncService: Sendable {
             pushedRange: pushedRange)
     }
 
+    // MARK: Tombstone collection (DESIGN §9)
+
+    /// Refuses a retired device's request with 410 `reset_required`, unless it comes back
+    /// under a new replica (it reset): then it starts over as a new device of the namespace.
+    ///
+    /// Returns the device's standing (`nil`: new here, or readmitted, or collection is off).
+    private func admit(_ request: SyncRequest, store: any NamespaceStore, device: String) async throws -> DeviceStanding? {
+        guard configuration.collection.enabled, let standing = try await store.standing(of: device) else { return nil }
+        guard standing.retiredMilliseconds != nil else { return standing }
+        let known = try await store.boundReplica(of: device) ?? standing.replica
+        if known == nil || known == request.replica {
+            metrics.resetRequired()
+            throw ServiceError(
+                status: 410, code: "reset_required",
+                message: "device \(device) was retired (not seen for the retention window, or by an admin): reset and sync again as a new replica")
+        }
+        try await store.readmit(device: device)
+        return nil
+    }
+
+    /// Records the round for the frontier, collects what it allows, and adds the frontier
+    /// and the records collected since the device last dropped some (protocol version 2).
+    private func collecting(
+        _ response: SyncResponse, for request: SyncRequest, pushed: Bool, store: any NamespaceStore, device: String
+    ) async throws -> SyncResponse {
+        let policy = configuration.collection
+        guard policy.enabled else { return response }
+        let now = configuration.store.physicalTime()
+        try await store.noteRound(
+            of: device, replica: request.replica, pullCursor: request.pullCursor, pushComplete: request.pushComplete,
+            collectedAfter: request.collectedAfter, pushedUpTo: pushed ? request.pushUpTo : nil, nowMilliseconds: now)
+        let (retention, overflow) = policy.retentionSeconds.multipliedReportingOverflow(by: 1_000)
+        let frontier = try await store.collect(retentionMilliseconds: overflow ? .max : retention, nowMilliseconds: now, limit: policy.maxRecordsPerRound)
+        guard let after = request.collectedAfter else { return response }
+        var answer = response
+        answer.frontier = frontier
+        answer.collected = try await store.collected(after: after, limit: policy.maxCollectedPerAnswer)
+        return answer
+    }
+
     /// Drops from a pulled page the records the client has just pushed at least as far
     /// (it holds them already: its state is above what it pushed).
     static func withoutEcho(_ page: Changeset, of pushed: Changeset) -> Changeset {
@@ -219,6 +270,8 @@ public final class SyncService: Sendable {
         case 400: return "bad_request"
         case 401: return "unauthorized"
         case 403: return "forbidden"
+        case 409: return "stale_push"
+        case 410: return "reset_required"
         case 413: return "too_large"
         default: return "error"
         }
@@ -250,6 +303,7 @@ public final class SyncService: Sendable {
         let cursor: UInt64
         let needsSync: Bool?
         let changedSinceCursor: Int?
+        /// Open conflicts of both kinds: critical fields and unique-index clashes.
         let conflicts: Int
         let quarantined: Int
         let boundReplica: String?
@@ -290,19 +344,69 @@ public final class SyncService: Sendable {
         let siblings: [Sibling]
     }
 
-    /// The namespace's open conflicts on critical fields, as JSON.
+    /// A unique-index clash (DESIGN §4): the record shown and the records held.
+    struct ConstraintBody: Encodable {
+        struct Claimant: Encodable {
+            struct Stamp: Encodable {
+                let replica: String
+                let hlc: UInt64
+            }
+            let key: JSONValue
+            /// Every column of the record as it would show.
+            let values: [String: JSONValue]
+            /// Its claim: when it last wrote one of the index's columns.
+            let stamp: Stamp
+
+            init(_ claimant: ConstraintConflict.Claimant) {
+                key = JSONValue(claimant.key)
+                values = claimant.values.mapValues(JSONValue.init)
+                stamp = Stamp(replica: claimant.stamp.replica.uuidString(), hlc: claimant.stamp.hlc.rawValue)
+            }
+        }
+        let table: String
+        let index: String
+        let columns: [String]
+        let values: [JSONValue]
+        let holder: Claimant
+        let held: [Claimant]
+
+        init(_ conflict: ConstraintConflict) {
+            table = conflict.table
+            index = conflict.index
+            columns = conflict.columns
+            values = conflict.values.map(JSONValue.init)
+            holder = Claimant(conflict.holder)
+            held = conflict.held.map(Claimant.init)
+        }
+    }
+
+    /// What `GET /v1/conflicts` answers: `conflicts` (critical fields, the shape older
+    /// clients read) and `constraints` (unique-index clashes).
+    struct ConflictsBody: Encodable {
+        var conflicts: [ConflictBody] = []
+        var constraints: [ConstraintBody] = []
+    }
+
+    /// The namespace's open conflicts as JSON: critical fields under `conflicts`, unique-index
+    /// clashes under `constraints`.
     public func conflicts(authorization: String?) async -> ServiceResponse {
         do {
             let principal = try await authenticate(authorization)
             guard let store = try await storage.existingStore(for: principal.namespace) else {
-                return .json(["conflicts": [ConflictBody]()])
+                return .json(ConflictsBody())
             }
-            let conflicts = try await store.conflicts().compactMap(\.field).map { conflict in
-                ConflictBody(
-                    table: conflict.table, key: JSONValue(conflict.key), column: conflict.column,
-                    siblings: conflict.siblings.map { .init(value: JSONValue($0.value), replica: $0.stamp.replica.uuidString(), hlc: $0.stamp.hlc.rawValue) })
+            var body = ConflictsBody()
+            for conflict in try await store.conflicts() {
+                switch conflict {
+                case .field(let conflict):
+                    body.conflicts.append(ConflictBody(
+                        table: conflict.table, key: JSONValue(conflict.key), column: conflict.column,
+                        siblings: conflict.siblings.map { .init(value: JSONValue($0.value), replica: $0.stamp.replica.uuidString(), hlc: $0.stamp.hlc.rawValue) }))
+                case .constraint(let conflict):
+                    body.constraints.append(ConstraintBody(conflict))
+                }
             }
-            return .json(["conflicts": conflicts])
+            return .json(body)
         } catch let error as ServiceError {
             return error.response
         } catch {

@@ -94,12 +94,12 @@ public struct HubTraffic: Sendable, Hashable {
 extension SimulationSchema {
     /// The app's visible rows of `table` in a replicated store (a replica's, or the
     /// server's store of a namespace), by key.
-    public static func visibleRows(of database: ReplicatedDatabase, table: String) throws -> [Value: [String: Value]] {
+    public func visibleRows(of database: ReplicatedDatabase, table: String) throws -> [Value: [String: Value]] {
         try visibleRows(in: database.writer, table: table)
     }
 
-    static func visibleRows(in reader: any DatabaseReader, table: String) throws -> [Value: [String: Value]] {
-        guard let schema = byName[table] else { return [:] }
+    func visibleRows(in reader: any DatabaseReader, table: String) throws -> [Value: [String: Value]] {
+        guard let schema = self.table(named: table) else { return [:] }
         return try reader.read { db in
             var result = [Value: [String: Value]]()
             for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY \(schema.primaryKey)") {
@@ -134,6 +134,7 @@ final class HubServerNode: SimNode {
     func restart(now: UInt64) throws {}
     func stateBytes() throws -> [UInt8] { WireEncoder.encode(try hub.serverSnapshot()) }
     func visibleRows(table: String) throws -> [Value: [String: Value]] { try hub.serverVisibleRows(table: table) }
+    func heldKeys(table: String) throws -> Set<Value> { throw Self.notAReplica }
     func conflicts() throws -> [Conflict] { try hub.serverConflicts() }
     func takeChanged() -> [RecordAddress] { [] }
     func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord] { [:] }

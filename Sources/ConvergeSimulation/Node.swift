@@ -34,6 +34,8 @@ protocol SimNode: AnyObject {
     func stateBytes() throws -> [UInt8]
     /// The app's visible rows of `table`, by key.
     func visibleRows(table: String) throws -> [Value: [String: Value]]
+    /// The keys of `table`'s live records that a unique index holds out of the app table.
+    func heldKeys(table: String) throws -> Set<Value>
     func conflicts() throws -> [Conflict]
     /// The records whose state may have changed since the last call (local writes, applies,
     /// releases), for the session checker: it looks only at what a step touched.
@@ -70,12 +72,23 @@ extension RecordState {
 /// A pure-model replica: `ConvergeCore.Replica`, which is durable by construction (a crash
 /// loses the messages in flight, not the state).
 final class CoreNode: SimNode {
-    var replica: Replica
+    private(set) var replica: Replica
+    let schema: SimulationSchema
     private var changed: [RecordAddress] = []
+    /// `--unique`: what the replica shows and holds, per table, until its state changes
+    /// (the workload and the session checker ask after every step).
+    private var heldCache: [String: Set<Value>] = [:]
+    private var rowsCache: [String: [Value: [String: Value]]] = [:]
 
-    init(id: ReplicaID, maxDriftMilliseconds: UInt64) {
+    private func stateChanged() {
+        heldCache.removeAll(keepingCapacity: true)
+        rowsCache.removeAll(keepingCapacity: true)
+    }
+
+    init(id: ReplicaID, maxDriftMilliseconds: UInt64, schema: SimulationSchema) {
+        self.schema = schema
         replica = Replica(id: id, maxDriftMilliseconds: maxDriftMilliseconds)
-        for schema in SimulationSchema.tables { replica.replicate(schema) }
+        for table in schema.tables { replica.replicate(table) }
     }
 
     var replicaID: ReplicaID { replica.id }
@@ -84,12 +97,14 @@ final class CoreNode: SimNode {
 
     func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset {
         let delta = replica.perform(operations, physicalMilliseconds: now)
+        stateChanged()
         changed += delta.records.map { RecordAddress(table: $0.table, key: $0.key) }
         return delta
     }
 
     func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset {
         let delta = replica.resolve(table: table, key: key, column: column, to: value, physicalMilliseconds: now)
+        stateChanged()
         changed += delta.records.map { RecordAddress(table: $0.table, key: $0.key) }
         return delta
     }
@@ -103,6 +118,7 @@ final class CoreNode: SimNode {
         // An apply releases quarantined records whose time has come, before the new ones.
         let held = replica.quarantine.isEmpty ? [] : Array(replica.quarantine.keys)
         let report = replica.apply(changeset, physicalMilliseconds: now)
+        stateChanged()
         if report.releasedRecords > 0 { changed += held }
         changed += changeset.records.map { RecordAddress(table: $0.table, key: $0.key) }
         return NodeApplyReport(changed: report.changedRecords, quarantined: report.quarantinedRecords, released: report.releasedRecords)
@@ -111,6 +127,7 @@ final class CoreNode: SimNode {
     func releaseQuarantine(now: UInt64, force: Bool) throws -> Int {
         let held = Array(replica.quarantine.keys)
         let released = replica.releaseQuarantine(physicalMilliseconds: now, force: force)
+        stateChanged()
         if released > 0 { changed += held }
         return released
     }
@@ -125,9 +142,18 @@ final class CoreNode: SimNode {
     func stateBytes() throws -> [UInt8] { WireEncoder.encode(replica.state.snapshot) }
 
     func visibleRows(table: String) throws -> [Value: [String: Value]] {
+        if let cached = rowsCache[table] { return cached }
         var result = [Value: [String: Value]]()
         for row in replica.rows(table: table) { result[row.key] = row.values }
+        if schema.table(named: table)?.uniqueIndexes.isEmpty == false { rowsCache[table] = result }
         return result
+    }
+
+    func heldKeys(table: String) throws -> Set<Value> {
+        if let cached = heldCache[table] { return cached }
+        let held = replica.heldKeys(table: table)
+        heldCache[table] = held
+        return held
     }
 
     func conflicts() throws -> [Conflict] { replica.conflicts() }
@@ -139,9 +165,16 @@ final class CoreNode: SimNode {
 
     func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord] {
         var result = [RecordAddress: ShownRecord]()
+        var held = [String: Set<Value>]()
         for address in addresses {
-            guard let schema = SimulationSchema.byName[address.table] else { continue }
-            result[address] = (replica.state.state(of: address) ?? RecordState()).shown(schema: schema)
+            guard let table = schema.table(named: address.table) else { continue }
+            var record = (replica.state.state(of: address) ?? RecordState()).shown(schema: table)
+            if !table.uniqueIndexes.isEmpty {
+                // A record a unique index holds has no row in an app table.
+                if held[table.name] == nil { held[table.name] = try heldKeys(table: table.name) }
+                if held[table.name]!.contains(address.key) { record.row = nil }
+            }
+            result[address] = record
         }
         return result
     }

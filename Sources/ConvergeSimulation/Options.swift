@@ -137,12 +137,15 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     public var transport: SimulationTransport = .memory
     /// What the replicas write.
     public var workload: WorkloadKind = .mixed
+    /// `--unique`: tables with unique indexes, whose values clash between replicas
+    /// (constraint conflicts, DESIGN §4; see ``SimulationSchema/unique``).
+    public var unique: Bool = false
 
     public init(
         seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
         topology: Topology = .hub, faults: Set<FaultKind> = Set(FaultKind.allCases), files: Bool = false,
         keysPerTable: Int? = nil, syncRate: Double? = nil, mutation: Mutation? = nil,
-        transport: SimulationTransport = .memory, workload: WorkloadKind = .mixed
+        transport: SimulationTransport = .memory, workload: WorkloadKind = .mixed, unique: Bool = false
     ) {
         self.seed = seed
         self.replicas = replicas
@@ -156,6 +159,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         self.mutation = mutation
         self.transport = transport
         self.workload = workload
+        self.unique = unique
     }
 
     /// Checks the values; throws a message fit for the command line.
@@ -174,6 +178,9 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
             guard topology == .hub else {
                 throw OptionError("--transport http needs --topology hub (devices sync only with the server)")
             }
+        }
+        if unique && workload != .mixed {
+            throw OptionError("--unique needs --workload mixed (the \(workload.rawValue) workload writes no unique column)")
         }
         if let mutation, mutation.needsHTTP, transport != .http {
             throw OptionError("--mutation \(mutation.rawValue) breaks the sync engine or the server: it needs --transport http")
@@ -201,7 +208,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         guard ops > 0 else { return 0 }
         let perReplicaOps = Double(ops) / Double(replicas)
         let syncsPerReplica = min(20, max(3, perReplicaOps / 40))
-        let records = Double(SimulationSchema.tables.count * 2 * effectiveKeysPerTable)
+        let records = Double(SimulationSchema.of(self).tables.count * 2 * effectiveKeysPerTable)
         let syncs = min(syncsPerReplica * Double(replicas), max(2 * Double(replicas), 2_000_000 / records))
         return min(2, syncs / Double(ops))
     }
@@ -217,6 +224,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         if batchRecords != 1_000 { parts.append("--batch \(batchRecords)") }
         if maxDriftMilliseconds != HybridClock.defaultMaxDriftMilliseconds { parts.append("--max-drift-ms \(maxDriftMilliseconds)") }
         if workload != .mixed { parts.append("--workload \(workload.rawValue)") }
+        if unique { parts.append("--unique") }
         if let mutation { parts.append("--mutation \(mutation.rawValue)") }
         return parts.joined(separator: " ")
     }
@@ -225,7 +233,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     /// topology reads `hub over http` for the real server).
     public var summary: String {
         let network = transport == .memory ? topology.rawValue : "\(topology.rawValue) over \(transport.rawValue)"
-        let writes = workload == .mixed ? "" : ", \(workload.rawValue) workload"
+        let writes = (workload == .mixed ? "" : ", \(workload.rawValue) workload") + (unique ? ", unique indexes" : "")
         return "\(replicas) \(store.rawValue) replicas, \(ops) ops\(writes), \(network), faults \(FaultKind.describe(faults)), seed \(seed)"
     }
 }

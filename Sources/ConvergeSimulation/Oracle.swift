@@ -40,10 +40,10 @@ struct PlannedWrite {
     /// The write an operation makes on a replica whose record is `before`, following the
     /// semantics of DESIGN.md §3 (written here from the specification, not by calling the
     /// merge code): `nil` when it changes nothing.
-    static func plan(_ operation: Replica.Operation, before: RecordState?) -> PlannedWrite? {
+    static func plan(_ operation: Replica.Operation, before: RecordState?, tables: SimulationSchema) -> PlannedWrite? {
         switch operation {
         case .insert(let table, let key, let values):
-            guard let schema = SimulationSchema.byName[table] else { return nil }
+            guard let schema = tables.table(named: table) else { return nil }
             let dots = before?.membership.dots ?? []
             let fields = schema.columns.compactMap { column -> FieldWrite? in
                 guard let value = values[column] else { return nil }
@@ -52,7 +52,7 @@ struct PlannedWrite {
             return PlannedWrite(address: RecordAddress(table: table, key: key), deletePolicy: schema.deletePolicy,
                                 membership: .add(observed: dots), fields: fields, kind: "insert")
         case .update(let table, let key, let values):
-            guard let schema = SimulationSchema.byName[table], let before, before.isAlive else { return nil }
+            guard let schema = tables.table(named: table), let before, before.isAlive else { return nil }
             // As SQL: only fields whose shown value changes are written.
             let changed = schema.columns.filter { column in
                 guard let value = values[column] else { return false }
@@ -61,15 +61,15 @@ struct PlannedWrite {
             guard !changed.isEmpty else { return nil }
             return edit(schema, key: key, values: changed.map { ($0, values[$0]!) }, before: before, kind: "update")
         case .delete(let table, let key):
-            guard let schema = SimulationSchema.byName[table], let before, before.isAlive else { return nil }
+            guard let schema = tables.table(named: table), let before, before.isAlive else { return nil }
             return PlannedWrite(address: RecordAddress(table: table, key: key), deletePolicy: schema.deletePolicy,
                                 membership: .remove(observed: before.membership.dots), fields: [], kind: "delete")
         }
     }
 
     /// A resolve: an edit of one critical field, made even when the value is the one shown.
-    static func planResolve(table: String, key: Value, column: String, value: Value, before: RecordState?) -> PlannedWrite? {
-        guard let schema = SimulationSchema.byName[table], let before, before.isAlive else { return nil }
+    static func planResolve(table: String, key: Value, column: String, value: Value, before: RecordState?, tables: SimulationSchema) -> PlannedWrite? {
+        guard let schema = tables.table(named: table), let before, before.isAlive else { return nil }
         return edit(schema, key: key, values: [(column, value)], before: before, kind: "resolve")
     }
 
@@ -150,8 +150,12 @@ struct Oracle {
     private(set) var maxStamp = Stamp.zero
     var keepHistory: Bool
     private(set) var history: [RecordAddress: [HistoryLine]] = [:]
+    let tables: SimulationSchema
 
-    init(keepHistory: Bool) { self.keepHistory = keepHistory }
+    init(keepHistory: Bool, tables: SimulationSchema = .standard) {
+        self.keepHistory = keepHistory
+        self.tables = tables
+    }
 
     mutating func record(_ write: PlannedWrite, stamp: Stamp, replica: Int) {
         writes += 1
@@ -232,7 +236,7 @@ struct Oracle {
     }
 
     func expected(_ address: RecordAddress) -> Expected {
-        guard let record = records[address], !record.live.isEmpty, let schema = SimulationSchema.byName[address.table] else {
+        guard let record = records[address], !record.live.isEmpty, let schema = tables.table(named: address.table) else {
             return Expected(row: nil, winners: [:], conflicts: [:])
         }
         var row = [String: Value]()

@@ -60,6 +60,10 @@ public struct SimulationReport: Sendable, Codable {
     public var visibleWrites: Int
     public var visibleRows: Int
     public var openConflicts: Int
+    /// `--unique`: live records a unique index holds out of the app table (kept, not
+    /// lost), and the clashes holding them (constraint conflicts), at the end.
+    public var heldRecords = 0
+    public var constraintConflicts = 0
     public var quarantinedDuringRun: Int
     public var quarantinedAtHeal: Int
     public var healRounds: Int
@@ -87,7 +91,8 @@ public struct SimulationReport: Sendable, Codable {
     public var text: String {
         var lines = [String]()
         lines.append("\(converged ? (sessionViolations == 0 ? "CONVERGED" : "CONVERGED, SESSION GUARANTEES BROKEN") : "DIVERGED"): \(options.summary)")
-        lines.append("  \(writes) writes acknowledged (\(noOpWrites) no-op), \(visibleWrites) still visible in \(visibleRows) rows, \(openConflicts) open conflicts, lost writes: \(lostWrites)")
+        let held = options.unique ? ", \(constraintConflicts) constraint conflicts holding \(heldRecords) records" : ""
+        lines.append("  \(writes) writes acknowledged (\(noOpWrites) no-op), \(visibleWrites) still visible in \(visibleRows) rows, \(openConflicts) open conflicts\(held), lost writes: \(lostWrites)")
         lines.append("  \(messages) messages (\(roundTrips) round trips, \(continuations) continued), \(recordsSent) record deltas, \(formatBytes(bytes)), \(faults) faults injected" + (faultCounts.isEmpty ? "" : " (" + faultCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
         lines.append("  quarantined: \(quarantinedDuringRun) records during the run, \(quarantinedAtHeal) still held when healing began; healed in \(healRounds) round\(healRounds == 1 ? "" : "s")")
         lines.append("  session guarantees: \(sessionChecks) checks, \(sessionViolations) violation\(sessionViolations == 1 ? "" : "s") (read-your-writes, monotonic reads, no reverted local write)")
@@ -122,6 +127,9 @@ public struct SimulationReport: Sendable, Codable {
             ("quarantined", "\(quarantinedDuringRun)"),
             ("digest", jsonString(digest)),
         ]
+        if options.unique {
+            fields += [("unique", "true"), ("constraint_conflicts", "\(constraintConflicts)"), ("held_records", "\(heldRecords)")]
+        }
         if let divergence { fields.append(("divergence", jsonString("\(divergence.table) \(divergence.key) \(divergence.field)"))) }
         if let violation = sessionViolation {
             fields.append(("session_violation", jsonString("\(violation.guarantee): replica \(violation.replica) \(violation.table) \(violation.key) \(violation.field)")))

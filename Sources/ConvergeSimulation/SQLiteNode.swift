@@ -5,12 +5,16 @@ import GRDB
 
 /// A real `ConvergeSQLite` store, in memory or on a file.
 ///
-/// Local writes are plain SQL on the app tables. A *shadow* core replica follows the
-/// store's own change feed after every call, so the workload can read a record's merge
-/// state (what a write observes) without asking SQLite for it; the shadow takes no part
-/// in the convergence check.
+/// Local writes are plain SQL on the app tables, except for records a unique index holds
+/// out of them (`--unique`), which SQL cannot reach: those are edited and deleted through
+/// Converge (`update(table:key:values:)`, `delete(table:key:)`), as an app would. A
+/// *shadow* core replica follows the store's own change feed after every call, so the
+/// workload can read a record's merge state (what a write observes) without asking SQLite
+/// for it; the shadow takes no part in the convergence check, but with unique indexes it
+/// is the model the app tables are checked against after every call (which records show).
 final class SQLiteNode: SimNode {
     let path: String?
+    let schema: SimulationSchema
     let clock = VirtualClockBox()
     let wantedID: ReplicaID
     let maxDriftMilliseconds: UInt64
@@ -24,13 +28,14 @@ final class SQLiteNode: SimNode {
     private var changed: [RecordAddress] = []
     private let identitySource: SeededIdentities
 
-    init(id: ReplicaID, path: String?, maxDriftMilliseconds: UInt64, now: UInt64) throws {
+    init(id: ReplicaID, path: String?, maxDriftMilliseconds: UInt64, now: UInt64, schema: SimulationSchema) throws {
         self.path = path
+        self.schema = schema
         self.wantedID = id
         self.maxDriftMilliseconds = maxDriftMilliseconds
         identitySource = SeededIdentities(first: id)
         shadow = Replica(id: id, maxDriftMilliseconds: .max)
-        for schema in SimulationSchema.tables { shadow.replicate(schema) }
+        for table in schema.tables { shadow.replicate(table) }
         clock.milliseconds = now
         try open(initial: true)
     }
@@ -44,7 +49,10 @@ final class SQLiteNode: SimNode {
         }
         let queue = try path.map { try DatabaseQueue(path: $0, configuration: configuration) } ?? DatabaseQueue(configuration: configuration)
         try queue.write { db in
-            for schema in SimulationSchema.tables { try db.execute(sql: SimulationSchema.createSQL(schema)) }
+            for table in schema.tables {
+                try db.execute(sql: SimulationSchema.createSQL(table))
+                for index in SimulationSchema.indexSQL(table) { try db.execute(sql: index) }
+            }
         }
         let box = clock
         // Seeded identities, so that stamp ties break the same way on every replay: the
@@ -58,8 +66,9 @@ final class SQLiteNode: SimNode {
         if initial && store.replicaID != wantedID {
             throw SimulationFailure("replica store opened with identity \(store.replicaID), not the seeded \(wantedID)")
         }
-        for schema in SimulationSchema.tables {
-            try store.replicate(table: schema.name, policies: schema.policies, deletePolicy: schema.deletePolicy)
+        for table in schema.tables {
+            try store.replicate(
+                table: table.name, policies: table.policies, deletePolicy: table.deletePolicy, allowUniqueIndexes: !table.uniqueIndexes.isEmpty)
         }
         self.queue = queue
         self.store = store
@@ -91,14 +100,24 @@ final class SQLiteNode: SimNode {
     func recordState(_ address: RecordAddress) -> RecordState? { shadow.state.state(of: address) }
 
     func perform(_ operations: [Replica.Operation], now: UInt64) throws -> Changeset {
-        let (queue, _) = try live()
+        let (queue, store) = try live()
         clock.milliseconds = now
         try followFeed()
+        if let held = try heldOperation(operations) {
+            switch held {
+            case .update(let table, let key, let values): try store.update(table: table, key: key, values: values)
+            case .delete(let table, let key): try store.delete(table: table, key: key)
+            case .insert: break  // never chosen: an insert writes the app table with SQL
+            }
+            let delta = try followFeed()
+            try checkShownRows("a local write through Converge")
+            return delta
+        }
         try queue.write { db in
             for operation in operations {
                 switch operation {
                 case .insert(let table, let key, let values):
-                    guard let schema = SimulationSchema.byName[table] else { continue }
+                    guard let schema = self.schema.table(named: table) else { continue }
                     let columns = schema.columns.filter { values[$0] != nil }
                     let names = ([schema.primaryKey] + columns).joined(separator: ", ")
                     let marks = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
@@ -106,19 +125,59 @@ final class SQLiteNode: SimNode {
                         sql: "INSERT OR REPLACE INTO \(table)(\(names)) VALUES (\(marks))",
                         arguments: StatementArguments([key.databaseValue] + columns.map { values[$0]!.databaseValue }))
                 case .update(let table, let key, let values):
-                    guard let schema = SimulationSchema.byName[table] else { continue }
+                    guard let schema = self.schema.table(named: table) else { continue }
                     let columns = schema.columns.filter { values[$0] != nil }
                     guard !columns.isEmpty else { continue }
                     try db.execute(
                         sql: "UPDATE \(table) SET \(columns.map { "\($0) = ?" }.joined(separator: ", ")) WHERE \(schema.primaryKey) = ?",
                         arguments: StatementArguments(columns.map { values[$0]!.databaseValue } + [key.databaseValue]))
                 case .delete(let table, let key):
-                    guard let schema = SimulationSchema.byName[table] else { continue }
+                    guard let schema = self.schema.table(named: table) else { continue }
                     try db.execute(sql: "DELETE FROM \(table) WHERE \(schema.primaryKey) = ?", arguments: [key.databaseValue])
                 }
             }
         }
-        return try followFeed()
+        let delta = try followFeed()
+        try checkShownRows("a local SQL write")
+        return delta
+    }
+
+    /// The operation of `operations` that edits or deletes a record a unique index holds
+    /// (alive, but not in the app table): SQL cannot reach it, Converge's API can. The
+    /// workload makes such a write a transaction of its own.
+    private func heldOperation(_ operations: [Replica.Operation]) throws -> Replica.Operation? {
+        guard schema.hasUniqueIndexes else { return nil }
+        var held: Replica.Operation?
+        for operation in operations {
+            let (table, key) = operation.simulatedAddress
+            if case .insert = operation { continue }
+            if try heldKeys(table: table).contains(key) { held = operation }
+        }
+        if held != nil && operations.count > 1 {
+            throw SimulationFailure("a transaction of \(operations.count) writes includes a record a unique index holds: \(operations)")
+        }
+        return held
+    }
+
+    /// `--unique`: the app tables with unique indexes show exactly the rows the shadow
+    /// shows (the core model of the store's own merge state, `Replica.rows(table:)`), after
+    /// every call: the store's settlement step by step against the model's, not only at the
+    /// end of the run.
+    private func checkShownRows(_ what: @autoclosure () -> String) throws {
+        guard schema.hasUniqueIndexes else { return }
+        for table in schema.tables where !table.uniqueIndexes.isEmpty {
+            let rows = try visibleRows(table: table.name)
+            var model = [Value: [String: Value]]()
+            for row in shadow.rows(table: table.name) { model[row.key] = row.values }
+            guard rows != model else { continue }
+            let onlyStore = rows.keys.filter { model[$0] == nil }.sorted()
+            let onlyModel = model.keys.filter { rows[$0] == nil }.sorted()
+            let differ = rows.keys.filter { model[$0] != nil && model[$0] != rows[$0] }.sorted()
+            throw SimulationFailure(
+                "the store of replica \(replicaID) shows other rows of \(table.name) than the model of its own state after \(what()): "
+                    + "shown only by the store \(onlyStore), only by the model \(onlyModel), with other values \(differ.map { "\($0): \(rows[$0]!) vs \(model[$0]!)" }); "
+                    + "held by the model \(shadow.heldKeys(table: table.name).sorted())")
+        }
     }
 
     func resolve(table: String, key: Value, column: String, to value: Value, now: UInt64) throws -> Changeset {
@@ -130,7 +189,9 @@ final class SQLiteNode: SimNode {
         } catch is RecordNotFound {
             return Changeset()
         }
-        return try followFeed()
+        let delta = try followFeed()
+        try checkShownRows("a resolve")
+        return delta
     }
 
     func changes(since cursor: UInt64, after position: UInt64?, limit: Int, now: UInt64) throws -> (changeset: Changeset, next: UInt64, hasMore: Bool) {
@@ -146,6 +207,7 @@ final class SQLiteNode: SimNode {
         let report = try store.apply(changeset)
         if report.identityReset { identityResets += 1 }
         try followFeed()
+        try checkShownRows("an apply")
         return NodeApplyReport(changed: report.changedRecords, quarantined: report.quarantinedRecords, released: report.releasedRecords)
     }
 
@@ -154,6 +216,7 @@ final class SQLiteNode: SimNode {
         clock.milliseconds = now
         let released = try store.releaseQuarantine(force: force)
         try followFeed()
+        try checkShownRows("releasing its quarantine")
         return released
     }
 
@@ -171,6 +234,7 @@ final class SQLiteNode: SimNode {
     /// workload reads it), and an identity the store took on its own is noted.
     func followEngine() throws {
         try followFeed()
+        try checkShownRows("a sync round of its engine")
         if let store, store.replicaID != wantedID, identityResets == 0 { identityResets = 1 }
     }
 
@@ -190,12 +254,20 @@ final class SQLiteNode: SimNode {
         clock.milliseconds = now
         try open(initial: false)
         try followFeed()
+        try checkShownRows("reopening after a crash")
     }
 
     func stateBytes() throws -> [UInt8] { WireEncoder.encode(try live().1.snapshot()) }
 
     func visibleRows(table: String) throws -> [Value: [String: Value]] {
-        try SimulationSchema.visibleRows(in: try live().0, table: table)
+        try schema.visibleRows(in: try live().0, table: table)
+    }
+
+    /// Live records (in the store's state, which the shadow follows) absent from the app table.
+    func heldKeys(table: String) throws -> Set<Value> {
+        guard schema.table(named: table)?.uniqueIndexes.isEmpty == false else { return [] }
+        let shown = try visibleRows(table: table)
+        return Set(shadow.state.allRecords.lazy.filter { $0.address.table == table && $0.state.isAlive && shown[$0.address.key] == nil }.map(\.address.key))
     }
 
     func conflicts() throws -> [Conflict] { try live().1.conflicts() }
@@ -215,7 +287,7 @@ final class SQLiteNode: SimNode {
         var rows = [RecordAddress: [String: Value]]()
         try queue.read { db in
             for (table, keys) in byTable {
-                guard let schema = SimulationSchema.byName[table] else { continue }
+                guard let schema = self.schema.table(named: table) else { continue }
                 // Bounded statements: SQLite limits the number of parameters.
                 var start = 0
                 while start < keys.count {
@@ -233,11 +305,18 @@ final class SQLiteNode: SimNode {
         }
         var result = [RecordAddress: ShownRecord]()
         for address in addresses {
-            guard let schema = SimulationSchema.byName[address.table] else { continue }
+            guard let schema = self.schema.table(named: address.table) else { continue }
             let state = shadow.state.state(of: address) ?? RecordState()
             var record = ShownRecord(membership: state.membership, row: rows[address])
             for column in schema.columns where schema.policy(of: column) != .lww {
                 if let sibling = state.multiValue(of: column)?.siblings.last { record.provisional[column] = sibling }
+            }
+            // A unique column's values repeat from write to write: which write the row shows
+            // is the state's register, when it shows that register's value.
+            for column in SimulationSchema.uniqueColumns(of: schema) {
+                if case .lww(let register)? = state.fields[column]?.visibleRegister(membership: state.membership), register.value == rows[address]?[column] {
+                    record.stamps[column] = register.stamp
+                }
             }
             result[address] = record
         }

@@ -71,8 +71,13 @@ struct SessionChecker {
     }
 
     private var writes: [FieldAddress: [Stamp: WriteInfo]] = [:]
-    /// Last-writer-wins values are unique per write (the workload makes them so).
+    /// Last-writer-wins values are unique per write (the workload makes them so), except in
+    /// the columns of unique indexes (`--unique`), whose few values repeat: there
+    /// ``repeated`` fields, written twice with one value, take the stamp the replica's
+    /// state shows (``ShownRecord/stamps``) when it has one for the value shown.
     private var stampOfValue: [FieldAddress: [Value: Stamp]] = [:]
+    private var repeated: Set<FieldAddress> = []
+    private let tables: SimulationSchema
     private var shown: [[FieldAddress: Stamp]]
     private var own: [[FieldAddress: Stamp]]
     private var cursors: [(server: ReplicaID, position: UInt64)?]
@@ -83,7 +88,8 @@ struct SessionChecker {
     /// The record of the first violation, for its history.
     private(set) var firstAddress: RecordAddress?
 
-    init(replicas: Int) {
+    init(replicas: Int, tables: SimulationSchema = .standard) {
+        self.tables = tables
         shown = Array(repeating: [:], count: replicas)
         own = Array(repeating: [:], count: replicas)
         cursors = Array(repeating: nil, count: replicas)
@@ -100,7 +106,10 @@ struct SessionChecker {
             case .live(let live): incarnations = live
             }
             writes[address, default: [:]][stamp] = WriteInfo(value: field.value, replica: replica, incarnations: incarnations)
-            if !field.critical { stampOfValue[address, default: [:]][field.value] = stamp }
+            if !field.critical {
+                if let earlier = stampOfValue[address]?[field.value], earlier != stamp { repeated.insert(address) }
+                stampOfValue[address, default: [:]][field.value] = stamp
+            }
             own[replica][address] = stamp
         }
     }
@@ -114,7 +123,7 @@ struct SessionChecker {
         // In key order, so that the first violation reported is the same on every replay.
         for address in records.keys.sorted() {
             let record = records[address]!
-            guard let schema = SimulationSchema.byName[address.table] else { continue }
+            guard let schema = tables.table(named: address.table) else { continue }
             guard let row = record.row else {
                 checks += 1
                 if written.contains(address) {
@@ -162,8 +171,10 @@ struct SessionChecker {
 
     /// The stamp of the write the row shows in `field`, `nil` when none.
     private func stampShown(_ field: FieldAddress, value: Value?, record: ShownRecord, critical: Bool) -> Stamp? {
-        guard let value, value != .null else { return nil }
+        // NULL is what a column shows before any write, unless a write wrote it.
+        guard let value, value != .null || stampOfValue[field]?[.null] != nil else { return nil }
         if !critical {
+            if repeated.contains(field), let stamp = record.stamps[field.column], writes[field]?[stamp]?.value == value { return stamp }
             return stampOfValue[field]?[value] ?? record.stamps[field.column]
         }
         if let sibling = record.provisional[field.column], sibling.value == value { return sibling.stamp }

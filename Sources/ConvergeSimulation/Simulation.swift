@@ -39,6 +39,8 @@ public struct FaultRates: Sendable, Hashable {
 public final class Simulation {
     public let options: SimulationOptions
     public var rates = FaultRates()
+    /// The replicated tables (with unique indexes under `--unique`).
+    let schema: SimulationSchema
     private let hub: (any SimulationHub)?
 
     private var rng: SeededGenerator
@@ -86,9 +88,10 @@ public final class Simulation {
         self.options = options
         self.hub = hub
         rng = SeededGenerator(seed: options.seed ^ 0x5EED_C0DE_CAFE_F00D)
-        oracle = Oracle(keepHistory: options.ops <= 50_000)
-        workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable, kind: options.workload)
-        session = SessionChecker(replicas: max(0, options.replicas))
+        schema = SimulationSchema.of(options)
+        oracle = Oracle(keepHistory: options.ops <= 50_000, tables: schema)
+        workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable, kind: options.workload, schema: schema)
+        session = SessionChecker(replicas: max(0, options.replicas), tables: schema)
     }
 
     /// Runs the simulation and checks it. Never throws: errors are failures in the report.
@@ -126,6 +129,8 @@ public final class Simulation {
             visibleWrites: outcome?.visibleWrites ?? 0,
             visibleRows: outcome?.visibleRows ?? 0,
             openConflicts: outcome?.openConflicts ?? 0,
+            heldRecords: outcome?.heldRecords ?? 0,
+            constraintConflicts: outcome?.constraintConflicts ?? 0,
             quarantinedDuringRun: quarantinedDuringRun,
             quarantinedAtHeal: quarantinedAtHeal,
             healRounds: healRounds,
@@ -203,10 +208,10 @@ public final class Simulation {
             let id = ReplicaID(using: &rng)
             switch options.store {
             case .core:
-                nodes.append(CoreNode(id: id, maxDriftMilliseconds: options.maxDriftMilliseconds))
+                nodes.append(CoreNode(id: id, maxDriftMilliseconds: options.maxDriftMilliseconds, schema: schema))
             case .sqlite:
                 let path = directory?.appendingPathComponent("replica-\(index).sqlite").path
-                nodes.append(try SQLiteNode(id: id, path: path, maxDriftMilliseconds: options.maxDriftMilliseconds, now: physical(index)))
+                nodes.append(try SQLiteNode(id: id, path: path, maxDriftMilliseconds: options.maxDriftMilliseconds, now: physical(index), schema: schema))
             }
         }
         if let hub {
@@ -319,7 +324,9 @@ public final class Simulation {
     private func localWrite() throws {
         guard let replica = pickLiveReplica() else { return }
         let node = nodes[replica]
-        let transaction = workload.next(replica: replica, rng: &rng, view: node.recordState)
+        let (view, failure) = workloadView(node)
+        let transaction = workload.next(replica: replica, rng: &rng, view: view)
+        if let error = failure.error { throw error }
         let planned: [PlannedWrite]
         let delta: Changeset
         var reads = [RecordAddress]()
@@ -328,13 +335,13 @@ public final class Simulation {
             reads = read
             planned = operations.compactMap { operation in
                 let (table, key) = operation.simulatedAddress
-                return PlannedWrite.plan(operation, before: node.recordState(RecordAddress(table: table, key: key)))
+                return PlannedWrite.plan(operation, before: node.recordState(RecordAddress(table: table, key: key)), tables: schema)
             }
             delta = try node.perform(operations, now: physical(replica))
         case .resolve(let table, let key, let column, let value):
             planned = PlannedWrite.planResolve(
                 table: table, key: key, column: column, value: value,
-                before: node.recordState(RecordAddress(table: table, key: key))).map { [$0] } ?? []
+                before: node.recordState(RecordAddress(table: table, key: key)), tables: schema).map { [$0] } ?? []
             delta = try node.resolve(table: table, key: key, column: column, to: value, now: physical(replica))
         }
         let id = node.replicaID
@@ -357,8 +364,27 @@ public final class Simulation {
             session.recordWrite(write, stamp: stamp, replica: replica)
         }
         writes += 1
-        let written = Set(planned.filter { !$0.fields.isEmpty }.map(\.address))
+        var written = Set(planned.filter { !$0.fields.isEmpty }.map(\.address))
+        // A record a unique index holds after the write shows no row: an edit of a held
+        // record that left it held, or a write of its own value again (a re-insert), which
+        // is a new claim, later than a held record's claim of that value (DESIGN §4).
+        for table in Set(written.map(\.table)) where schema.table(named: table)?.uniqueIndexes.isEmpty == false {
+            let held = try node.heldKeys(table: table)
+            written = written.filter { $0.table != table || !held.contains($0.key) }
+        }
         try observe(replica, extra: reads, written: written, "after its local write at \(StateFormatter(names: names).stamp(stamp))")
+    }
+
+    /// What the workload reads of `node` while it draws a transaction: merge states, and
+    /// under `--unique` the rows and held records of the tables with unique indexes. The
+    /// first error reading them is kept in the box, to be thrown once the draw is done.
+    private func workloadView(_ node: any SimNode) -> (WorkloadView, FailureBox) {
+        var view = WorkloadView(state: node.recordState)
+        let failure = FailureBox()
+        guard schema.hasUniqueIndexes else { return (view, failure) }
+        view.held = { table in failure.catching([]) { try node.heldKeys(table: table) } }
+        view.shown = { table in failure.catching([:]) { try node.visibleRows(table: table) } }
+        return (view, failure)
     }
 
     // MARK: - Network
@@ -647,6 +673,9 @@ public final class Simulation {
         var visibleWrites = 0
         var visibleRows = 0
         var openConflicts = 0
+        /// `--unique`: live records a unique index holds, and the clashes holding them.
+        var heldRecords = 0
+        var constraintConflicts = 0
         var digest = ""
     }
 
@@ -679,14 +708,21 @@ public final class Simulation {
 
         var rows = [Int: [String: [Value: [String: Value]]]]()
         var conflicts = [Int: [RecordAddress: [String: [MVRegister.Sibling]]]]()
+        var constraints = [Int: [ConstraintConflict]]()
+        var heldOn = [Int: [RecordAddress: [String]]]()
         for replica in checked {
-            for schema in SimulationSchema.tables { rows[replica, default: [:]][schema.name] = try nodes[replica].visibleRows(table: schema.name) }
+            for table in schema.tables { rows[replica, default: [:]][table.name] = try nodes[replica].visibleRows(table: table.name) }
             var byRecord = [RecordAddress: [String: [MVRegister.Sibling]]]()
-            for conflict in try nodes[replica].conflicts().compactMap(\.field) {
+            let listed = try nodes[replica].conflicts()
+            for conflict in listed.compactMap(\.field) {
                 byRecord[RecordAddress(table: conflict.table, key: conflict.key), default: [:]][conflict.column] = conflict.siblings.sorted { $0.stamp < $1.stamp }
             }
             conflicts[replica] = byRecord
+            constraints[replica] = listed.compactMap(\.constraint).sorted(by: Oracle.constraintOrder)
+            heldOn[replica] = Oracle.heldRecords(constraints[replica]!)
         }
+        let expectedConstraints = oracle.expectedConstraints()
+        outcome.constraintConflicts = expectedConstraints.conflicts.count
 
         var addresses = Set(oracle.addresses)
         for replica in checked {
@@ -697,21 +733,33 @@ public final class Simulation {
         var lost = Set<String>()
         for address in addresses.sorted() {
             let expected = oracle.expected(address)
-            if let row = expected.row {
-                outcome.visibleRows += 1
-                outcome.visibleWrites += expected.winners.values.reduce(0) { $0 + $1.count }
+            // Held by a unique index: kept, its writes not lost, but no row in the app table.
+            let held = expected.row == nil ? nil : expectedConstraints.held[address]
+            if expected.row != nil {
+                if held == nil {
+                    outcome.visibleRows += 1
+                    outcome.visibleWrites += expected.winners.values.reduce(0) { $0 + $1.count }
+                } else {
+                    outcome.heldRecords += 1
+                }
                 outcome.openConflicts += expected.conflicts.count
-                _ = row
             }
-            guard let schema = SimulationSchema.byName[address.table] else { continue }
-            var fields = ["(row)"] + schema.columns + schema.columns.filter { schema.policy(of: $0) != .lww }.map { "(conflict \($0))" }
-            if expected.row == nil { fields = ["(row)"] }
+            guard let schema = schema.table(named: address.table) else { continue }
+            let conflictFields = schema.columns.filter { schema.policy(of: $0) != .lww }.map { "(conflict \($0))" }
+            var fields = ["(row)"] + schema.columns + conflictFields
+            if expected.row == nil { fields = ["(row)"] } else if held != nil { fields = ["(row)"] + conflictFields }
             for field in fields {
                 let expectedText: String
                 var actual = [Int: String]()
                 if field == "(row)" {
-                    expectedText = expected.row == nil ? "absent" : "present"
-                    for replica in checked { actual[replica] = rows[replica]?[address.table]?[address.key] == nil ? "absent" : "present" }
+                    expectedText = expected.row == nil ? "absent" : held.map { "held (\($0.joined(separator: ", ")))" } ?? "present"
+                    for replica in checked {
+                        if rows[replica]?[address.table]?[address.key] != nil {
+                            actual[replica] = "present"
+                        } else {
+                            actual[replica] = heldOn[replica]?[address].map { "held (\($0.joined(separator: ", ")))" } ?? "absent"
+                        }
+                    }
                 } else if field.hasPrefix("(conflict ") {
                     let column = String(field.dropFirst(10).dropLast())
                     expectedText = describe(expected.conflicts[column])
@@ -724,7 +772,7 @@ public final class Simulation {
                 guard !wrong.isEmpty else { continue }
                 // Writes the oracle says must show and do not, on some replica.
                 if field == "(row)" {
-                    if expected.row != nil {
+                    if expected.row != nil && held == nil {
                         for (column, winners) in expected.winners { for stamp in winners.keys { lost.insert("\(address)|\(column)|\(stamp)") } }
                     }
                 } else if field.hasPrefix("(conflict ") {
@@ -741,12 +789,7 @@ public final class Simulation {
                 if outcome.divergence == nil {
                     var groups = [String: [Int]]()
                     for (replica, text) in actual { groups[text, default: []].append(replica) }
-                    let observed = groups.sorted { $0.value.min()! < $1.value.min()! }.map { text, replicas -> String in
-                        let sorted = replicas.sorted()
-                        let list = sorted.prefix(12).map(label).joined(separator: ",") + (sorted.count > 12 ? ",… (\(sorted.count))" : "")
-                        if sorted.count == 1, label(sorted[0]) == "server" { return "the server: \(text)" }
-                        return "replica\(sorted.count == 1 ? "" : "s") \(list): \(text)"
-                    }
+                    let observed = observedGroups(actual)
                     var states = [String]()
                     let formatter = StateFormatter(names: names)
                     for replicas in groups.values.map({ $0.min()! }).sorted() {
@@ -761,10 +804,63 @@ public final class Simulation {
             }
         }
         outcome.lostWrites = lost.count
+        if outcome.divergence == nil, schema.hasUniqueIndexes {
+            outcome.divergence = constraintDivergence(expected: expectedConstraints.conflicts, listed: constraints)
+        }
         if outcome.divergence == nil, let replica = differing.first {
             outcome.divergence = try stateDivergence(replica, reference: reference)
         }
         return outcome
+    }
+
+    /// What groups of checked nodes show: `replicas 0,2: 'x'`, `the server: 'y'`.
+    private func observedGroups(_ actual: [Int: String]) -> [String] {
+        var groups = [String: [Int]]()
+        for (replica, text) in actual { groups[text, default: []].append(replica) }
+        return groups.sorted { $0.value.min()! < $1.value.min()! }.map { text, replicas -> String in
+            let sorted = replicas.sorted()
+            let list = sorted.prefix(12).map(label).joined(separator: ",") + (sorted.count > 12 ? ",… (\(sorted.count))" : "")
+            if sorted.count == 1, label(sorted[0]) == "server" { return "the server: \(text)" }
+            return "replica\(sorted.count == 1 ? "" : "s") \(list): \(text)"
+        }
+    }
+
+    /// The first clash on a unique index that some checked node lists otherwise than the
+    /// oracle expects (holder, held records in order, their claims and values), or that it
+    /// lists and the oracle does not.
+    private func constraintDivergence(expected: [ConstraintConflict], listed: [Int: [ConstraintConflict]]) -> Divergence? {
+        struct Group: Hashable, Comparable {
+            var table: String, index: String, values: [Value]
+            static func < (a: Group, b: Group) -> Bool { (a.table, a.index) != (b.table, b.index) ? (a.table, a.index) < (b.table, b.index) : a.values.lexicographicallyPrecedes(b.values) }
+        }
+        func group(_ conflict: ConstraintConflict) -> Group { Group(table: conflict.table, index: conflict.index, values: conflict.values) }
+        func texts(_ conflicts: [ConstraintConflict]) -> [Group: String] {
+            Dictionary(conflicts.map { (group($0), describe($0)) }, uniquingKeysWith: { "\($0) AND AGAIN \($1)" })
+        }
+        let expectedTexts = texts(expected)
+        let listedTexts = listed.mapValues(texts)
+        var all = Set(expectedTexts.keys)
+        for texts in listedTexts.values { all.formUnion(texts.keys) }
+        for clash in all.sorted() {
+            let expectedText = expectedTexts[clash] ?? "no clash"
+            let actual = listedTexts.mapValues { $0[clash] ?? "no clash" }
+            guard actual.values.contains(where: { $0 != expectedText }) else { continue }
+            let keys = Set((expected + listed.values.flatMap { $0 }).filter { group($0) == clash }.flatMap { [$0.holder.key] + $0.held.map(\.key) })
+            return Divergence(
+                table: clash.table, key: clash.values.map { "\($0)" }.joined(separator: ", "), field: "(constraint \(clash.index))",
+                expected: expectedText, observed: observedGroups(actual),
+                history: keys.sorted().flatMap { key in historyLines(RecordAddress(table: clash.table, key: key)).map { "\(key): \($0)" } })
+        }
+        return nil
+    }
+
+    private func describe(_ conflict: ConstraintConflict) -> String {
+        let formatter = StateFormatter(names: names)
+        func claimant(_ claimant: ConstraintConflict.Claimant) -> String {
+            let values = claimant.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            return "\(claimant.key) claim \(formatter.stamp(claimant.stamp)) {\(values)}"
+        }
+        return "holder \(claimant(conflict.holder)); held \(conflict.held.map(claimant).joined(separator: ", "))"
     }
 
     private func describe(_ siblings: [MVRegister.Sibling]?) -> String {
@@ -810,6 +906,20 @@ extension Replica.Operation {
         switch self {
         case .insert(let table, let key, _), .update(let table, let key, _), .delete(let table, let key):
             return (table, key)
+        }
+    }
+}
+
+/// The first error of calls that cannot throw where they are made (the workload's reads).
+final class FailureBox {
+    private(set) var error: (any Error)?
+
+    func catching<T>(_ fallback: T, _ body: () throws -> T) -> T {
+        do {
+            return try body()
+        } catch {
+            if self.error == nil { self.error = error }
+            return fallback
         }
     }
 }

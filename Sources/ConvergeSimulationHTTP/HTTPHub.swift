@@ -79,12 +79,15 @@ public final class HTTPHub: SimulationHub {
 
     deinit { stop() }
 
-    /// The server's schema: the simulator's tables, with the same DDL as the devices.
-    public static var schema: ServerSchema {
-        ServerSchema(tables: SimulationSchema.tables.map { table in
+    /// The server's schema: the simulator's tables, with the same DDL as the devices
+    /// (unique indexes included, under their names, with `--unique`).
+    public static func schema(_ tables: SimulationSchema) -> ServerSchema {
+        ServerSchema(tables: tables.tables.map { table in
             var policies = [String: ServerSchema.Policy]()
             for column in table.columns where table.policy(of: column) == .critical { policies[column] = .critical }
-            return ServerSchema.Table(name: table.name, create: SimulationSchema.createSQL(table), policies: policies, deletePolicy: table.deletePolicy)
+            return ServerSchema.Table(
+                name: table.name, create: SimulationSchema.createSQL(table), policies: policies, deletePolicy: table.deletePolicy,
+                uniqueIndexes: table.uniqueIndexes)
         })
     }
 
@@ -99,10 +102,12 @@ public final class HTTPHub: SimulationHub {
         // The server lives in the run's virtual time, like the devices: it quarantines
         // far-future pushes and its own stamps stay comparable with theirs.
         let serverClock = serverClock
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             dataDirectory: directory, jwtSecret: "converge-simulation-\(UUID().uuidString)",
-            maxPullRecords: max(1_000, options.batchRecords), schema: Self.schema,
+            maxPullRecords: max(1_000, options.batchRecords), schema: Self.schema(SimulationSchema.of(options)),
             store: ReplicatedDatabase.Configuration(physicalTime: { serverClock.milliseconds }))
+        // Tombstone collection is its own sweep (`--collect`): off, runs stay what they were.
+        configuration.collection.enabled = false
         let server = ServerHandle(configuration: configuration)
         let replicas = options.replicas
         tokens = try waitFor { () async throws -> [String] in
@@ -183,6 +188,10 @@ public final class HTTPHub: SimulationHub {
             case .success(let response):
                 // Nobody waits for this answer any more.
                 controller.count(late.request, response)
+            case .failure(SyncTransportError.status(409, _)):
+                // The server refused a push older than one it applied since (a request that
+                // outlived its own retry may carry states older than a collected delete).
+                break
             case .failure(let error):
                 throw HubError("a late request of replica \(late.replica) (sent at op \(late.sentAt)) failed: \(error)")
             }
@@ -202,7 +211,7 @@ public final class HTTPHub: SimulationHub {
         guard let store = try liveStore() as? SQLiteNamespaceStore else {
             throw HubError("the server's storage is not SQLite: its rows cannot be read")
         }
-        return try SimulationSchema.visibleRows(of: store.database, table: table)
+        return try SimulationSchema.of(options).visibleRows(of: store.database, table: table)
     }
 
     public func serverConflicts() throws -> [Conflict] {

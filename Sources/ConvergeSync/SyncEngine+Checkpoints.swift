@@ -46,7 +46,7 @@ extension SyncEngine {
                 lastFailure = nil
             } catch let error as SyncError {
                 switch error {
-                case .unauthorized, .forbidden, .rejected, .local, .invalidResponse: throw error
+                case .unauthorized, .forbidden, .rejected, .local, .invalidResponse, .resetRequired: throw error
                 case .cancelled: throw error
                 case .offline, .serverError, .timedOut:
                     lastFailure = error

@@ -125,9 +125,16 @@ public actor SyncEngine {
     private var listenTask: Task<Void, Never>?
     private var immediatePending = false
     private var observation: AnyDatabaseCancellable?
+    /// Set once the server refused a version-2 request: it is an older release, which reads
+    /// only version 1 (and does not collect tombstones). Kept for the engine's life.
+    private var serverReadsVersion1Only = false
     private let applying = Flag()
 
     /// - Parameters:
+    ///   - database: The replicated database to synchronize; its replicated tables are the
+    ///     ones the engine watches for local writes.
+    ///   - transport: How requests reach the server, usually ``HTTPSyncTransport``.
+    ///   - configuration: The server's peer name, batch sizes, retries and timing.
     ///   - token: The bearer token sent with each request.
     ///   - refreshToken: Called once when the server answers 401; the round then retries
     ///     with the new token.
@@ -336,7 +343,27 @@ public actor SyncEngine {
         var report = SyncReport()
         publish { $0.phase = .syncing(pushed: 0, pulled: 0) }
         do {
-            try await runRound(&report)
+            var didReset = false
+            do {
+                try await runRound(&report)
+            } catch SyncError.resetRequired(let message) {
+                didReset = true
+                // The server retired this device (DESIGN §9): start over as a new replica,
+                // keeping what the user wrote and the server never received.
+                configuration.logger.notice("the server retired this device: resetting and resyncing", metadata: ["reason": "\(message)"])
+                try database.resetForResync(acknowledged: try database.cursor(for: configuration.peer).sent)
+            }
+            if try database.keptWriteCount() > 0 {
+                // A reset (now, or one a crash interrupted): the fresh snapshot is in (a
+                // round pulls it first when needed); write the kept changes again, push them.
+                if didReset { try await runRound(&report) }
+                let reapplied = try database.reapplyKeptWrites()
+                let reset = SyncReset(date: Date(), reappliedRecords: reapplied)
+                report.reset = reset
+                publish { $0.lastReset = reset }
+                try await runRound(&report)
+                configuration.logger.notice("reset done: unsent changes written again", metadata: ["records": "\(reapplied)"])
+            }
             report.duration = clock.now - started
             refreshStatus()
             publish {
@@ -377,6 +404,7 @@ public actor SyncEngine {
         var cursor = try database.cursor(for: peer)
         var knownServer = try SyncLog.serverReplica(for: peer, in: database.writer)
         var rejectionsSeen = try SyncLog.rejectionsSeen(for: peer, in: database.writer)
+        var collectedSeen = try SyncLog.collectedSeen(for: peer, in: database.writer)
         // MUTATION (testing only): pull first, push after, so pages land over local writes
         // not pushed yet.
         var pushing = configuration.mutation != .pullOverUnpushed
@@ -388,6 +416,9 @@ public actor SyncEngine {
         var pullPosition: UInt64?
         while pushing || pulling {
             var batch: ReplicatedDatabase.ChangeBatch?
+            // Whether this request's batch is cut from the feed now: only then may it say
+            // the push is complete (every write made so far is in it or before it).
+            let cutNow = pushing
             if pushing {
                 let page = try database.changes(
                     since: cursor.sent, after: pushPosition, maxRecords: configuration.pushBatchRecords, maxBytes: configuration.pushBatchBytes)
@@ -407,7 +438,8 @@ public actor SyncEngine {
             let request = SyncRequest(
                 replica: database.replicaID, pushUpTo: batch?.next ?? cursor.sent, changeset: payload, pull: pulling,
                 pullCursor: cursor.received, pullAfter: pullPosition, pullMaxRecords: UInt64(configuration.pullPageRecords), pullMaxBytes: UInt64(configuration.pullPageBytes),
-                rejectionsAfter: rejectionsSeen)
+                rejectionsAfter: rejectionsSeen,
+                pushComplete: cutNow && !(batch?.hasMore ?? false), collectedAfter: collectedSeen)
             let response = try await send(request, report: &report)
             report.requests += 1
 
@@ -422,6 +454,7 @@ public actor SyncEngine {
                 let previous = knownServer
                 knownServer = answered
                 rejectionsSeen = 0
+                collectedSeen = 0
                 if let previous, previous != .zero {
                     // Another server (or a restored one): its feed positions mean nothing
                     // here, and it may lack what it had acknowledged. Start over with it.
@@ -496,6 +529,15 @@ public actor SyncEngine {
                 }
                 pulling = response.hasMore
             }
+            // Records the server collected: their deletes are causally stable, and this
+            // device has applied them (its stable position holds the frontier). Dropping one
+            // it holds deleted changes nothing it shows; one it revived since is kept.
+            if !response.collected.isEmpty {
+                let dropped = try database.collect(response.collected.map { RecordAddress(table: $0.table, key: $0.key) })
+                report.collectedRecords += dropped.collected.count
+                collectedSeen = max(collectedSeen, response.collected.map(\.id).max() ?? 0)
+                try SyncLog.setCollectedSeen(collectedSeen, for: peer, in: database.writer)
+            }
             // The server's feed holds nothing new for us but our own batch, merged into
             // states we hold: move the pull cursor past it instead of pulling it back.
             if let range = response.pushedRange, pullPosition == nil, cursor.received == range.lowerBound, range.upperBound > range.lowerBound {
@@ -543,6 +585,7 @@ public actor SyncEngine {
         while true {
             attempt += 1
             let failure: SyncError
+            let request = serverReadsVersion1Only ? request.asVersion1 : request
             do {
                 try Task.checkCancellation()
                 let response = try await transport.send(request, token: token)
@@ -562,6 +605,13 @@ public actor SyncEngine {
                     continue
                 case .status(403, let message):
                     throw SyncError.forbidden(message)
+                case .status(410, let message):
+                    throw SyncError.resetRequired(message)
+                case .status(400, let message) where request.version > 1 && message.contains("unsupported sync request version"):
+                    // An older server: speak version 1 to it from now on (no collection).
+                    serverReadsVersion1Only = true
+                    attempt -= 1
+                    continue
                 case .status(let code, let message) where (400..<500).contains(code) && code != 408 && code != 429:
                     throw SyncError.rejected(status: code, message: message)
                 case .status(let code, let message):

@@ -20,6 +20,11 @@ public enum SyncLog {
         /// `"ok"` or `"error"`.
         public var result: String
         public var error: String?
+        /// Deleted records dropped because the server collected them.
+        public var collectedRecords: Int
+        /// Set when the round reset this device (the server had retired it): the records
+        /// whose unsent changes it wrote again as new writes.
+        public var resetReappliedRecords: Int?
     }
 
     static func install(in writer: any DatabaseWriter) throws {
@@ -50,9 +55,17 @@ public enum SyncLog {
                     reason TEXT NOT NULL,
                     received_at REAL NOT NULL);
                 """)
-            if try !db.columns(in: "converge_sync_state").contains(where: { $0.name == "rejections_seen" }) {
+            // Columns added by later releases.
+            let state = try db.columns(in: "converge_sync_state").map(\.name)
+            if !state.contains("rejections_seen") {
                 try db.execute(sql: "ALTER TABLE converge_sync_state ADD COLUMN rejections_seen INTEGER NOT NULL DEFAULT 0")
             }
+            if !state.contains("collected_seen") {
+                try db.execute(sql: "ALTER TABLE converge_sync_state ADD COLUMN collected_seen INTEGER NOT NULL DEFAULT 0")
+            }
+            let log = try db.columns(in: "converge_sync_log").map(\.name)
+            if !log.contains("collected") { try db.execute(sql: "ALTER TABLE converge_sync_log ADD COLUMN collected INTEGER NOT NULL DEFAULT 0") }
+            if !log.contains("reset_reapplied") { try db.execute(sql: "ALTER TABLE converge_sync_log ADD COLUMN reset_reapplied INTEGER") }
         }
     }
 
@@ -63,6 +76,20 @@ public enum SyncLog {
     static func rejectionsSeen(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
         try reader.read { db in
             UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT rejections_seen FROM converge_sync_state WHERE peer = ?", arguments: [peer]) ?? 0)
+        }
+    }
+
+    /// The last collected record dropped on `peer`'s word (0 if none).
+    static func collectedSeen(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
+        try reader.read { db in
+            UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT collected_seen FROM converge_sync_state WHERE peer = ?", arguments: [peer]) ?? 0)
+        }
+    }
+
+    static func setCollectedSeen(_ id: UInt64, for peer: String, in writer: any DatabaseWriter) throws {
+        try writer.write { db in
+            try db.execute(
+                sql: "UPDATE converge_sync_state SET collected_seen = max(collected_seen, ?) WHERE peer = ?", arguments: [Int64(clamping: id), peer])
         }
     }
 
@@ -107,12 +134,14 @@ public enum SyncLog {
         try? writer.write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO converge_sync_log(peer, started_at, duration, requests, pushed_records, pushed_bytes, pulled_records, pulled_bytes, result, error)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO converge_sync_log(peer, started_at, duration, requests, pushed_records, pushed_bytes, pulled_records, pulled_bytes, result, error,
+                        collected, reset_reapplied)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     peer, started.timeIntervalSince1970, seconds, report.requests, report.pushedRecords, report.pushedBytes,
                     report.pulledRecords, report.pulledBytes, error == nil ? "ok" : "error", error?.description,
+                    report.collectedRecords, report.reset?.reappliedRecords,
                 ])
             try db.execute(sql: "DELETE FROM converge_sync_log WHERE id <= (SELECT max(id) FROM converge_sync_log) - ?", arguments: [max(1, limit)])
         }
@@ -125,7 +154,7 @@ public enum SyncLog {
                     id: row["id"], peer: row["peer"], startedAt: Date(timeIntervalSince1970: row["started_at"]),
                     durationSeconds: row["duration"], requests: row["requests"], pushedRecords: row["pushed_records"],
                     pushedBytes: row["pushed_bytes"], pulledRecords: row["pulled_records"], pulledBytes: row["pulled_bytes"],
-                    result: row["result"], error: row["error"])
+                    result: row["result"], error: row["error"], collectedRecords: row["collected"], resetReappliedRecords: row["reset_reapplied"])
             }
         }
     }
@@ -142,7 +171,7 @@ public enum SyncLog {
                 // Another server numbers its rejections anew.
                 sql: """
                     INSERT INTO converge_sync_state(peer, server_replica) VALUES (?, ?)
-                    ON CONFLICT(peer) DO UPDATE SET server_replica = excluded.server_replica, rejections_seen = 0
+                    ON CONFLICT(peer) DO UPDATE SET server_replica = excluded.server_replica, rejections_seen = 0, collected_seen = 0
                     """,
                 arguments: [peer, replica.uuidString()])
         }

@@ -59,6 +59,7 @@ extension SyncError {
         case .local: return "local"
         case .cancelled: return "cancelled"
         case .timedOut: return "timed_out"
+        case .resetRequired: return "reset_required"
         }
     }
 }

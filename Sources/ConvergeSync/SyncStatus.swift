@@ -23,6 +23,10 @@ public enum SyncError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A wait (``SyncEngine/waitUntilUploaded(timeout:)``) ran out of time; the last round's
     /// error, if any, is in the message.
     case timedOut(String)
+    /// The server retired this device (410 `reset_required`: it was away longer than the
+    /// server's retention window, or an admin retired it). The engine resets and resyncs
+    /// by itself (``SyncStatus/lastReset``); this is seen only if that reset fails.
+    case resetRequired(String)
 
     public var description: String {
         switch self {
@@ -35,6 +39,7 @@ public enum SyncError: Error, Sendable, Hashable, CustomStringConvertible {
         case .local(let message): return "local store error: \(message)"
         case .cancelled: return "cancelled"
         case .timedOut(let message): return "timed out: \(message)"
+        case .resetRequired(let message): return "reset required: \(message)"
         }
     }
 }
@@ -68,8 +73,25 @@ public struct SyncStatus: Sendable, Hashable {
     /// Changes of this device the server refused and undid, kept until dismissed (see
     /// ``SyncEngine/rejections()`` for their reasons).
     public var rejected = 0
+    /// The last time the server retired this device and the engine reset it: it took a new
+    /// identity, pulled a fresh copy of the data, and wrote its user's unsent changes again
+    /// as new writes. Tell the user when it happens (nothing they typed was lost, but a
+    /// record someone else deleted long ago may reappear if they had edited it).
+    public var lastReset: SyncReset?
 
     public init() {}
+}
+
+/// What a reset for resync did (DESIGN §9).
+public struct SyncReset: Sendable, Hashable {
+    public var date: Date
+    /// The records whose unsent local changes were written again as new writes.
+    public var reappliedRecords: Int
+
+    public init(date: Date, reappliedRecords: Int) {
+        self.date = date
+        self.reappliedRecords = reappliedRecords
+    }
 }
 
 /// What one round did.
@@ -88,6 +110,12 @@ public struct SyncReport: Sendable, Hashable {
     public var rejections: [SyncRejection] = []
     /// Requests retried after a transient failure.
     public var retries = 0
+    /// Deleted records dropped because the server collected them (their delete was
+    /// causally stable).
+    public var collectedRecords = 0
+    /// Set when the server had retired this device and the round reset it (see
+    /// ``SyncStatus/lastReset``).
+    public var reset: SyncReset?
     public var duration: Duration = .zero
 
     public init() {}

@@ -35,7 +35,7 @@ public enum SyncTransportError: Error, Sendable, Hashable, CustomStringConvertib
 
 /// A transport that hands requests to a function in the same process: for tests and the
 /// simulator. The function answers as the HTTP endpoint would: a status and a body (a
-/// ``SyncResponse`` on 200, an error message otherwise).
+/// `SyncResponse` on 200, an error message otherwise).
 public struct InMemorySyncTransport: SyncTransport {
     public typealias Handler = @Sendable (_ body: [UInt8], _ authorization: String?) async -> (status: Int, body: [UInt8])
     private let handler: Handler

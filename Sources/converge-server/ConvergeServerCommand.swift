@@ -100,6 +100,12 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("admin-token"), help: "The admin API's bearer credential (32+ bytes; or CONVERGE_ADMIN_TOKEN). Without it the admin API is off.")
     var adminToken: String?
 
+    @Option(name: .customLong("retention-days"), help: "Retire devices not seen for this many days, so that tombstones can be collected (default 30; or CONVERGE_RETENTION_DAYS). A retired device resets and resyncs, keeping its user's writes.")
+    var retentionDays: Double?
+
+    @Flag(name: .customLong("keep-tombstones"), help: "Never collect deleted records nor retire devices.")
+    var keepTombstones = false
+
     @Flag(name: .customLong("allow-tokens-without-expiry"), help: "Accept tokens without exp (refused by default: they cannot be taken back).")
     var allowTokensWithoutExpiry = false
 
@@ -126,6 +132,9 @@ struct ConvergeServerCommand: AsyncParsableCommand {
             issuer: tokenIssuer ?? environment["CONVERGE_TOKEN_ISSUER"],
             audience: tokenAudience ?? environment["CONVERGE_TOKEN_AUDIENCE"],
             lifetimeSeconds: tokenLifetimeSeconds ?? environment["CONVERGE_TOKEN_LIFETIME_SECONDS"].flatMap(Int.init) ?? 3_600)
+        let retention = retentionDays ?? environment["CONVERGE_RETENTION_DAYS"].flatMap(Double.init) ?? 30
+        guard retention.isFinite, retention > 0, retention <= 36_500 else { throw ValidationError("--retention-days must be between 0 and 36500 (got \(retention))") }
+        configuration.collection = .init(enabled: !keepTombstones, retentionSeconds: UInt64(retention * 86_400))
         configuration.adminToken = adminToken ?? environment["CONVERGE_ADMIN_TOKEN"]
         if let token = configuration.adminToken, token.utf8.count < 32 {
             throw ValidationError("--admin-token must be at least 32 bytes long")

@@ -46,6 +46,9 @@ struct ConvergeSim: ParsableCommand {
     @Option(help: "mixed (every kind of write on every table) or jepsen (jepsen-powersync's shape: transactions that read many keys and write four; run it with --replicas 5 to 10).")
     var workload: String = "mixed"
 
+    @Flag(help: "Tables with unique indexes: notes and items get a code column with a UNIQUE index whose few values clash between replicas (constraint conflicts: the first claim is shown, the others held; needs --workload mixed).")
+    var unique = false
+
     @Option(help: "Run this many consecutive seeds and report how many converged.")
     var sweep: Int?
 
@@ -85,6 +88,7 @@ struct ConvergeSim: ParsableCommand {
             throw ValidationError(error.description)
         }
         options.files = files
+        options.unique = unique
         options.keysPerTable = keys
         options.syncRate = syncRate
         options.batchRecords = batch
@@ -194,6 +198,7 @@ enum Main {
         var converged = 0
         var failed = [SimulationReport]()
         var messages = 0, bytes = 0, faults = 0, lost = 0, sessionChecks = 0, sessionViolations = 0
+        var constraintConflicts = 0, heldRecords = 0
         let start = ContinuousClock.now
         for index in 0..<count {
             var options = base
@@ -206,6 +211,8 @@ enum Main {
             lost += report.lostWrites
             sessionChecks += report.sessionChecks
             sessionViolations += report.sessionViolations
+            constraintConflicts += report.constraintConflicts
+            heldRecords += report.heldRecords
             if report.passed {
                 converged += 1
             } else {
@@ -219,7 +226,7 @@ enum Main {
         progress.clear()
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("sweep: \(converged)/\(count) seeds converged with every session guarantee kept (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(sessionChecks) session checks, \(sessionViolations) violations, \(Int(seconds)) s")
+        print("sweep: \(converged)/\(count) seeds converged with every session guarantee kept (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(sessionChecks) session checks, \(sessionViolations) violations\(base.unique ? ", \(constraintConflicts) constraint conflicts holding \(heldRecords) records at the end" : ""), \(Int(seconds)) s")
         if let first = failed.first, !command.noShrink {
             print("shrinking seed \(first.options.seed)...")
             let result = shrink(first.options, report: first, run: { run($0) })

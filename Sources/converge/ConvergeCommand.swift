@@ -60,7 +60,7 @@ extension ConvergeCommand {
     }
 
     struct Conflicts: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Open conflicts on critical fields, with every concurrent value.")
+        static let configuration = CommandConfiguration(abstract: "Open conflicts: critical fields with every concurrent value, unique-index clashes with their holder and held records.")
         @OptionGroup var common: Common
         func run() { ConvergeCommand.perform(.conflicts, common) }
     }

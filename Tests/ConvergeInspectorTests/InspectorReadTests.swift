@@ -53,6 +53,64 @@ import Testing
         #expect(human.contains("2023-11-14T22:13:21.000Z"))  // the edits' time, ISO-8601 from the HLC
     }
 
+    /// `a.sqlite` and `b.sqlite` created `ann@example.com` offline, a first, and synced: a
+    /// unique-index clash with `pa` holding and `pb` held. Returns the replica ids.
+    func clashedPair(_ fixture: Fixture) throws -> (a: ReplicaID, b: ReplicaID) {
+        func store(_ name: String) throws -> ReplicatedDatabase {
+            let store = try fixture.store(name)
+            try store.writer.write { db in
+                try db.execute(sql: "CREATE TABLE people(id TEXT PRIMARY KEY NOT NULL, email, name)")
+                try db.execute(sql: "CREATE UNIQUE INDEX people_email ON people(email)")
+            }
+            try store.replicate(table: "people", allowUniqueIndexes: true)
+            return store
+        }
+        let a = try store("a.sqlite"), b = try store("b.sqlite")
+        try a.writer.write { db in try db.execute(sql: "INSERT INTO people(id, email, name) VALUES ('pa', 'ann@example.com', 'Ann on A')") }
+        fixture.clock.advance(by: 1_000)
+        try b.writer.write { db in try db.execute(sql: "INSERT INTO people(id, email, name) VALUES ('pb', 'ann@example.com', 'Ann on B')") }
+        let fromA = try a.changes(since: 0).changeset, fromB = try b.changes(since: 0).changeset
+        try a.apply(fromB)
+        try b.apply(fromA)
+        return (a.replicaID, b.replicaID)
+    }
+
+    @Test func conflictsListUniqueIndexClashesWithHolderAndHeld() throws {
+        let fixture = try Fixture()
+        let (a, b) = try clashedPair(fixture)
+        let (result, report) = try fixture.json(.conflicts, "a.sqlite")
+        #expect(result.exitCode == 0)
+        #expect((report["conflicts"] as? [Any])?.isEmpty == true)
+        let constraints = report["constraints"] as? [[String: Any]] ?? []
+        #expect(constraints.count == 1)
+        let clash = constraints.first ?? [:]
+        #expect(clash["table"] as? String == "people" && clash["index"] as? String == "people_email")
+        #expect(clash["columns"] as? [String] == ["email"])
+        #expect((clash["values"] as? [[String: Any]])?.map { $0["value"] as? String } == ["ann@example.com"])
+        #expect(clash[path: "holder", "key", "value"] as? String == "pa")
+        #expect(clash[path: "holder", "stamp", "replica"] as? String == a.uuidString())
+        #expect(clash[path: "holder", "values", "name", "value"] as? String == "Ann on A")
+        let held = clash["held"] as? [[String: Any]] ?? []
+        #expect(held.count == 1)
+        #expect(held.first?[path: "key", "value"] as? String == "pb")
+        #expect(held.first?[path: "stamp", "replica"] as? String == b.uuidString())
+        #expect(held.first?[path: "stamp", "time"] as? String == "2023-11-14T22:13:21.000Z")
+        #expect(held.first?[path: "values", "name", "value"] as? String == "Ann on B")
+
+        let human = Inspector.run(.conflicts, database: fixture.path("b.sqlite"), json: false).output
+        #expect(human.hasPrefix("1 open conflict\n"))
+        #expect(human.contains("people unique people_email (email='ann@example.com'): 2 records"))
+        let lines = human.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.contains("'pa'") && $0.contains(Format8.short(a)) && $0.contains("holder") && $0.contains("name='Ann on A'") })
+        #expect(lines.contains { $0.contains("'pb'") && $0.contains(Format8.short(b)) && $0.contains("held") && $0.contains("2023-11-14T22:13:21.000Z") })
+
+        // Status counts it; verify expects no row for the held record.
+        #expect(try fixture.json(.status, "a.sqlite").object["conflicts"] as? Int == 1)
+        let (verified, verify) = try fixture.json(.verify, "b.sqlite")
+        #expect(verified.exitCode == 0, "\(verify)")
+        #expect(verify["ok"] as? Bool == true)
+    }
+
     @Test func historyShowsWhoWroteWhatWhen() throws {
         let fixture = try Fixture()
         let (a, b) = try fixture.conflictedPair()

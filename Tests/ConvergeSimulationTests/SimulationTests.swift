@@ -138,6 +138,35 @@ struct SimulationTests {
         #expect(first.digest == second.digest && first.sessionChecks == second.sessionChecks)
     }
 
+    /// `--unique`: clashes on unique indexes between replicas, every replica showing the
+    /// first claim and holding the others, as the oracle derives them.
+    @Test("unique indexes: constraint conflicts converge to the oracle", arguments: StoreKind.allCases)
+    func uniqueIndexes(store: StoreKind) {
+        var clashes = 0, held = 0
+        for seed in UInt64(1)...(store == .core ? 20 : 6) {
+            let options = SimulationOptions(seed: seed, replicas: 5, ops: 300, store: store, topology: seed % 2 == 0 ? .mesh : .hub, unique: true)
+            let report = simulate(options)
+            #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
+            #expect(report.lostWrites == 0)
+            #expect(options.replayCommand.hasSuffix(" --unique"))
+            clashes += report.constraintConflicts
+            held += report.heldRecords
+        }
+        // The few values of the unique columns clash often: the checks are not vacuous.
+        #expect(clashes > 10 && held >= clashes)
+    }
+
+    @Test("unique indexes: core and SQLite replicas reach byte-identical states from the same seed")
+    func uniqueCoreMatchesSQLite() {
+        for seed in UInt64(5)...7 {
+            let core = simulate(SimulationOptions(seed: seed, replicas: 4, ops: 250, store: .core, unique: true))
+            let sqlite = simulate(SimulationOptions(seed: seed, replicas: 4, ops: 250, store: .sqlite, unique: true))
+            #expect(core.passed && sqlite.passed, "\(core.text)\n\(sqlite.text)")
+            #expect(core.digest == sqlite.digest)
+            #expect(core.writes == sqlite.writes && core.constraintConflicts == sqlite.constraintConflicts && core.heldRecords == sqlite.heldRecords)
+        }
+    }
+
     @Test("options parse and print")
     func options() throws {
         #expect(try FaultKind.parseList("all") == Set(FaultKind.allCases))
@@ -153,6 +182,10 @@ struct SimulationTests {
         let options = SimulationOptions(seed: 9, replicas: 3, ops: 10, store: .sqlite, topology: .mesh, faults: [.drop, .crash])
         #expect(options.usesFiles)
         #expect(options.replayCommand == "swift run -c release converge-sim --seed 9 --replicas 3 --ops 10 --store sqlite --topology mesh --faults drop,crash")
+        #expect(throws: OptionError.self) { try SimulationOptions(workload: .jepsen, unique: true).validate() }
+        #expect(SimulationOptions(seed: 3, unique: true).replayCommand.hasSuffix("--faults all --unique"))
+        #expect(SimulationOptions(unique: true).summary.contains("unique indexes"))
+        #expect(!SimulationOptions().replayCommand.contains("--unique"))
         let report = simulate(SimulationOptions(seed: 2, replicas: 3, ops: 50))
         #expect(report.json.hasPrefix("{\"converged\":true,\"replicas\":3,\"ops\":50,\"seed\":2,\"elapsed_s\":"))
         for key in ["messages", "bytes", "faults", "lost_writes", "session_checks", "session_violations"] { #expect(report.json.contains("\"\(key)\":")) }

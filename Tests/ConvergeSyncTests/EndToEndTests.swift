@@ -19,7 +19,8 @@ import Testing
     /// Syncs every device (twice, so each sees what the others pushed) and checks they
     /// and the server hold the same merge state and the same rows.
     func converge(_ server: TestServer, _ devices: [Device]) async throws {
-        for _ in 0..<2 { for device in devices { try await device.sync() } }
+        // Three rounds: the last tells every device what the server collected in the second.
+        for _ in 0..<3 { for device in devices { try await device.sync() } }
         let serverSnapshot = try await server.store().snapshot()
         for device in devices {
             #expect(try device.database.snapshot() == serverSnapshot, "\(device.name) differs from the server")

@@ -396,7 +396,7 @@ import FoundationNetworking
             #expect(fields?["needsSync"] as? Bool == false)
             let conflicts = try await server.get("/v1/conflicts", token: token)
             #expect(conflicts.status == 200)
-            #expect(String(decoding: conflicts.body, as: UTF8.self) == #"{"conflicts":[]}"#)
+            #expect(String(decoding: conflicts.body, as: UTF8.self) == #"{"conflicts":[],"constraints":[]}"#)
             var request = URLRequest(url: server.baseURL.appendingPathComponent("v1/sync"))
             request.httpMethod = "POST"
             request.httpBody = Data(SyncRequest(replica: .random(), pull: true, pullCursor: 0).encoded())

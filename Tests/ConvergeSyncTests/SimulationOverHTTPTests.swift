@@ -39,6 +39,18 @@ struct SimulationOverHTTPTests {
         #expect(report.visibleRows > 0)
     }
 
+    /// `--unique` over HTTP: the server's store has the unique indexes too (its schema says
+    /// so), and holds the same records as the devices.
+    @Test("unique indexes: devices and the server hold the same records", arguments: [UInt64(1), 2])
+    func uniqueIndexes(seed: UInt64) async {
+        var options = httpOptions(seed: seed)
+        options.unique = true
+        let report = await simulateOverHTTP(options)
+        #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
+        #expect(report.lostWrites == 0)
+        #expect(report.failure == nil)
+    }
+
     @Test("tiny batches page pushes and pulls through the server")
     func pagedRounds() async {
         var options = httpOptions(seed: 3, replicas: 3, ops: 150)

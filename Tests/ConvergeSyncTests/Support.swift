@@ -49,12 +49,15 @@ final class TestServer: Sendable {
 
     static func start(
         maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0, secret: String = Fixtures.makeSecret(),
-        schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20
+        schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20,
+        configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> TestServer {
         let directory = try directory ?? Fixtures.temporaryDirectory()
-        let service = try await SyncService(configuration: ServerConfiguration(
+        var configuration = ServerConfiguration(
             dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: schema,
-            heartbeatSeconds: heartbeatSeconds, validator: validator))
+            heartbeatSeconds: heartbeatSeconds, validator: validator)
+        configure(&configuration)
+        let service = try await SyncService(configuration: configuration)
         var logger = Logger(label: "converge-test-server")
         logger.logLevel = .warning
         return TestServer(running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory)

@@ -61,7 +61,7 @@ struct World {
             checkLocalWrite(who, before: before, changeset: changeset)
             if operations.count == 1 { checkVisible(operations[0], at: who) }
         case .resolve(let who, let index, let value):
-            let conflicts = replicas[who].conflicts()
+            let conflicts = replicas[who].conflicts().compactMap(\.field)
             guard !conflicts.isEmpty else { return }
             trace.resolves += 1
             let conflict = conflicts[index % conflicts.count]
@@ -70,7 +70,7 @@ struct World {
             let changeset = replicas[who].resolve(
                 table: conflict.table, key: conflict.key, column: conflict.column, to: chosen, physicalMilliseconds: clocks[who])
             checkLocalWrite(who, before: before, changeset: changeset)
-            require(!replicas[who].conflicts().contains { $0.table == conflict.table && $0.key == conflict.key && $0.column == conflict.column },
+            require(!replicas[who].conflicts().compactMap(\.field).contains { $0.table == conflict.table && $0.key == conflict.key && $0.column == conflict.column },
                     "resolve left the conflict open: \(conflict)")
             require(replicas[who].row(table: conflict.table, key: conflict.key)?[conflict.column] == chosen,
                     "resolved value not visible")

@@ -27,7 +27,7 @@ public enum SeedCorpus {
                     if !changeset.isEmpty { produced.append(changeset) }
                     replicas[rng.below(replicas.count)].apply(changeset, physicalMilliseconds: time)
                 case 3:
-                    if let conflict = replicas[who].conflicts().first {
+                    if let conflict = replicas[who].conflicts().compactMap(\.field).first {
                         produced.append(replicas[who].resolve(
                             table: conflict.table, key: conflict.key, column: conflict.column,
                             to: FuzzFixtures.values[rng.below(FuzzFixtures.values.count)], physicalMilliseconds: time))

@@ -1,6 +1,6 @@
 /// A complete in-memory replica: identity, clock, schemas, state and drift quarantine.
 ///
-/// It is the pure-model twin of a ``ConvergeSQLite`` store, used by the simulator's core
+/// It is the pure-model twin of a `ConvergeSQLite` store, used by the simulator's core
 /// replicas, the tests and the fuzzers. Time is passed in; nothing here reads a clock.
 public struct Replica: Sendable {
     /// One local operation; a batch of them is one transaction with one stamp.

@@ -1,6 +1,6 @@
 /// Every record a replica holds, with local sequence numbers that order its change feed.
 ///
-/// This is the in-memory form of what ``ConvergeSQLite`` keeps in its metadata tables: the
+/// This is the in-memory form of what `ConvergeSQLite` keeps in its metadata tables: the
 /// simulator's core replicas, the fuzzers and the tests use it. Records of tables the
 /// replica does not know are held all the same, so they are forwarded, not dropped.
 public struct ReplicaState: Sendable {

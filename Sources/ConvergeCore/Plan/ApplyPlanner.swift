@@ -22,8 +22,12 @@ public enum ApplyPlanner {
         /// The replica whose concurrent writes show in `.authority` columns.
         public var authority: ReplicaID?
         /// When set, every event of another replica in the changeset must already be held
-        /// (``RecordState/firstUnheldStamp(notBy:against:)``): the sender's bound replica.
+        /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``): the sender's bound replica.
         public var author: ReplicaID?
+        /// Records the shell has collected (DESIGN §9), with the highest clock it holds of
+        /// each replica: the author check takes foreign context entries within those as held
+        /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``) at these addresses only.
+        public var collected: (addresses: Set<RecordAddress>, seen: [ReplicaID: HLC])?
         /// Release every quarantined state, due or not (an explicit release).
         public var releaseAll: Bool
         /// Whether the shell keeps app rows and a conflict list, so that the plan must say
@@ -123,11 +127,13 @@ public enum ApplyPlanner {
     /// Plans the apply of `changeset`.
     ///
     /// - Parameters:
+    ///   - changeset: The remote changeset to join, decoded and checked.
     ///   - stored: The stored state of each address in ``addresses(of:quarantineDue:)``
     ///     (absent: nothing stored).
     ///   - quarantined: The quarantine's states the shell loaded: at least every due one
     ///     (released first, in address order) and those at the changeset's addresses (joined
     ///     with the deltas held now).
+    ///   - context: The replica, its clock and time, the schemas and the apply's options.
     /// - Complexity: O(n log n) for n deltas, plus the joins.
     public static func plan(
         _ changeset: Changeset, stored: [RecordAddress: RecordState], quarantined: [RecordAddress: RecordState], context: Context
@@ -148,7 +154,8 @@ public enum ApplyPlanner {
         if let author = context.author {
             for delta in changeset.records {
                 let address = RecordAddress(table: delta.table, key: delta.key)
-                if let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored[address] ?? RecordState()) {
+                let seen = context.collected.flatMap { $0.addresses.contains(address) ? $0.seen : nil } ?? [:]
+                if let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored[address] ?? RecordState(), seen: seen) {
                     throw .notAuthor(address: address, stamp: stamp)
                 }
             }

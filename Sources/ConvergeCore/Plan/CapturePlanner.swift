@@ -53,7 +53,10 @@ public enum CapturePlanner {
     /// Replays `writes` (one table's, in capture order) onto the stored states and returns
     /// the records that changed, sorted by key: write them back in this order.
     ///
-    /// - Parameter stored: The stored state of every key in `writes` (absent: none).
+    /// - Parameters:
+    ///   - writes: One table's captured writes, in capture order.
+    ///   - schema: The table's merge schema.
+    ///   - stored: The stored state of every key in `writes` (absent: none).
     /// - Complexity: O(w + k log k) for w writes over k keys, plus the mutations.
     public static func fold(_ writes: [Write], schema: TableSchema, stored: [Value: RecordState]) -> [Change] {
         var states = [Value: RecordState]()
@@ -72,5 +75,46 @@ public enum CapturePlanner {
         }
         changes.sort { $0.key < $1.key }
         return changes
+    }
+
+    /// The local write that carries `replica`'s own unacknowledged changes of a record into
+    /// a fresh start (DESIGN §9: a device the server retired resets, pulls a snapshot, and
+    /// re-applies what the server never received as new writes), or `nil` when it has none.
+    ///
+    /// - Parameters:
+    ///   - state: The record's merged state.
+    ///   - replica: The replica whose own writes are carried over (the one being reset).
+    ///   - membershipChanged: Whether the membership changed after the acknowledged position.
+    ///   - changedColumns: The columns changed after it.
+    ///   - schema: The table's merge schema.
+    ///   - authority: The replica whose concurrent writes show in `.authority` columns.
+    /// - Returns: the whole visible row as an insert when `replica` (re)created the record
+    ///   (an insert writes every column);
+    ///   the columns it wrote as an update (carrying the whole row, so that a record gone
+    ///   from the snapshot comes back whole); a delete when it deleted the record.
+    public static func unacknowledgedWrite(
+        of state: RecordState, by replica: ReplicaID, membershipChanged: Bool, changedColumns: Set<String>,
+        schema: TableSchema, authority: ReplicaID?
+    ) -> Operation? {
+        var row = [String: Value]()
+        for column in schema.columns {
+            row[column] = state.value(of: column, policy: schema.policy(of: column), authority: authority) ?? .null
+        }
+        if state.isAlive {
+            var changed = [String: Value]()
+            for column in schema.columns where changedColumns.contains(column) {
+                if let register = state.fields[column]?.visibleRegister(membership: state.membership), register.latestStamp.replica == replica {
+                    changed[column] = row[column]
+                }
+            }
+            // An insert wrote every column; an edit (an add too, under `.updateWins`) some.
+            let added = membershipChanged && state.membership.dots.contains(where: { $0.replica == replica })
+            if added && changed.count == schema.columns.count { return .insert(row) }
+            return changed.isEmpty ? nil : .update(changed: changed, row: row)
+        }
+        // Its own delete is the latest event the context saw: it was stamped after all it had seen.
+        let own = state.membership.context[replica]
+        if membershipChanged && own > .zero && own == state.membership.context.maxHLC { return .delete }
+        return nil
     }
 }

@@ -17,22 +17,29 @@ extension RecordState {
     /// Registers of incarnations that the stored membership has removed are skipped: the
     /// join drops them.
     ///
+    /// `seen` raises what counts as held for foreign *context entries* (not for writes or
+    /// add-tags): an entry at or below `seen[replica]` passes. A server passes the highest
+    /// clock it holds of each replica for a record it has collected (DESIGN §9): a device
+    /// that still held the tombstone re-inserts the record with a context covering the
+    /// collected delete, which the server, having dropped the record, cannot check entry by
+    /// entry; an entry within what the server holds of that replica claims no future event.
+    ///
     /// - Complexity: O(e log s) for e events in `self` and s in `stored`.
-    public func firstUnheldStamp(notBy author: ReplicaID, against stored: RecordState) -> Stamp? {
-        if let stamp = membership.firstUnheld(notBy: author, against: stored.membership) { return stamp }
+    public func firstUnheldStamp(notBy author: ReplicaID, against stored: RecordState, seen: [ReplicaID: HLC] = [:]) -> Stamp? {
+        if let stamp = membership.firstUnheld(notBy: author, against: stored.membership, seen: seen) { return stamp }
         for (column, field) in fields {
             let held = stored.fields[column]
             switch field {
             case .plain(let register):
                 let storedRegister: Register? = if case .plain(let existing)? = held { existing } else { nil }
-                if let stamp = register.firstUnheld(notBy: author, against: storedRegister) { return stamp }
+                if let stamp = register.firstUnheld(notBy: author, against: storedRegister, seen: seen) { return stamp }
             case .incarnated(let entries):
                 let storedEntries: [FieldState.Incarnated] = if case .incarnated(let existing)? = held { existing } else { [] }
                 for entry in entries {
                     if stored.membership.isDead(entry.incarnation) { continue }
                     if entry.incarnation.replica != author, !stored.membership.context.covers(entry.incarnation) { return entry.incarnation }
                     let storedRegister = storedEntries.first { $0.incarnation == entry.incarnation }?.register
-                    if let stamp = entry.register.firstUnheld(notBy: author, against: storedRegister) { return stamp }
+                    if let stamp = entry.register.firstUnheld(notBy: author, against: storedRegister, seen: seen) { return stamp }
                 }
             }
         }
@@ -41,16 +48,17 @@ extension RecordState {
 }
 
 extension ORSet {
-    func firstUnheld(notBy author: ReplicaID, against stored: ORSet) -> Stamp? {
+    func firstUnheld(notBy author: ReplicaID, against stored: ORSet, seen: [ReplicaID: HLC]) -> Stamp? {
         for dot in dots where dot.replica != author && !stored.context.covers(dot) { return dot }
-        return context.firstAbove(stored.context, notBy: author)
+        return context.firstAbove(stored.context, notBy: author, seen: seen)
     }
 }
 
 extension CausalContext {
-    /// The first entry of a replica other than `author` above what `stored` records.
-    func firstAbove(_ stored: CausalContext, notBy author: ReplicaID) -> Stamp? {
-        for entry in entries where entry.replica != author && entry.hlc > stored[entry.replica] {
+    /// The first entry of a replica other than `author` above what `stored` records (and
+    /// above `seen`).
+    func firstAbove(_ stored: CausalContext, notBy author: ReplicaID, seen: [ReplicaID: HLC]) -> Stamp? {
+        for entry in entries where entry.replica != author && entry.hlc > max(stored[entry.replica], seen[entry.replica] ?? .zero) {
             return Stamp(hlc: entry.hlc, replica: entry.replica)
         }
         return nil
@@ -58,7 +66,7 @@ extension CausalContext {
 }
 
 extension Register {
-    func firstUnheld(notBy author: ReplicaID, against stored: Register?) -> Stamp? {
+    func firstUnheld(notBy author: ReplicaID, against stored: Register?, seen: [ReplicaID: HLC]) -> Stamp? {
         switch self {
         case .lww(let write):
             guard write.stamp.replica != author else { return nil }
@@ -74,13 +82,13 @@ extension Register {
         case .multi(let register):
             // An LWW register below it is replaced by the join: nothing foreign is held then.
             let existing: MVRegister = if case .multi(let held)? = stored { held } else { MVRegister() }
-            return register.firstUnheld(notBy: author, against: existing)
+            return register.firstUnheld(notBy: author, against: existing, seen: seen)
         }
     }
 }
 
 extension MVRegister {
-    func firstUnheld(notBy author: ReplicaID, against stored: MVRegister) -> Stamp? {
+    func firstUnheld(notBy author: ReplicaID, against stored: MVRegister, seen: [ReplicaID: HLC]) -> Stamp? {
         for sibling in siblings where sibling.stamp.replica != author {
             if let held = stored.sibling(at: sibling.stamp) {
                 if held.value != sibling.value { return sibling.stamp }
@@ -88,7 +96,7 @@ extension MVRegister {
                 return sibling.stamp
             }
         }
-        return context.firstAbove(stored.context, notBy: author)
+        return context.firstAbove(stored.context, notBy: author, seen: seen)
     }
 
     /// The sibling written at `stamp`, if held.

@@ -25,6 +25,9 @@ public struct RecordState: Sendable, Hashable, Codable {
 
     public var isAlive: Bool { membership.isAlive }
     public var isBottom: Bool { membership.isBottom && fields.isEmpty }
+    /// Whether tombstone collection may drop this state once its delete is causally stable
+    /// (DESIGN §9): it holds something but shows nothing.
+    public var isCollectable: Bool { !isAlive && !isBottom }
 
     /// The join.
     ///
@@ -63,8 +66,11 @@ public struct RecordState: Sendable, Hashable, Codable {
 
     /// The value the app sees in `column`, or `nil` when no write is visible.
     ///
-    /// - Parameter authority: the replica whose concurrent writes win in `.authority`
-    ///   columns (the sync server); `nil` while unknown.
+    /// - Parameters:
+    ///   - column: The column's name.
+    ///   - policy: The column's merge policy (how its register shows a value).
+    ///   - authority: the replica whose concurrent writes win in `.authority`
+    ///     columns (the sync server); `nil` while unknown.
     public func value(of column: String, policy: ColumnPolicy = .lww, authority: ReplicaID? = nil) -> Value? {
         guard let register = fields[column]?.visibleRegister(membership: membership) else { return nil }
         switch register {

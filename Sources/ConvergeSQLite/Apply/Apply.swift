@@ -35,6 +35,7 @@ extension ReplicatedDatabase {
     /// field is checked when someone resolves the conflict with it.
     ///
     /// - Parameters:
+    ///   - changeset: The remote changeset to join.
     ///   - origin: Who sent the changeset (a device name); recorded with each rejection.
     ///   - validate: Returns why `change` is refused, or `nil` to accept it. Throwing aborts
     ///     the whole apply, leaving the database unchanged.
@@ -48,7 +49,7 @@ extension ReplicatedDatabase {
     /// (``ApplyOptions/author``) and writes that must commit with the merge
     /// (``ApplyOptions/beforeCommit``).
     ///
-    /// The store is a shell around ``ApplyPlanner``: it loads the stored states of every
+    /// The store is a shell around `ApplyPlanner` (ConvergeCore): it loads the stored states of every
     /// record the changeset touches (one key-ordered query per table), lets the planner
     /// decide, and writes the plan back in key order.
     @discardableResult
@@ -75,7 +76,7 @@ extension ReplicatedDatabase {
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
             for delta in changeset.records { try checkAddress(delta, tables: metadata.tables) }
-            let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, in: metadata)
+            let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, collected: options.collected, in: metadata)
             var report = ApplyReport()
             report.feedBefore = metadata.sequence
             let settled = try write(plan, entries: entries, into: &metadata)
@@ -108,7 +109,7 @@ extension ReplicatedDatabase {
     @discardableResult
     public func releaseQuarantine(force: Bool = false) throws -> Int {
         try withMetadata { metadata in
-            let (plan, entries) = try planned(Changeset(), releaseAll: force, author: nil, in: metadata)
+            let (plan, entries) = try planned(Changeset(), releaseAll: force, author: nil, collected: nil, in: metadata)
             try write(plan, entries: entries, into: &metadata)
             return plan.counts.releasedRecords
         }
@@ -122,12 +123,14 @@ extension ReplicatedDatabase {
     /// Loads what the planner needs (due quarantined records, those at the changeset's
     /// too-far-ahead addresses, the stored entries of every touched record) and plans.
     private func planned(
-        _ changeset: Changeset, releaseAll: Bool, author: ReplicaID?, in metadata: MetadataStore
+        _ changeset: Changeset, releaseAll: Bool, author: ReplicaID?, collected: (addresses: Set<RecordAddress>, seen: [ReplicaID: HLC])?,
+        in metadata: MetadataStore
     ) throws -> (ApplyPlanner.Plan, [RecordAddress: RecordEntry]) {
-        let context = ApplyPlanner.Context(
+        var context = ApplyPlanner.Context(
             replica: source.replica, clock: source.clock.latest, physicalMilliseconds: configuration.physicalTime(),
             maxDriftMilliseconds: configuration.maxDriftMilliseconds, schemas: metadata.tables.mapValues(\.schema),
             authority: metadata.authority, author: author, releaseAll: releaseAll)
+        context.collected = collected
         var quarantined = try dueQuarantine(metadata.db, context: context)
         for delta in changeset.records where !context.isDue(delta.state) {
             let address = RecordAddress(table: delta.table, key: delta.key)

@@ -92,6 +92,7 @@ enum CaptureTriggers {
                 \(closeConflicts("OLD.\(key)"))
             END;
             """)
+        if !table.schema.uniqueIndexes.isEmpty { try installReplaceCapture(db, table: table, insertColumns: insertColumns, nulls: nulls) }
         for (index, column) in columns.enumerated() where table.schema.policy(of: column) == .critical {
             let new = "NEW.\(quoted(column))", old = "OLD.\(quoted(column))"
             // Changed values are the general update trigger's; this one takes the unchanged.
@@ -109,13 +110,56 @@ enum CaptureTriggers {
         }
     }
 
+    /// The rows a REPLACE deletes. An `INSERT OR REPLACE` (or `UPDATE OR REPLACE`, or a
+    /// column declared `UNIQUE ON CONFLICT REPLACE`) that meets another row's unique value
+    /// deletes that row without firing its delete trigger (unless `recursive_triggers` is
+    /// on, which Converge does not impose on the app's own triggers). A BEFORE trigger notes
+    /// the rows whose values the new row takes; the AFTER trigger captures the ones that are
+    /// gone as deletes, with the same stamp. (An `OR IGNORE` that leaves the row out fires no
+    /// AFTER trigger, and the next BEFORE clears the note.)
+    private static func installReplaceCapture(_ db: Database, table: ReplicatedTable, insertColumns: String, nulls: [String]) throws {
+        let name = table.schema.name
+        let key = quoted(table.schema.primaryKey)
+        let log = quoted(MetadataSchema.logTable(name))
+        let noted = quoted(replacedTable(name))
+        try db.execute(sql: "CREATE TABLE IF NOT EXISTS \(noted)(key PRIMARY KEY) WITHOUT ROWID")
+        let clash = table.schema.uniqueIndexes.map { index in
+            "(" + index.columns.map { "\(quoted($0)) = NEW.\(quoted($0))" }.joined(separator: " AND ") + ")"
+        }.joined(separator: " OR ")
+        let capture = (["converge_stamp()", String(Operation.delete.rawValue), "0", "r.key"] + nulls).joined(separator: ", ")
+        let closeConflicts = table.schema.columns.contains { table.schema.policy(of: $0) == .critical }
+            ? "DELETE FROM converge_conflicts WHERE tbl = \(literal(name)) AND key IN (SELECT key FROM \(noted) r WHERE NOT EXISTS (SELECT 1 FROM \(quoted(name)) WHERE \(key) = r.key));"
+            : ""
+        for (event, others) in [("INSERT", "\(key) IS NOT NEW.\(key)"), ("UPDATE", "\(key) IS NOT NEW.\(key) AND \(key) IS NOT OLD.\(key)")] {
+            let suffix = event.lowercased()
+            try db.execute(sql: """
+                CREATE TRIGGER \(quoted("converge_\(name)_before_\(suffix)")) BEFORE \(event) ON \(quoted(name))
+                WHEN converge_capturing() BEGIN
+                    DELETE FROM \(noted);
+                    INSERT OR IGNORE INTO \(noted)(key) SELECT \(key) FROM \(quoted(name)) WHERE \(others) AND (\(clash));
+                END;
+                CREATE TRIGGER \(quoted("converge_\(name)_replaced_\(suffix)")) AFTER \(event) ON \(quoted(name))
+                WHEN converge_capturing() BEGIN
+                    INSERT INTO \(log)(\(insertColumns))
+                        SELECT \(capture) FROM \(noted) r WHERE NOT EXISTS (SELECT 1 FROM \(quoted(name)) WHERE \(key) = r.key);
+                    \(closeConflicts)
+                    DELETE FROM \(noted);
+                END;
+                """)
+        }
+    }
+
+    /// The note of rows a REPLACE may delete (see ``installReplaceCapture``).
+    static func replacedTable(_ table: String) -> String { "converge_replaced_\(table)" }
+
     static func remove(_ db: Database, table name: String) throws {
         try removeTriggers(db, table: name)
         try db.execute(sql: "DROP TABLE IF EXISTS \(quoted(MetadataSchema.logTable(name)))")
+        try db.execute(sql: "DROP TABLE IF EXISTS \(quoted(replacedTable(name)))")
     }
 
     static func removeTriggers(_ db: Database, table name: String) throws {
-        for suffix in ["insert", "update", "rekey", "delete"] {
+        for suffix in ["insert", "update", "rekey", "delete", "before_insert", "before_update", "replaced_insert", "replaced_update"] {
             try db.execute(sql: "DROP TRIGGER IF EXISTS \(quoted("converge_\(name)_\(suffix)"))")
         }
         // The critical columns' triggers, whatever the table's columns were when made.

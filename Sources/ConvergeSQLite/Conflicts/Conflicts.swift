@@ -12,7 +12,7 @@ public struct RecordNotFound: Error, Sendable, Hashable, CustomStringConvertible
 extension ReplicatedDatabase {
     /// Open conflicts: critical fields of live records holding concurrent values, each with
     /// every value (by table, key and column), then unique-index clashes, each with its
-    /// holder and held records (by table, index and values), as ``Conflict`` cases.
+    /// holder and held records (by table, index and values), as `Conflict` cases.
     ///
     /// Only reads: local writes that resolve a field conflict take it off the list as they
     /// happen (see the capture triggers), so nothing needs folding first. A clash resolved by
@@ -94,7 +94,7 @@ extension ReplicatedDatabase {
     }
 
     /// Writes `values` into a record through Converge, as a local write: the way to edit a
-    /// record a unique index holds out of the app table (see ``ConstraintConflict``), which
+    /// record a unique index holds out of the app table (see `ConstraintConflict`), which
     /// SQL cannot reach. Its row, and the rows of the records its new values clash with or
     /// give way to, are settled at once. Columns not named keep their values; writing the
     /// values shown changes nothing.

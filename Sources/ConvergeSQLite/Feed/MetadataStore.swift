@@ -113,6 +113,7 @@ struct MetadataStore {
             }
         }
         sequence += 1
+        let wasDead = !entry.state.isAlive && !entry.state.isBottom
         var entry = entry
         entry.update(to: state, at: sequence)
         let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_records(tbl, key, seq, state, seqs) VALUES (?, ?, ?, ?, ?)")
@@ -121,6 +122,14 @@ struct MetadataStore {
             RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
             RecordEntryCodec.encodeSequences(entry).databaseValue,
         ])
+        // The deleted records, for tombstone collection: listed while dead, with the
+        // sequence number of their last change. A live record that was never dead costs nothing.
+        if !state.isAlive {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_dead(tbl, key, seq) VALUES (?, ?, ?)")
+                .execute(arguments: [address.table, address.key.databaseValue, Int64(bitPattern: sequence)])
+        } else if wasDead {
+            try db.cachedStatement(sql: "DELETE FROM converge_dead WHERE tbl = ? AND key = ?").execute(arguments: [address.table, address.key.databaseValue])
+        }
         guard let conflicts else { return }
         try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?")
             .execute(arguments: [address.table, address.key.databaseValue])

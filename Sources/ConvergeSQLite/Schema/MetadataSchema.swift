@@ -19,11 +19,17 @@ import GRDB
 ///   in one group are a constraint conflict (observable).
 /// - `converge_rejections`: remote changes refused by a validator and undone (bounded).
 /// - `converge_peers`: per-peer cursors.
+/// - `converge_dead`: the deleted records and their sequence numbers: what tombstone
+///   collection may drop once the delete is causally stable (``ReplicatedDatabase/collectableRecords(through:limit:)``).
+/// - `converge_resync`: local writes kept across a reset for resync, re-applied once the
+///   fresh snapshot is in (``ReplicatedDatabase/resetForResync(acknowledged:)``).
 enum MetadataSchema {
     /// 2: `converge_quarantine.max_hlc` holds ``sortable(_:)`` readings.
     /// 3: the capture triggers keep `converge_conflicts` current and capture a write of a
     ///    conflicted critical field to its shown value.
-    static let version = 3
+    /// 4: `converge_dead` lists deleted records (for tombstone collection), filled from the
+    ///    stored states.
+    static let version = 4
 
     /// An HLC as an integer whose signed order is the HLC's unsigned order (the sign bit
     /// flipped), for columns SQL compares. The plain bit pattern would make every reading
@@ -86,6 +92,19 @@ enum MetadataSchema {
                 at REAL NOT NULL
             );
             CREATE INDEX IF NOT EXISTS converge_rejections_by_origin ON converge_rejections(origin, id);
+            CREATE TABLE IF NOT EXISTS converge_dead (
+                tbl TEXT NOT NULL,
+                key NOT NULL,
+                seq INTEGER NOT NULL,
+                PRIMARY KEY (tbl, key)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS converge_dead_by_seq ON converge_dead(seq);
+            CREATE TABLE IF NOT EXISTS converge_resync (
+                id INTEGER PRIMARY KEY,
+                tbl TEXT NOT NULL,
+                key NOT NULL,
+                write BLOB NOT NULL
+            );
             CREATE TABLE IF NOT EXISTS converge_peers (
                 peer TEXT PRIMARY KEY NOT NULL,
                 sent INTEGER NOT NULL DEFAULT 0,
@@ -113,6 +132,19 @@ enum MetadataSchema {
         }
         if stored < 3 {
             for table in try ReplicatedTable.load(db).values { try CaptureTriggers.installTriggers(db, table: table) }
+        }
+        if stored < 4 {
+            let rows = try Row.fetchCursor(db, sql: "SELECT tbl, key, seq, state FROM converge_records")
+            var dead = [(String, DatabaseValue, Int64)]()
+            while let row = try rows.next() {
+                let table: String = row["tbl"]
+                let key = Value(row["key"] as DatabaseValue)
+                let state = try RecordEntryCodec.decodeState(row.bytes("state"), table: table, key: key)
+                if !state.isAlive { dead.append((table, key.databaseValue, row["seq"])) }
+            }
+            for (table, key, seq) in dead {
+                try db.execute(sql: "INSERT OR REPLACE INTO converge_dead(tbl, key, seq) VALUES (?, ?, ?)", arguments: [table, key, seq])
+            }
         }
         try db.execute(sql: "UPDATE converge_identity SET schema_version = ?", arguments: [version])
     }

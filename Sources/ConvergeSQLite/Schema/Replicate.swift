@@ -24,8 +24,11 @@ extension ReplicatedDatabase {
     /// checks.
     ///
     /// - Parameters:
+    ///   - table: The name of an existing table of the app's database.
     ///   - policies: Column policies; columns not named are `.lww`.
     ///   - deletePolicy: What wins when an edit races a delete. Fixed once replicated.
+    ///   - allowUniqueIndexes: Keep the table's UNIQUE indexes beyond the key, as constraint
+    ///     conflicts; without it such an index is a ``SchemaError``.
     public func replicate(
         table: String,
         policies: [String: ColumnPolicy] = [:],

@@ -32,9 +32,9 @@ public struct Replication: Sendable, Hashable {
             self.policy = policy
         }
 
-        /// Concurrent values are all kept until someone chooses (see ``ColumnPolicy/critical``).
+        /// Concurrent values are all kept until someone chooses (see `ColumnPolicy.critical`).
         public static func critical(_ column: Column) -> ColumnRule { ColumnRule(column.name, .critical) }
-        /// Concurrent values resolve to the sync server's (see ``ColumnPolicy/authority``).
+        /// Concurrent values resolve to the sync server's (see `ColumnPolicy.authority`).
         public static func authority(_ column: Column) -> ColumnRule { ColumnRule(column.name, .authority) }
         /// The default: the last writer wins. Spelled out only for clarity.
         public static func lastWriterWins(_ column: Column) -> ColumnRule { ColumnRule(column.name, .lww) }
@@ -59,7 +59,7 @@ public protocol ReplicatedRecord: TableRecord {
 }
 
 extension ReplicatedDatabase {
-    /// Starts replicating `Record`'s table (``TableRecord/databaseTableName``) as its
+    /// Starts replicating `Record`'s table (GRDB's `TableRecord.databaseTableName`) as its
     /// ``ReplicatedRecord/replication`` declares; call it on every launch, after migrations.
     ///
     /// - Throws: ``SchemaError`` as ``replicate(table:policies:deletePolicy:allowUniqueIndexes:)``
