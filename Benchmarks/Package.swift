@@ -6,6 +6,7 @@
 //     swift run -c release --package-path Benchmarks figures     # the quoted figures, one run
 //     swift run -c release --package-path Benchmarks workload    # workload W: store vs plain SQLite
 //     swift run -c release --package-path Benchmarks sync        # sync over loopback HTTP
+//     swift run -c release --package-path Benchmarks churn       # tombstone collection under churn
 //
 // To add a suite or a tool: append a target to `targets` below (benchmark suites live in
 // `Benchmarks/<Name>/<Name>.swift` and use `benchmarkSuite(_:dependencies:)`).
@@ -73,6 +74,19 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),  // sqlite3_memory_used
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Churn: devices insert and delete records round after round, with the server's
+        // tombstone collection on and off; store sizes against a fresh store (issue #19).
+        .executableTarget(
+            name: "churn",
+            dependencies: [
+                "WorkloadW",
+                .product(name: "ConvergeCore", package: "Converge"),
+                .product(name: "ConvergeSQLite", package: "Converge"),
+                .product(name: "ConvergeSync", package: "Converge"),
+                .product(name: "ConvergeServer", package: "Converge"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
     ],

@@ -15,7 +15,7 @@ import Logging
 ///     database: converge,
 ///     transport: HTTPSyncTransport(baseURL: URL(string: "https://sync.example.com")!),
 ///     token: token, refreshToken: { try await auth.freshToken() })
-/// await engine.start()                      // sync after local writes (debounced)
+/// try await engine.start()                  // sync after local writes (debounced)
 /// try await engine.sync()                   // "Sync now"
 /// for await status in await engine.statusUpdates() { ... }
 /// ```

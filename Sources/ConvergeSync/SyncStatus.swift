@@ -66,7 +66,7 @@ public struct SyncStatus: Sendable, Hashable {
     public var lastSuccess: Date?
     /// The error of the last round, `nil` once a round succeeds.
     public var lastError: SyncError?
-    /// Open conflicts on critical fields.
+    /// Open conflicts: critical fields with concurrent values, and unique-index clashes.
     public var conflicts = 0
     /// Remote changes held back because they were stamped too far in the future.
     public var quarantined = 0
