@@ -438,12 +438,8 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                 info.revokedAt = date
                 devices[device] = info
             }
-            let counts = try self.database.writer.read { db in
-                try Row.fetchAll(db, sql: "SELECT origin, count(*) AS n FROM converge_rejections WHERE origin IS NOT NULL GROUP BY origin")
-            }
-            for row in counts {
-                let device: String = row["origin"]
-                if devices[device] != nil { devices[device]!.rejections = row["n"] }
+            for (device, count) in try self.database.rejectionCounts() where devices[device] != nil {
+                devices[device]!.rejections = count
             }
             return devices.values.sorted { $0.device < $1.device }
         }

@@ -70,6 +70,14 @@ extension ReplicatedDatabase {
         }
     }
 
+    /// How many recorded rejections each origin has (origins without any left out).
+    public func rejectionCounts() throws -> [String: Int] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT origin, count(*) AS n FROM converge_rejections WHERE origin IS NOT NULL GROUP BY origin")
+                .reduce(into: [String: Int]()) { $0[$1["origin"]] = $1["n"] }
+        }
+    }
+
     /// Shows each visibly changed row to `validate` and undoes the refused ones with
     /// compensating local writes, inside the apply's transaction.
     ///
