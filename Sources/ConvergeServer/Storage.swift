@@ -224,17 +224,8 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         let queue = DispatchQueue(label: "converge.namespace")
         return try await run(on: queue) {
             let pool = try DatabasePool(path: path)
+            let hadStandings = try pool.read { db in try db.tableExists("converge_server_standing") }
             try pool.write { db in
-                // A namespace made by a release without tombstone collection: devices that
-                // synced then are not known to the frontier yet, so nothing is collected
-                // before a whole retention window has passed (by then each has synced, or
-                // counts as retired).
-                if try db.tableExists("converge_records"), try !db.tableExists("converge_server_standing") {
-                    try db.execute(sql: "CREATE TABLE converge_server_meta(key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
-                    try db.execute(
-                        sql: "INSERT INTO converge_server_meta(key, value) VALUES ('standing_since', ?)",
-                        arguments: [Int64(clamping: configuration.physicalTime())])
-                }
                 for table in schema.tables where try !db.tableExists(table.name) { try db.execute(sql: table.create) }
                 // Also on a table that exists: an index added to the schema later is created
                 // (which fails, naming the index, if the table's rows already clash).
@@ -265,6 +256,18 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                     """)
             }
             let database = try ReplicatedDatabase(pool, configuration: configuration)
+            // A namespace made by a release without tombstone collection (it has records, but
+            // no device standings yet): devices that synced then are not known to the frontier,
+            // so nothing is collected before a whole retention window has passed (by then each
+            // has synced, or counts as retired).
+            if !hadStandings, try database.feedHead() > 0 {
+                try pool.write { db in
+                    try db.execute(sql: "CREATE TABLE IF NOT EXISTS converge_server_meta(key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+                    try db.execute(
+                        sql: "INSERT OR IGNORE INTO converge_server_meta(key, value) VALUES ('standing_since', ?)",
+                        arguments: [Int64(clamping: configuration.physicalTime())])
+                }
+            }
             for table in schema.tables {
                 try database.replicate(
                     table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy,
