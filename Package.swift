@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ConvergeProtocol", targets: ["ConvergeProtocol"]),
         .library(name: "ConvergeSync", targets: ["ConvergeSync"]),
         .library(name: "ConvergeServer", targets: ["ConvergeServer"]),
+        .library(name: "ConvergePostgres", targets: ["ConvergePostgres"]),
         .executable(name: "converge-server", targets: ["converge-server"]),
         .executable(name: "converge", targets: ["converge"]),
     ],
@@ -32,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         // Already in the graph through jwt-kit; the token tests sign raw JWS with it.
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The pure model: no dependencies, no I/O, no clock reads.
@@ -92,14 +94,23 @@ let package = Package(
             name: "ConvergeSimulationHTTP",
             dependencies: ["ConvergeSimulation", "ConvergeSync", "ConvergeServer", .product(name: "Logging", package: "swift-log")]
         ),
+        // The server's storage on PostgreSQL (DESIGN §10): shared tables keyed by namespace,
+        // any number of server instances on one database. A second shell around the planner.
+        .target(
+            name: "ConvergePostgres",
+            dependencies: [
+                "ConvergeCore", "ConvergeSQLite", "ConvergeServer", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "converge-server",
-            dependencies: ["ConvergeServer", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ConvergeServer", "ConvergePostgres", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "ConvergeSyncTests",
             dependencies: [
-                "ConvergeSync", "ConvergeServer", "ConvergeSimulationHTTP",
+                "ConvergeSync", "ConvergeServer", "ConvergeSimulationHTTP", "ConvergePostgres",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -108,6 +119,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),

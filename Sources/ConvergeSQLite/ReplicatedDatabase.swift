@@ -101,6 +101,12 @@ public final class ReplicatedDatabase: Sendable {
         public var next: UInt64
         /// Whether more changes follow `next`.
         public var hasMore: Bool
+
+        public init(changeset: Changeset, next: UInt64, hasMore: Bool) {
+            self.changeset = changeset
+            self.next = next
+            self.hasMore = hasMore
+        }
     }
 
     /// What an apply did.
@@ -122,6 +128,8 @@ public final class ReplicatedDatabase: Sendable {
         public var feedAfter: UInt64 = 0
         /// Changes refused by the validator and undone by compensating writes.
         public var rejections: [ChangeRejection] = []
+
+        public init() {}
     }
 
     /// What this replica has sent to and received from one peer.
@@ -193,6 +201,9 @@ public final class ReplicatedDatabase: Sendable {
 
     /// The merge schemas of the replicated tables.
     public var replicatedTables: [String: TableSchema] { tables.mapValues(\.schema) }
+
+    /// The replicated tables with their keys' declared types, by name.
+    public var tableDescriptions: [String: ReplicatedTable] { tables }
 
     /// Runs `body` in a write transaction with the captured log folded into the metadata,
     /// and saves the sequence counter and clock before committing.

@@ -6,6 +6,7 @@ public final class ChangeNotifier: @unchecked Sendable {
     /// One notification: the device whose push brought the changes.
     public struct Event: Sendable, Hashable {
         public var device: String
+        public init(device: String) { self.device = device }
     }
 
     private let lock = NSLock()
@@ -29,7 +30,9 @@ public final class ChangeNotifier: @unchecked Sendable {
         lock.withLock { listeners[namespace]?.count ?? 0 }
     }
 
-    func publish(_ event: Event, in namespace: String) {
+    /// Tells the devices listening on `namespace` (storage that relays other instances'
+    /// changes calls it too).
+    public func publish(_ event: Event, in namespace: String) {
         let targets = lock.withLock { Array(listeners[namespace]?.values ?? [:].values) }
         for continuation in targets { continuation.yield(event) }
     }

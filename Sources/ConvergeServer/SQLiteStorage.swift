@@ -6,6 +6,10 @@ import Foundation
 public struct NamespaceLimitExceeded: Error, Sendable, Hashable, CustomStringConvertible {
     public let namespace: String
     public let maxNamespaces: Int
+    public init(namespace: String, maxNamespaces: Int) {
+        self.namespace = namespace
+        self.maxNamespaces = maxNamespaces
+    }
     public var description: String { "namespace \(namespace) cannot be created: the server holds its maximum of \(maxNamespaces) namespaces (maxNamespaces)" }
 }
 

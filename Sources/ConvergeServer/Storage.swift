@@ -14,6 +14,32 @@ public protocol NamespaceStorage: Sendable {
     /// The store of `namespace` if the namespace exists, without creating it: reads use
     /// this, so that only pushes create namespaces.
     func existingStore(for namespace: String) async throws -> (any NamespaceStore)?
+
+    /// Starts telling `notifier` of changes that other server instances made to the
+    /// storage's namespaces (a shared database), so that devices connected here hear of
+    /// them. Storage used by one server process alone has nothing to relay.
+    func relayChanges(to notifier: ChangeNotifier) async
+}
+
+extension NamespaceStorage {
+    public func relayChanges(to notifier: ChangeNotifier) async {}
+}
+
+/// The storage cannot be reached right now (a lost database connection that retries did not
+/// bring back): nothing was applied, and the same request may be sent again (HTTP 503).
+public struct StorageUnavailable: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A write of the server's own to one record, stamped by the server's replica and synced
+/// like any other replica's (see `SyncService.write(in:_:)`).
+public enum ServerWrite: Sendable, Hashable {
+    /// Inserts the record, or sets every given column of it (others keep their values).
+    case upsert(table: String, key: Value, values: [String: Value])
+    /// Deletes the record (throws `RecordNotFound` when it is absent or deleted already).
+    case delete(table: String, key: Value)
 }
 
 /// One namespace's replica on the server. Operations on one namespace are serialized.
@@ -34,6 +60,9 @@ public protocol NamespaceStore: Sendable {
     func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
     ) async throws -> ReplicatedDatabase.ApplyReport
+
+    /// Writes as the server's replica, in turn with pushes (the same transaction discipline).
+    func write(_ write: ServerWrite) async throws
 
     /// Rejections of `device`'s changes after `id`, oldest first, at most `limit`.
     func rejections(for device: String, after id: UInt64, limit: Int) async throws -> [ChangeRejection]
@@ -181,6 +210,7 @@ public struct DeviceInfo: Sendable, Hashable, Encodable {
 /// Why a push was refused (HTTP 403).
 public struct PushRefusal: Error, Sendable, Hashable, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
@@ -301,6 +331,31 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     /// like any replica's. Prefer ``SyncService/write(in:_:)``, which also notifies devices.
     public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try await run { try self.database.writer.write(body) }
+    }
+
+    public func write(_ write: ServerWrite) async throws {
+        try await run {
+            switch write {
+            case .upsert(let table, let key, let values):
+                guard let schema = self.database.replicatedTables[table] else { throw SchemaError(table: table, reason: .noSuchTable) }
+                for column in values.keys where !schema.columns.contains(column) { throw SchemaError(table: table, reason: .unknownColumn(column)) }
+                do {
+                    try self.database.update(table: table, key: key, values: values)
+                } catch is RecordNotFound {
+                    // Not alive: an insert of the given columns (the others take their defaults).
+                    let columns = values.keys.sorted()
+                    let names = ([schema.primaryKey] + columns).map { "\"\($0)\"" }.joined(separator: ", ")
+                    let marks = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
+                    try self.database.writer.write { db in
+                        try db.execute(
+                            sql: "INSERT OR REPLACE INTO \"\(table)\"(\(names)) VALUES (\(marks))",
+                            arguments: StatementArguments([key.databaseValue] + columns.map { values[$0]!.databaseValue }))
+                    }
+                }
+            case .delete(let table, let key):
+                try self.database.delete(table: table, key: key)
+            }
+        }
     }
 
     public func push(

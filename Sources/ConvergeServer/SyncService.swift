@@ -50,6 +50,7 @@ public final class SyncService: Sendable {
         authenticator = try await Authenticator(
             secret: configuration.jwtSecret, es256PublicKeyPEM: configuration.jwtES256PublicKeyPEM, policy: configuration.tokens)
         metrics = ServerMetrics()
+        await self.storage.relayChanges(to: notifier)
     }
 
     // MARK: Sync
@@ -118,6 +119,8 @@ public final class SyncService: Sendable {
             result = ServiceResponse(status: 200, contentType: SyncProtocol.contentType, body: response.encoded())
         } catch let error as ServiceError {
             result = error.response
+        } catch let error as StorageUnavailable {
+            result = ServiceError(status: 503, code: "storage_unavailable", message: error.message).response
         } catch {
             result = ServiceError(status: 500, code: "internal", message: "\(error)").response
         }
@@ -293,6 +296,17 @@ public final class SyncService: Sendable {
         let result = try await store.write(body)
         notifier.publish(.init(device: "server"), in: namespace)
         return result
+    }
+
+    /// Writes one record as the server, on any storage (SQLite or PostgreSQL), then tells
+    /// connected devices to pull. The write is stamped by the namespace's server replica, so
+    /// it merges like any device's (and owns `.authority` columns).
+    public func write(in namespace: String, _ write: ServerWrite) async throws {
+        guard Namespace.isValid(namespace) else {
+            throw ServiceError(status: 400, code: "bad_namespace", message: "invalid namespace name \(namespace)")
+        }
+        try await storage.store(for: namespace).write(write)
+        notifier.publish(.init(device: "server"), in: namespace)
     }
 
     // MARK: Status and conflicts

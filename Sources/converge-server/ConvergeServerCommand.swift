@@ -1,4 +1,5 @@
 import ArgumentParser
+import ConvergePostgres
 import ConvergeServer
 import Foundation
 import Hummingbird
@@ -7,10 +8,10 @@ import Hummingbird
 struct ConvergeServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "converge-server",
-        abstract: "The Converge sync server: one replicated SQLite store per namespace.",
+        abstract: "The Converge sync server: one replicated SQLite store per namespace, or PostgreSQL for several instances.",
         discussion: """
             Every option can also be set by an environment variable: CONVERGE_HOST, CONVERGE_PORT,
-            CONVERGE_DATA, CONVERGE_JWT_SECRET, CONVERGE_SCHEMA, CONVERGE_MAX_BODY_BYTES,
+            CONVERGE_DATA, CONVERGE_POSTGRES_URL, CONVERGE_JWT_SECRET, CONVERGE_SCHEMA, CONVERGE_MAX_BODY_BYTES,
             CONVERGE_MAX_CONNECTIONS, CONVERGE_REQUEST_HEAD_TIMEOUT_SECONDS, CONVERGE_MAX_HEADER_BYTES.
             Without a JWT secret the server makes a random one and prints a development token.
             """)
@@ -23,6 +24,14 @@ struct ConvergeServerCommand: AsyncParsableCommand {
 
     @Option(help: "The folder of the namespaces' databases.")
     var data: String = ProcessInfo.processInfo.environment["CONVERGE_DATA"] ?? "converge-data"
+
+    @Option(
+        name: .customLong("postgres"),
+        help: "Store namespaces in this PostgreSQL database (postgres://user:password@host:port/database; or CONVERGE_POSTGRES_URL) instead of SQLite files: any number of instances may share it.")
+    var postgresURL: String?
+
+    @Option(name: .customLong("postgres-connections"), help: "The most connections this instance opens to PostgreSQL (default 16).")
+    var postgresConnections: Int = ProcessInfo.processInfo.environment["CONVERGE_POSTGRES_CONNECTIONS"].flatMap(Int.init) ?? 16
 
     @Option(name: .customLong("jwt-secret"), help: "The HS256 secret of bearer tokens.")
     var jwtSecretOption: String?
@@ -152,7 +161,13 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         // Each connection holds a descriptor: the soft limit (often 1,024) would cap
         // maxConnections well below what the machine allows.
         ConvergeHTTPServer.raiseOpenFilesLimit()
-        let service = try await SyncService(configuration: configuration)
+        var storage: PostgresStorage?
+        if let url = postgresURL ?? environment["CONVERGE_POSTGRES_URL"], !url.isEmpty {
+            storage = try await PostgresStorage(
+                url: url, schema: configuration.schema, store: configuration.store, maximumConnections: postgresConnections,
+                maxNamespaces: configuration.maxNamespaces)
+        }
+        let service = try await SyncService(configuration: configuration, storage: storage)
         if jwtSecret == nil {
             let token = try await service.authenticator.token(namespace: "dev", device: "dev")
             print("No JWT secret given (--jwt-secret or CONVERGE_JWT_SECRET): using a random one for this run.")
@@ -160,12 +175,13 @@ struct ConvergeServerCommand: AsyncParsableCommand {
             fflush(nil)
         }
         let host = self.host
-        let dataPath = configuration.dataDirectory.path
+        let dataPath = storage.map { "PostgreSQL \($0.location)" } ?? configuration.dataDirectory.path
         let app = ConvergeHTTPServer.application(service: service, host: host, port: port) { port in
             print("Converge server listening on http://\(host):\(port) (data in \(dataPath))")
             fflush(nil)
         }
         try await app.runService()
+        await storage?.shutdown()
     }
 
     /// The request limits and namespace bounds given by flags, else by the environment,

@@ -8,8 +8,8 @@ import Testing
 
 /// One server on loopback, three devices with their own SQLite files, HTTP in between.
 @Suite(.timeLimit(.minutes(1))) struct EndToEndTests {
-    func withDevices(_ count: Int = 3, body: (TestServer, [Device]) async throws -> Void) async throws {
-        try await TestServer.run { server, directory in
+    func withDevices(_ count: Int = 3, backend: Backend = .sqlite, body: (TestServer, [Device]) async throws -> Void) async throws {
+        try await TestServer.run(backend) { server, directory in
             var devices = [Device]()
             for index in 0..<count { devices.append(try await Device.make("device\(index)", server: server, in: directory)) }
             try await body(server, devices)
@@ -29,8 +29,8 @@ import Testing
         }
     }
 
-    @Test func offlineEditsReachEveryDevice() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func offlineEditsReachEveryDevice(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b, c) = (devices[0], devices[1], devices[2])
             try a.execute("INSERT INTO notes(id, title, amount) VALUES ('n1', 'groceries', 3)")
             try a.execute("INSERT INTO notes(id, title) VALUES ('n2', 'call mom')")
@@ -53,8 +53,8 @@ import Testing
         }
     }
 
-    @Test func lastWriterWinsOnTheSameField() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func lastWriterWinsOnTheSameField(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b) = (devices[0], devices[1])
             try a.execute("INSERT INTO notes(id, title) VALUES ('n', 'first')")
             try await converge(server, devices)
@@ -69,8 +69,8 @@ import Testing
         }
     }
 
-    @Test func criticalFieldConflictIsSharedThenResolved() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func criticalFieldConflictIsSharedThenResolved(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b, c) = (devices[0], devices[1], devices[2])
             try a.execute("INSERT INTO notes(id, title, amount) VALUES ('n', 'rent', 100)")
             try await converge(server, devices)
@@ -101,8 +101,8 @@ import Testing
         }
     }
 
-    @Test func updateRacingDeleteUnderBothPolicies() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func updateRacingDeleteUnderBothPolicies(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b) = (devices[0], devices[1])
             try a.execute("INSERT INTO notes(id, title) VALUES ('n', 'kept')")
             try a.execute("INSERT INTO items(id, name) VALUES ('i', 'gone')")
@@ -128,8 +128,8 @@ import Testing
         }
     }
 
-    @Test func createCreateAndDifferentFieldsMerge() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func createCreateAndDifferentFieldsMerge(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b) = (devices[0], devices[1])
             try a.execute("INSERT INTO notes(id, title) VALUES ('same', 'a title')")
             try b.execute("INSERT INTO notes(id, body) VALUES ('same', 'b body')")
@@ -145,8 +145,8 @@ import Testing
         }
     }
 
-    @Test func thousandOfflineChangesPushedInBatchesOfAHundred() async throws {
-        try await withDevices(2) { server, devices in
+    @Test(arguments: Backend.available) func thousandOfflineChangesPushedInBatchesOfAHundred(_ backend: Backend) async throws {
+        try await withDevices(2, backend: backend) { server, devices in
             let (a, b) = (devices[0], devices[1])
             try await a.database.writer.write { db in
                 for index in 0..<1_000 {
@@ -182,8 +182,8 @@ import Testing
         }
     }
 
-    @Test func statusStreamReportsARound() async throws {
-        try await withDevices(1) { _, devices in
+    @Test(arguments: Backend.available) func statusStreamReportsARound(_ backend: Backend) async throws {
+        try await withDevices(1, backend: backend) { _, devices in
             let device = devices[0]
             try device.execute("INSERT INTO notes(id, title) VALUES ('n', 'x')")
             await device.engine.refreshStatus()
@@ -205,8 +205,8 @@ import Testing
         }
     }
 
-    @Test func debouncedRoundAfterLocalWrites() async throws {
-        let server = try await TestServer.start()
+    @Test(arguments: Backend.available) func debouncedRoundAfterLocalWrites(_ backend: Backend) async throws {
+        let server = try await TestServer.start(backend)
         let directory = try Fixtures.temporaryDirectory()
         let a = try await Device.make("a", server: server, in: directory, configuration: .init(retry: Fixtures.quickRetry, debounce: .milliseconds(50)))
         let b = try await Device.make("b", server: server, in: directory)
@@ -227,8 +227,8 @@ import Testing
 }
 
 @Suite(.timeLimit(.minutes(1))) struct RealtimeTests {
-    @Test func aListeningDevicePullsWhenAnotherPushes() async throws {
-        let server = try await TestServer.start()
+    @Test(arguments: Backend.available) func aListeningDevicePullsWhenAnotherPushes(_ backend: Backend) async throws {
+        let server = try await TestServer.start(backend)
         let directory = try Fixtures.temporaryDirectory()
         // A long debounce: only the server's notification can bring the change in time.
         let listener = try await Device.make("listener", server: server, in: directory, configuration: .init(retry: Fixtures.quickRetry, debounce: .seconds(30)))

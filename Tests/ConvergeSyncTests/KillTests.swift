@@ -22,6 +22,8 @@ private final class ServerProcess: @unchecked Sendable {
     init(executable: URL, data: URL, secret: String, port: Int) throws {
         process.executableURL = executable
         process.arguments = ["--port", "\(port)", "--data", data.path, "--jwt-secret", secret]
+        // The embedded SQLite storage, even where CI exports a PostgreSQL URL.
+        process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "CONVERGE_POSTGRES_URL" }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice

@@ -23,8 +23,8 @@ import Testing
         return nil
     }
 
-    func withDevices(_ count: Int = 3, body: (TestServer, [Device]) async throws -> Void) async throws {
-        try await TestServer.run(schema: Self.schema, validator: Self.rule) { server, directory in
+    func withDevices(_ count: Int = 3, backend: Backend = .sqlite, body: (TestServer, [Device]) async throws -> Void) async throws {
+        try await TestServer.run(backend, schema: Self.schema, validator: Self.rule) { server, directory in
             var devices = [Device]()
             for index in 0..<count {
                 let device = try await Device.make("device\(index)", server: server, in: directory)
@@ -38,14 +38,20 @@ import Testing
 
     func invoices(_ device: Device) throws -> [String] { try device.rows("invoices") }
 
+    /// The invoices the server's merge states show (on either backend): its snapshot
+    /// applied to a fresh store that takes the server as its authority.
     func serverInvoices(_ server: TestServer) async throws -> [String] {
-        try await server.service.write(in: "team") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM invoices ORDER BY id").map { "\($0)" }
-        }
+        let store = try await server.store()
+        let copy = try ReplicatedDatabase(DatabaseQueue())
+        try await copy.writer.write { db in try db.execute(sql: Self.createInvoices) }
+        try copy.replicate(table: "invoices", policies: ["status": .authority])
+        try copy.setAuthority(store.serverReplica)
+        try copy.apply(try await store.snapshot())
+        return try await copy.writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM invoices ORDER BY id").map { "\($0)" } }
     }
 
-    @Test func theServersConcurrentValueWinsEverywhere() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func theServersConcurrentValueWinsEverywhere(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b, c) = (devices[0], devices[1], devices[2])
             try a.execute("INSERT INTO invoices VALUES ('inv1', 'acme', 100, 'open')")
             try await a.sync()
@@ -53,7 +59,7 @@ import Testing
             let serverID = try await server.store().serverReplica
             #expect(a.database.authority == serverID, "the device learned the server's identity")
             // The server marks the invoice paid; device a, not having seen it, voids it later.
-            try await server.service.write(in: "team") { db in try db.execute(sql: "UPDATE invoices SET status = 'paid' WHERE id = 'inv1'") }
+            try await server.service.write(in: "team", .upsert(table: "invoices", key: .text("inv1"), values: ["status": .text("paid")]))
             try await Task.sleep(for: .milliseconds(5))
             try a.execute("UPDATE invoices SET status = 'void', total = 90 WHERE id = 'inv1'")
             for _ in 0..<2 { for device in devices { try await device.sync() } }
@@ -72,8 +78,8 @@ import Testing
         }
     }
 
-    @Test func aRejectedChangeIsRolledBackOnTheDeviceWithItsReason() async throws {
-        try await withDevices { server, devices in
+    @Test(arguments: Backend.available) func aRejectedChangeIsRolledBackOnTheDeviceWithItsReason(_ backend: Backend) async throws {
+        try await withDevices(backend: backend) { server, devices in
             let (a, b) = (devices[0], devices[1])
             try a.execute("INSERT INTO invoices VALUES ('inv1', 'acme', 100, 'open')")
             try await a.sync()
@@ -108,8 +114,8 @@ import Testing
         }
     }
 
-    @Test func aRejectionWhoseAnswerWasLostIsStillDelivered() async throws {
-        try await withDevices(1) { server, devices in
+    @Test(arguments: Backend.available) func aRejectionWhoseAnswerWasLostIsStillDelivered(_ backend: Backend) async throws {
+        try await withDevices(1, backend: backend) { server, devices in
             let a = devices[0]
             try a.execute("INSERT INTO invoices VALUES ('inv1', 'acme', -1, 'open')")
             // The push reaches the server, the answer does not (a raw request, discarded).

@@ -1,10 +1,13 @@
 import ConvergeCore
+import ConvergePostgres
 import ConvergeServer
 import ConvergeSQLite
 import ConvergeSync
 import Foundation
 import GRDB
 import Logging
+import PostgresNIO
+import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -33,43 +36,109 @@ enum Fixtures {
     static let quickRetry = SyncEngine.RetryPolicy(maxAttempts: 3, initialDelay: .milliseconds(10), maxDelay: .milliseconds(40))
 }
 
-/// A real server on loopback, on a free port, with its data in a temporary folder.
+/// The server's storage a test runs on: the server suites run on both (DESIGN §10).
+enum Backend: String, Sendable, CaseIterable, CustomTestStringConvertible {
+    case sqlite, postgres
+
+    var testDescription: String { rawValue }
+
+    /// SQLite always; PostgreSQL when `CONVERGE_POSTGRES_URL` names a database (CI sets it).
+    static let available: [Backend] = {
+        guard PostgresFixture.url != nil else {
+            print("PostgreSQL backend tests skipped: CONVERGE_POSTGRES_URL is not set (.ci/run starts a cluster and sets it)")
+            return [.sqlite]
+        }
+        return [.sqlite, .postgres]
+    }()
+}
+
+/// Fresh PostgreSQL databases for tests, made beside the one `CONVERGE_POSTGRES_URL` names.
+enum PostgresFixture {
+    static let url = ProcessInfo.processInfo.environment["CONVERGE_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+
+    /// Creates an empty database and returns its URL.
+    static func createDatabase() async throws -> String {
+        let name = "converge_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""))"
+        try await admin("CREATE DATABASE \(name)")
+        var components = URLComponents(string: url!)!
+        components.path = "/\(name)"
+        return components.string!
+    }
+
+    static func dropDatabase(_ databaseURL: String) async {
+        guard let name = URLComponents(string: databaseURL)?.path.dropFirst(), name.hasPrefix("converge_test_") else { return }
+        try? await admin("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+
+    /// Runs one statement on the database of `CONVERGE_POSTGRES_URL`.
+    static func admin(_ sql: String) async throws {
+        let location = try PostgresStorage.Location(url: url!)
+        let client = PostgresClient(
+            configuration: .init(host: location.host, port: location.port, username: location.username, password: location.password, database: location.database, tls: .disable),
+            backgroundLogger: Logger(label: "converge-test-postgres"))
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        try await client.query(PostgresQuery(unsafeSQL: sql))
+    }
+}
+
+/// A real server on loopback, on a free port, with its data in a temporary folder (or a
+/// fresh PostgreSQL database).
 final class TestServer: Sendable {
     let running: RunningServer
     let directory: URL
+    let backend: Backend
+    let postgres: (storage: PostgresStorage, url: String)?
 
     var service: SyncService { running.service }
     var port: Int { running.port }
     var baseURL: URL { running.baseURL }
 
-    private init(running: RunningServer, directory: URL) {
+    private init(running: RunningServer, directory: URL, backend: Backend, postgres: (storage: PostgresStorage, url: String)?) {
         self.running = running
         self.directory = directory
+        self.backend = backend
+        self.postgres = postgres
     }
 
+    /// Starts a server; on `.postgres`, on a fresh database (or on `postgresURL`, to share
+    /// one database between several instances).
     static func start(
-        maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0, secret: String = Fixtures.makeSecret(),
-        schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20,
-        configure: (inout ServerConfiguration) -> Void = { _ in }
+        _ backend: Backend = .sqlite, postgresURL: String? = nil, maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0,
+        secret: String = Fixtures.makeSecret(), schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil,
+        heartbeatSeconds: Int = 20, configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> TestServer {
         let directory = try directory ?? Fixtures.temporaryDirectory()
         var configuration = ServerConfiguration(
             dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: schema,
             heartbeatSeconds: heartbeatSeconds, validator: validator)
         configure(&configuration)
-        let service = try await SyncService(configuration: configuration)
+        var postgres: (storage: PostgresStorage, url: String)?
+        if backend == .postgres {
+            let url: String
+            if let postgresURL { url = postgresURL } else { url = try await PostgresFixture.createDatabase() }
+            var logger = Logger(label: "converge-test-postgres")
+            logger.logLevel = .warning
+            postgres = (
+                try await PostgresStorage(url: url, schema: schema, store: configuration.store, maxNamespaces: configuration.maxNamespaces, logger: logger),
+                url
+            )
+        }
+        let service = try await SyncService(configuration: configuration, storage: postgres?.storage)
         var logger = Logger(label: "converge-test-server")
         logger.logLevel = .warning
-        return TestServer(running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory)
+        return TestServer(
+            running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory, backend: backend,
+            postgres: postgresURL == nil ? postgres : postgres.map { ($0.storage, "") })
     }
 
     /// Runs `body` with a fresh server and a temporary folder for device files, then stops
     /// the server and removes both, whether `body` succeeded or threw.
     static func run(
-        maxBodyBytes: Int = 8 << 20, schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil,
-        heartbeatSeconds: Int = 20, _ body: (TestServer, URL) async throws -> Void
+        _ backend: Backend = .sqlite, maxBodyBytes: Int = 8 << 20, schema: ServerSchema = Fixtures.schema,
+        validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20, _ body: (TestServer, URL) async throws -> Void
     ) async throws {
-        let server = try await start(maxBodyBytes: maxBodyBytes, schema: schema, validator: validator, heartbeatSeconds: heartbeatSeconds)
+        let server = try await start(backend, maxBodyBytes: maxBodyBytes, schema: schema, validator: validator, heartbeatSeconds: heartbeatSeconds)
         let directory: URL
         do {
             directory = try Fixtures.temporaryDirectory()
@@ -87,8 +156,14 @@ final class TestServer: Sendable {
         await server.stop()
     }
 
+    /// Stops the server; unless `keepData`, removes its folder and drops the database it
+    /// created (a database shared through `postgresURL` is the caller's to drop).
     func stop(keepData: Bool = false) async {
         await running.stop()
+        if let postgres {
+            await postgres.storage.shutdown()
+            if !keepData, !postgres.url.isEmpty { await PostgresFixture.dropDatabase(postgres.url) }
+        }
         if !keepData { try? FileManager.default.removeItem(at: directory) }
     }
 

@@ -75,7 +75,7 @@ extension ReplicatedDatabase {
     private func applyMeasured(_ changeset: Changeset, options: ApplyOptions) throws -> ApplyReport {
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
-            for delta in changeset.records { try checkAddress(delta, tables: metadata.tables) }
+            for delta in changeset.records { try ReplicatedTable.checkAddress(delta, tables: metadata.tables) }
             let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, collected: options.collected, in: metadata)
             var report = ApplyReport()
             report.feedBefore = metadata.sequence
@@ -209,19 +209,6 @@ extension ReplicatedDatabase {
         let parked = try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_records" + filter, arguments: StatementArguments(names)) ?? 0
         if parked > configuration.maxParkedRecords {
             throw ApplyError(table: "converge_records", key: nil, reason: .quotaExceeded(what: "parked", limit: configuration.maxParkedRecords))
-        }
-    }
-
-    private func checkAddress(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws {
-        guard isPlainIdentifier(delta.table), !isReservedName(delta.table) else {
-            throw ApplyError(table: delta.table, key: delta.key, reason: .invalidTableName)
-        }
-        if tables[delta.table] == nil, let replicated = tables.keys.first(where: { $0.lowercased() == delta.table.lowercased() }) {
-            throw ApplyError(table: delta.table, key: delta.key, reason: .tableNameCase(replicated: replicated))
-        }
-        guard delta.key != .null else { throw ApplyError(table: delta.table, key: delta.key, reason: .nullKey) }
-        if let table = tables[delta.table], !table.accepts(delta.key) {
-            throw ApplyError(table: delta.table, key: delta.key, reason: .keyTypeMismatch(expected: table.keyType, actual: delta.key.storageClassName))
         }
     }
 }

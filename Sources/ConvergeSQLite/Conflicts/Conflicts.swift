@@ -6,6 +6,10 @@ import GRDB
 public struct RecordNotFound: Error, Sendable, Hashable, CustomStringConvertible {
     public let table: String
     public let key: Value
+    public init(table: String, key: Value) {
+        self.table = table
+        self.key = key
+    }
     public var description: String { "no live record \(key) in \(table)" }
 }
 

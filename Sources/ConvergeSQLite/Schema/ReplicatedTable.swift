@@ -3,22 +3,41 @@ import Foundation
 import GRDB
 
 /// A replicated table as Converge stores it: the merge schema and the key's declared type.
-struct ReplicatedTable: Codable, Sendable, Hashable {
-    var schema: TableSchema
+///
+/// Public so that other shells around the same planner (the PostgreSQL server storage)
+/// check incoming records exactly as this store does (``checkAddress(_:tables:)``).
+public struct ReplicatedTable: Codable, Sendable, Hashable {
+    public internal(set) var schema: TableSchema
     /// The primary key's declared SQL type, upper-cased ("TEXT", "BLOB", "INTEGER", ...).
-    var keyType: String
+    public internal(set) var keyType: String
 
     /// Maximum non-key columns: the update trigger reports changed columns in a 62-bit mask.
     static let columnsMax = 62
 
     /// Whether `key` has the storage class the key column expects.
-    func accepts(_ key: Value) -> Bool {
+    public func accepts(_ key: Value) -> Bool {
         switch key {
         case .null: return false
         case .text: return keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.isEmpty
         case .blob: return keyType.contains("BLOB") || keyType.isEmpty
         case .integer: return keyType.contains("INT") || keyType.isEmpty || !(keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.contains("BLOB"))
         case .real: return !(keyType.contains("INT") || keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.contains("BLOB"))
+        }
+    }
+
+    /// Refuses a delta no replicated store may take: a table name that is not a plain
+    /// identifier or names Converge's or SQLite's own tables, one that differs only in case
+    /// from a replicated table's, a NULL key, or a key of the wrong type.
+    public static func checkAddress(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws(ApplyError) {
+        guard isPlainIdentifier(delta.table), !isReservedName(delta.table) else {
+            throw ApplyError(table: delta.table, key: delta.key, reason: .invalidTableName)
+        }
+        if tables[delta.table] == nil, let replicated = tables.keys.first(where: { $0.lowercased() == delta.table.lowercased() }) {
+            throw ApplyError(table: delta.table, key: delta.key, reason: .tableNameCase(replicated: replicated))
+        }
+        guard delta.key != .null else { throw ApplyError(table: delta.table, key: delta.key, reason: .nullKey) }
+        if let table = tables[delta.table], !table.accepts(delta.key) {
+            throw ApplyError(table: delta.table, key: delta.key, reason: .keyTypeMismatch(expected: table.keyType, actual: delta.key.storageClassName))
         }
     }
 

@@ -1,0 +1,116 @@
+/// One record as a store keeps it: its merge state, and the feed positions at which its
+/// membership and each field last changed, so that a feed sends only the parts newer than
+/// a cursor (DESIGN §8: the feed is decided once, for every shell).
+///
+/// Every store that serves a feed (SQLite, PostgreSQL) keeps its records in this shape and
+/// in the blob formats of ``RecordEntry/encodeState(_:table:key:)`` and
+/// ``RecordEntry/encodeSequences()``, so the two backends read and write the same bytes.
+public struct RecordEntry: Sendable, Equatable {
+    public var state: RecordState
+    public var membershipSequence: UInt64
+    public var fieldSequences: [String: UInt64]
+
+    public init(state: RecordState, membershipSequence: UInt64, fieldSequences: [String: UInt64]) {
+        self.state = state
+        self.membershipSequence = membershipSequence
+        self.fieldSequences = fieldSequences
+    }
+
+    public static let empty = RecordEntry(state: RecordState(), membershipSequence: 0, fieldSequences: [:])
+
+    /// The position at which anything last changed.
+    public var sequence: UInt64 { fieldSequences.values.reduce(membershipSequence, max) }
+
+    /// Records that `new` replaced `state` at `sequence`: the parts that differ take it.
+    public mutating func update(to new: RecordState, at sequence: UInt64) {
+        if new.membership != state.membership { membershipSequence = sequence }
+        for (column, field) in new.fields where state.fields[column] != field { fieldSequences[column] = sequence }
+        for column in fieldSequences.keys where new.fields[column] == nil { fieldSequences[column] = nil }
+        state = new
+    }
+
+    /// The delta of the parts changed after `cursor`.
+    public func delta(after cursor: UInt64) -> RecordState {
+        var delta = RecordState()
+        if membershipSequence > cursor { delta.membership = state.membership }
+        for (column, sequence) in fieldSequences where sequence > cursor { delta.fields[column] = state.fields[column] }
+        return delta
+    }
+}
+
+/// A stored record blob that cannot be read: the detail says what is wrong with it.
+public struct RecordBlobCorruption: Error, Sendable, Hashable, CustomStringConvertible {
+    public let detail: String
+    public init(_ detail: String) { self.detail = detail }
+    public var description: String { detail }
+}
+
+extension RecordEntry {
+    /// The state's blob: a one-record wire changeset (checksummed, so corruption is detected).
+    public static func encodeState(_ state: RecordState, table: String, key: Value) -> [UInt8] {
+        WireEncoder.encode(Changeset(records: [RecordDelta(table: table, key: key, state: state)]))
+    }
+
+    /// Reads a state blob written by ``encodeState(_:table:key:)``.
+    public static func decodeState(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> RecordState {
+        let changeset: Changeset
+        do {
+            changeset = try WireDecoder.decode(bytes)
+        } catch {
+            throw RecordBlobCorruption(error.description)
+        }
+        guard changeset.records.count == 1 else { throw RecordBlobCorruption("state holds \(changeset.records.count) records") }
+        return changeset.records[0].state
+    }
+
+    /// The sequences' blob: varints (the membership's, then each field's by column name).
+    public func encodeSequences() -> [UInt8] {
+        var bytes = [UInt8]()
+        Self.appendVarint(membershipSequence, to: &bytes)
+        Self.appendVarint(UInt64(fieldSequences.count), to: &bytes)
+        for (column, sequence) in fieldSequences.sorted(by: { $0.key < $1.key }) {
+            Self.appendVarint(UInt64(column.utf8.count), to: &bytes)
+            bytes += column.utf8
+            Self.appendVarint(sequence, to: &bytes)
+        }
+        return bytes
+    }
+
+    /// Reads a sequences blob written by ``encodeSequences()``.
+    public static func decodeSequences(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> (membership: UInt64, fields: [String: UInt64]) {
+        var position = 0
+        func varint() throws(RecordBlobCorruption) -> UInt64 {
+            var result: UInt64 = 0
+            var shift: UInt64 = 0
+            while position < bytes.count, shift < 64 {
+                let byte = bytes[position]
+                position += 1
+                result |= UInt64(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return result }
+                shift += 7
+            }
+            throw RecordBlobCorruption("truncated sequence list")
+        }
+        let membership = try varint()
+        let count = try varint()
+        guard count <= UInt64(bytes.count) else { throw RecordBlobCorruption("sequence count too large") }
+        var fields = [String: UInt64]()
+        for _ in 0..<count {
+            let length = Int(clamping: try varint())
+            guard length <= bytes.count - position else { throw RecordBlobCorruption("truncated column name") }
+            let name = String(decoding: bytes[position..<position + length], as: UTF8.self)
+            position += length
+            fields[name] = try varint()
+        }
+        return (membership, fields)
+    }
+
+    private static func appendVarint(_ value: UInt64, to bytes: inout [UInt8]) {
+        var value = value
+        while value >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        bytes.append(UInt8(value))
+    }
+}

@@ -1,0 +1,125 @@
+import ConvergeCore
+import ConvergeProtocol
+import ConvergeServer
+import Foundation
+import NIOCore
+import PostgresNIO
+
+/// Tombstone collection (DESIGN §9), as the SQLite store does it, in the shared tables.
+extension PostgresNamespaceStore {
+    public func standing(of device: String) async throws -> DeviceStanding? {
+        try await read { client in
+            let rows = try await client.query(
+                """
+                SELECT replica, stable, acknowledged, last_seen, retired_at FROM converge_standing
+                WHERE namespace = \(self.namespace) AND device = \(device)
+                """, logger: self.logger)
+            for try await (replica, stable, acknowledged, seen, retired) in rows.decode((ByteBuffer?, Int64, Int64, Int64, Int64?).self) {
+                return DeviceStanding(
+                    replica: replica.flatMap { ReplicaID(bytes: Array(buffer: $0)) }, stablePosition: UInt64(bitPattern: stable),
+                    lastSeenMilliseconds: UInt64(bitPattern: seen), retiredMilliseconds: retired.map { UInt64(bitPattern: $0) },
+                    acknowledged: UInt64(bitPattern: acknowledged))
+            }
+            return nil
+        }
+    }
+
+    public func noteRound(
+        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, pushedUpTo: UInt64?,
+        nowMilliseconds: UInt64
+    ) async throws {
+        try await read { client in
+            // A device's own claim only lowers what it may receive: clamp it to the head.
+            _ = try await client.query(
+                """
+                INSERT INTO converge_standing(namespace, device, replica, stable, acknowledged, collected_after, last_seen)
+                SELECT \(self.namespace), \(device), \(ByteBuffer(bytes: replica.bytes)),
+                    CASE WHEN \(pushComplete) THEN LEAST(\(Int64(clamping: pullCursor)), h.sequence) ELSE 0 END,
+                    \(Int64(clamping: pushedUpTo ?? 0)), \(collectedAfter.map { Int64(clamping: $0) })::int8, \(Int64(clamping: nowMilliseconds))
+                FROM converge_namespaces h WHERE h.namespace = \(self.namespace)
+                ON CONFLICT (namespace, device) DO UPDATE SET
+                    acknowledged = CASE WHEN converge_standing.replica IS NOT DISTINCT FROM excluded.replica
+                        THEN GREATEST(converge_standing.acknowledged, excluded.acknowledged) ELSE excluded.acknowledged END,
+                    replica = excluded.replica, stable = GREATEST(converge_standing.stable, excluded.stable),
+                    collected_after = CASE WHEN excluded.collected_after IS NULL THEN converge_standing.collected_after
+                        ELSE GREATEST(coalesce(converge_standing.collected_after, 0), excluded.collected_after) END,
+                    last_seen = GREATEST(converge_standing.last_seen, excluded.last_seen)
+                """, logger: self.logger)
+        }
+    }
+
+    public func collect(retentionMilliseconds: UInt64, nowMilliseconds: UInt64, limit: Int) async throws -> UInt64 {
+        try await transaction { connection in
+            // With the head row locked: a push of the namespace cannot revive a record while it goes.
+            _ = try await self.lockHead(connection)
+            let (horizon, overflow) = nowMilliseconds.subtractingReportingOverflow(retentionMilliseconds)
+            if !overflow {
+                try await connection.query(
+                    """
+                    UPDATE converge_standing SET retired_at = \(Int64(clamping: nowMilliseconds))
+                    WHERE namespace = \(self.namespace) AND retired_at IS NULL AND last_seen < \(Int64(clamping: horizon))
+                    """, logger: self.logger)
+            }
+            let frontier = UInt64(bitPattern: try await connection.query(
+                "SELECT min(stable) FROM converge_standing WHERE namespace = \(self.namespace) AND retired_at IS NULL", logger: self.logger
+            ).single(Int64?.self).flatMap { $0 } ?? 0)
+            if frontier > 0 {
+                try await connection.query(
+                    """
+                    WITH candidates AS (
+                        SELECT d.tbl, d.key, d.position FROM converge_records d
+                        WHERE d.namespace = \(self.namespace) AND NOT d.alive AND d.position <= \(Int64(clamping: frontier))
+                          AND NOT EXISTS (SELECT 1 FROM converge_quarantine q WHERE q.namespace = d.namespace AND q.tbl = d.tbl AND q.key = d.key)
+                        ORDER BY d.position LIMIT \(max(0, limit))),
+                    gone AS (
+                        DELETE FROM converge_records r USING candidates c
+                        WHERE r.namespace = \(self.namespace) AND r.tbl = c.tbl AND r.key = c.key
+                        RETURNING r.tbl, r.key, r.position)
+                    INSERT INTO converge_collected(namespace, tbl, key) SELECT \(self.namespace), tbl, key FROM gone ORDER BY position
+                    """, logger: self.logger)
+            }
+            // What every active device has dropped need not be listed again.
+            if let dropped = try await connection.query(
+                "SELECT min(coalesce(collected_after, 0)) FROM converge_standing WHERE namespace = \(self.namespace) AND retired_at IS NULL",
+                logger: self.logger
+            ).single(Int64?.self).flatMap({ $0 }) {
+                try await connection.query("DELETE FROM converge_collected WHERE namespace = \(self.namespace) AND id <= \(dropped)", logger: self.logger)
+            }
+            return frontier
+        }
+    }
+
+    public func collected(after id: UInt64, limit: Int) async throws -> [SyncCollected] {
+        try await read { client in
+            var result = [SyncCollected]()
+            let rows = try await client.query(
+                """
+                SELECT id, tbl, key FROM converge_collected WHERE namespace = \(self.namespace) AND id > \(Int64(clamping: id))
+                ORDER BY id LIMIT \(max(0, limit))
+                """, logger: self.logger)
+            for try await (id, table, key) in rows.decode((Int64, String, ByteBuffer).self) {
+                result.append(SyncCollected(id: UInt64(bitPattern: id), table: table, key: try KeyCodec.decode(key)))
+            }
+            return result
+        }
+    }
+
+    public func retire(device: String, nowMilliseconds: UInt64) async throws -> Bool {
+        try await read { client in
+            try await client.query(
+                """
+                INSERT INTO converge_standing(namespace, device, last_seen, retired_at)
+                VALUES (\(self.namespace), \(device), \(Int64(clamping: nowMilliseconds)), \(Int64(clamping: nowMilliseconds)))
+                ON CONFLICT (namespace, device) DO UPDATE SET retired_at = excluded.retired_at WHERE converge_standing.retired_at IS NULL
+                RETURNING 1::int8
+                """, logger: self.logger).single(Int64.self) != nil
+        }
+    }
+
+    public func readmit(device: String) async throws {
+        try await transaction { connection in
+            try await connection.query("DELETE FROM converge_standing WHERE namespace = \(self.namespace) AND device = \(device)", logger: self.logger)
+            try await connection.query("DELETE FROM converge_devices WHERE namespace = \(self.namespace) AND device = \(device)", logger: self.logger)
+        }
+    }
+}

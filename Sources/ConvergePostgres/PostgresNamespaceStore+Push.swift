@@ -1,0 +1,337 @@
+import ConvergeCore
+import ConvergeServer
+import ConvergeSQLite
+import Foundation
+import NIOCore
+import PostgresNIO
+
+extension PostgresNamespaceStore {
+    /// Applies a push in one transaction, with the namespace's head row locked: the same
+    /// checks, planner and answers as the SQLite store (see ``NamespaceStore/push(_:replica:device:validate:)``).
+    public func push(
+        _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
+    ) async throws -> ReplicatedDatabase.ApplyReport {
+        try await transaction { connection in
+            try await self.push(changeset, replica: replica, device: device, validate: validate, connection)
+        }
+    }
+
+    private func push(
+        _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?,
+        _ connection: PostgresConnection
+    ) async throws -> ReplicatedDatabase.ApplyReport {
+        var head = try await lockHead(connection)
+        let bound = try await connection.query(
+            "SELECT replica FROM converge_devices WHERE namespace = \(namespace) AND device = \(device)", logger: logger
+        ).single(ByteBuffer.self).flatMap { ReplicaID(bytes: Array(buffer: $0)) }
+        if let bound, bound != replica {
+            throw PushRefusal(message: "device \(device) is bound to replica \(bound), not \(replica)")
+        }
+        if bound == nil { try await checkClaim(of: replica, by: device, head: head, connection) }
+        let descriptions = tables.descriptions
+        for delta in changeset.records { try ReplicatedTable.checkAddress(delta, tables: descriptions) }
+
+        // Records collected here that a device still relays (DESIGN §9): their tombstones
+        // are dropped, and a re-insert's context is checked against the clocks held.
+        var changeset = changeset
+        let collected = try await collectedAddresses(in: changeset, connection)
+        var held = [ReplicaID: HLC]()
+        if !collected.isEmpty {
+            changeset = Changeset(records: changeset.records.filter { $0.state.isAlive || !collected.contains(RecordAddress(table: $0.table, key: $0.key)) })
+            held = try await heldClocks(connection)
+        }
+
+        let now = storage.configuration.physicalTime()
+        var context = ApplyPlanner.Context(
+            replica: head.replica, clock: head.clock, physicalMilliseconds: now, maxDriftMilliseconds: storage.configuration.maxDriftMilliseconds,
+            schemas: tables.schemas, authority: head.replica, author: replica)
+        if !collected.isEmpty { context.collected = (collected, held) }
+        var quarantined = try await dueQuarantine(context: context, connection)
+        let ahead = changeset.records.filter { !context.isDue($0.state) }.map { RecordAddress(table: $0.table, key: $0.key) }
+        for (address, state) in try await quarantinedStates(at: ahead, connection) where quarantined[address] == nil { quarantined[address] = state }
+        var entries = try await self.entries(at: ApplyPlanner.addresses(of: changeset, quarantineDue: quarantined.keys), connection)
+
+        let plan: ApplyPlanner.Plan
+        do {
+            plan = try ApplyPlanner.plan(changeset, stored: entries.mapValues(\.state), quarantined: quarantined, context: context)
+        } catch {
+            switch error {
+            case .notAuthor(let address, let stamp):
+                throw PushRefusal(message: "the push carries a write stamped by replica \(stamp.replica) at \(stamp.hlc) (table \(address.table), key \(address.key)), which this server does not hold; a device may only write as its own replica \(replica)")
+            }
+        }
+
+        var report = ReplicatedDatabase.ApplyReport()
+        report.feedBefore = head.sequence
+        report.changedRecords = plan.counts.changedRecords
+        report.quarantinedRecords = plan.counts.quarantinedRecords
+        report.releasedRecords = plan.counts.releasedRecords
+        var changed = [RecordAddress: (entry: RecordEntry, conflicted: Bool)]()
+        var rows = [(address: RecordAddress, row: ApplyPlanner.RowChange)]()
+        for change in plan.changes {
+            var entry = entries[change.address] ?? .empty
+            head.sequence += 1
+            entry.update(to: change.after, at: head.sequence)
+            entries[change.address] = entry
+            changed[change.address] = (entry, !(change.conflicts ?? []).isEmpty)
+            rows.append((change.address, change.row))
+        }
+        report.feedAfter = head.sequence
+        var clock = HybridClock(latest: head.clock)
+        if let receive = plan.receive { _ = clock.receive(receive, physicalMilliseconds: now) }
+
+        // Validation: each visibly changed row is shown; a refused one is undone by a write of
+        // the server stamped after everything it received, so every replica converges to it.
+        if let validate {
+            let at = Date(timeIntervalSince1970: Double(now) / 1_000)
+            for change in plan.changes where change.row != .none {
+                guard let schema = tables.schemas[change.address.table] else { continue }
+                let before = Self.namedRow(change.before, schema, authority: head.replica)
+                let after = Self.namedRow(change.after, schema, authority: head.replica)
+                guard before != after else { continue }
+                let proposed = ProposedChange(table: change.address.table, key: change.address.key, before: before, after: after)
+                guard let reason = validate(proposed) else { continue }
+                let operation: CapturePlanner.Operation
+                switch (before, after) {
+                case (nil, _): operation = .delete
+                case (let before?, nil): operation = .insert(before)
+                case (let before?, _?):
+                    operation = .update(changed: before.filter { proposed.changedColumns.contains($0.key) }, row: before)
+                }
+                var entry = entries[change.address]!
+                var state = entry.state
+                let stamp = Stamp(hlc: clock.tick(physicalMilliseconds: now), replica: head.replica)
+                CapturePlanner.apply(operation, at: stamp, to: &state, schema: schema)
+                head.sequence += 1
+                entry.update(to: state, at: head.sequence)
+                entries[change.address] = entry
+                changed[change.address] = (entry, isConflicted(state, table: change.address.table))
+                let row = ApplyPlanner.visibleRow(state, schema, head.replica)
+                rows.append((change.address, row.map(ApplyPlanner.RowChange.upsert) ?? .delete))
+                let id = try await connection.query(
+                    """
+                    INSERT INTO converge_rejections(namespace, device, tbl, key, reason, at)
+                    VALUES (\(namespace), \(device), \(change.address.table), \(KeyCodec.encode(change.address.key)), \(reason), \(at.timeIntervalSince1970))
+                    RETURNING id
+                    """, logger: logger).single(Int64.self) ?? 0
+                report.rejections.append(ChangeRejection(id: id, table: change.address.table, key: change.address.key, reason: reason, origin: device, date: at))
+            }
+            if !report.rejections.isEmpty {
+                try await connection.query(
+                    """
+                    DELETE FROM converge_rejections WHERE namespace = \(namespace) AND id <= (
+                        SELECT id FROM converge_rejections WHERE namespace = \(namespace) ORDER BY id DESC OFFSET \(Self.rejectionLimit) LIMIT 1)
+                    """, logger: logger)
+            }
+        }
+
+        try await commit(changed.map { ($0.key, $0.value.entry, $0.value.conflicted) }, rows: Self.lastRowPerRecord(rows), connection)
+        try await writeQuarantine(plan, connection)
+        if plan.counts.quarantinedRecords > 0 {
+            let count = try await connection.query("SELECT count(*)::int8 FROM converge_quarantine WHERE namespace = \(namespace)", logger: logger).single(Int64.self) ?? 0
+            if count > storage.configuration.maxQuarantinedRecords {
+                throw ApplyError(table: "converge_quarantine", key: nil, reason: .quotaExceeded(what: "quarantine", limit: storage.configuration.maxQuarantinedRecords))
+            }
+        }
+        if plan.changes.contains(where: { tables.tables[$0.address.table] == nil && $0.before.isBottom }) {
+            let names = tables.tables.keys.sorted()
+            let parked = try await connection.query(
+                "SELECT count(*)::int8 FROM converge_records WHERE namespace = \(namespace) AND NOT (tbl = ANY(\(names)::text[]))", logger: logger
+            ).single(Int64.self) ?? 0
+            if parked > storage.configuration.maxParkedRecords {
+                throw ApplyError(table: "converge_records", key: nil, reason: .quotaExceeded(what: "parked", limit: storage.configuration.maxParkedRecords))
+            }
+        }
+        if bound == nil {
+            // The binding commits with the push.
+            try await connection.query(
+                "INSERT INTO converge_devices(namespace, device, replica, bound_at) VALUES (\(namespace), \(device), \(ByteBuffer(bytes: replica.bytes)), \(Date().timeIntervalSince1970))",
+                logger: logger)
+        }
+        var clocks = changeset.maxHLCByReplica
+        if plan.rewound {
+            // A device holds this server's stamps beyond its clock (the database was restored
+            // from a backup): take a new identity, and never let a device claim the old one.
+            clocks[head.replica] = max(clocks[head.replica] ?? .zero, clock.latest)
+            logger.notice("a device holds the server's stamps beyond its clock (a restored database): taking a new identity", metadata: ["namespace": "\(namespace)"])
+            head.replica = ReplicaID.random()
+            report.identityReset = true
+        }
+        try await noteHeld(clocks, connection)
+        head.clock = clock.latest
+        try await save(head, connection)
+        if head.sequence > report.feedBefore { try await notify(device: device, connection) }
+        return report
+    }
+
+    /// The row each record ends with (a compensated record appears twice).
+    static func lastRowPerRecord(_ rows: [(address: RecordAddress, row: ApplyPlanner.RowChange)]) -> [(address: RecordAddress, row: ApplyPlanner.RowChange)] {
+        var last = [RecordAddress: ApplyPlanner.RowChange]()
+        for (address, row) in rows { last[address] = row }
+        return last.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    static let rejectionLimit = 10_000
+
+    static func namedRow(_ state: RecordState, _ schema: TableSchema, authority: ReplicaID?) -> [String: Value]? {
+        ApplyPlanner.visibleRow(state, schema, authority).map { Dictionary(uniqueKeysWithValues: zip(schema.columns, $0.map { $0 ?? .null })) }
+    }
+
+    /// Refuses a device's first push that declares a replica it cannot be: a reserved id,
+    /// the server's own, one another device is bound to, or one whose writes are held here.
+    private func checkClaim(of replica: ReplicaID, by device: String, head: Head, _ connection: PostgresConnection) async throws {
+        if replica.isReserved || replica == head.replica {
+            throw PushRefusal(message: "replica \(replica) is reserved; a device must push as a replica of its own")
+        }
+        let replicaBytes = ByteBuffer(bytes: replica.bytes)
+        if let other = try await connection.query(
+            "SELECT device FROM converge_devices WHERE namespace = \(namespace) AND replica = \(replicaBytes)", logger: logger
+        ).single(String.self) {
+            throw PushRefusal(message: "replica \(replica) is bound to device \(other); device \(device) cannot claim it")
+        }
+        if try await connection.query(
+            "SELECT 1::int8 FROM converge_replicas WHERE namespace = \(namespace) AND replica = \(replicaBytes)", logger: logger
+        ).single(Int64.self) != nil {
+            throw PushRefusal(message: "this server already holds writes of replica \(replica); device \(device) cannot claim it")
+        }
+    }
+
+    private func heldClocks(_ connection: PostgresConnection) async throws -> [ReplicaID: HLC] {
+        var result = [ReplicaID: HLC]()
+        for try await (replica, hlc) in try await connection.query(
+            "SELECT replica, hlc FROM converge_replicas WHERE namespace = \(namespace)", logger: logger
+        ).decode((ByteBuffer, Int64).self) {
+            if let id = ReplicaID(bytes: Array(buffer: replica)) { result[id] = HLC(rawValue: UInt64(bitPattern: hlc)) }
+        }
+        return result
+    }
+
+    private func noteHeld(_ clocks: [ReplicaID: HLC], _ connection: PostgresConnection) async throws {
+        guard !clocks.isEmpty else { return }
+        let sorted = clocks.sorted { $0.key < $1.key }
+        try await connection.query(
+            """
+            INSERT INTO converge_replicas(namespace, replica, hlc)
+            SELECT \(namespace), * FROM unnest(\(sorted.map { ByteBuffer(bytes: $0.key.bytes) })::bytea[], \(sorted.map { Int64(bitPattern: $0.value.rawValue) })::int8[])
+            ON CONFLICT (namespace, replica) DO UPDATE SET hlc = GREATEST(converge_replicas.hlc, excluded.hlc)
+            """, logger: logger)
+    }
+
+    private func collectedAddresses(in changeset: Changeset, _ connection: PostgresConnection) async throws -> Set<RecordAddress> {
+        guard !changeset.records.isEmpty else { return [] }
+        let rows = try await connection.query(
+            """
+            SELECT DISTINCT c.tbl, c.key FROM converge_collected c
+            JOIN unnest(\(changeset.records.map(\.table))::text[], \(changeset.records.map { KeyCodec.encode($0.key) })::bytea[]) AS a(tbl, key)
+              ON c.tbl = a.tbl AND c.key = a.key
+            WHERE c.namespace = \(namespace)
+            """, logger: logger)
+        var result = Set<RecordAddress>()
+        for try await (table, key) in rows.decode((String, ByteBuffer).self) { result.insert(RecordAddress(table: table, key: try KeyCodec.decode(key))) }
+        return result
+    }
+
+    /// The quarantined records that may be due (the planner decides).
+    private func dueQuarantine(context: ApplyPlanner.Context, _ connection: PostgresConnection) async throws -> [RecordAddress: RecordState] {
+        let limit = context.physicalMilliseconds.addingReportingOverflow(context.maxDriftMilliseconds)
+        let boundary = limit.overflow ? UInt64.max : (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF
+        let rows = try await connection.query(
+            "SELECT tbl, key, state FROM converge_quarantine WHERE namespace = \(namespace) AND max_hlc <= \(Int64(clamping: boundary))", logger: logger)
+        return try await Self.states(rows)
+    }
+
+    private func quarantinedStates(at addresses: [RecordAddress], _ connection: PostgresConnection) async throws -> [RecordAddress: RecordState] {
+        guard !addresses.isEmpty else { return [:] }
+        let rows = try await connection.query(
+            """
+            SELECT q.tbl, q.key, q.state FROM converge_quarantine q
+            JOIN unnest(\(addresses.map(\.table))::text[], \(addresses.map { KeyCodec.encode($0.key) })::bytea[]) AS a(tbl, key)
+              ON q.tbl = a.tbl AND q.key = a.key
+            WHERE q.namespace = \(namespace)
+            """, logger: logger)
+        return try await Self.states(rows)
+    }
+
+    private static func states(_ rows: PostgresRowSequence) async throws -> [RecordAddress: RecordState] {
+        var result = [RecordAddress: RecordState]()
+        for try await (table, key, state) in rows.decode((String, ByteBuffer, ByteBuffer).self) {
+            let address = RecordAddress(table: table, key: try KeyCodec.decode(key))
+            do {
+                result[address] = try RecordEntry.decodeState(Array(buffer: state))
+            } catch {
+                throw StorageCorruption("quarantined record \(address.key) of \(table): \(error.detail)")
+            }
+        }
+        return result
+    }
+
+    private func writeQuarantine(_ plan: ApplyPlanner.Plan, _ connection: PostgresConnection) async throws {
+        if !plan.released.isEmpty {
+            try await connection.query(
+                """
+                DELETE FROM converge_quarantine q USING unnest(\(plan.released.map(\.table))::text[], \(plan.released.map { KeyCodec.encode($0.key) })::bytea[]) AS a(tbl, key)
+                WHERE q.namespace = \(namespace) AND q.tbl = a.tbl AND q.key = a.key
+                """, logger: logger)
+        }
+        guard !plan.quarantine.isEmpty else { return }
+        try await connection.query(
+            """
+            INSERT INTO converge_quarantine(namespace, tbl, key, max_hlc, state)
+            SELECT \(namespace), * FROM unnest(
+                \(plan.quarantine.map(\.address.table))::text[], \(plan.quarantine.map { KeyCodec.encode($0.address.key) })::bytea[],
+                \(plan.quarantine.map { Int64(clamping: $0.state.maxHLC.rawValue) })::int8[],
+                \(plan.quarantine.map { ByteBuffer(bytes: RecordEntry.encodeState($0.state, table: $0.address.table, key: $0.address.key)) })::bytea[])
+            ON CONFLICT (namespace, tbl, key) DO UPDATE SET max_hlc = excluded.max_hlc, state = excluded.state
+            """, logger: logger)
+    }
+
+    // MARK: The server's own writes
+
+    public func write(_ write: ServerWrite) async throws {
+        try await transaction { connection in try await self.write(write, connection) }
+    }
+
+    private func write(_ write: ServerWrite, _ connection: PostgresConnection) async throws {
+        let table: String, key: Value
+        switch write {
+        case .upsert(let t, let k, _), .delete(let t, let k):
+            table = t
+            key = k
+        }
+        guard let schema = tables.schemas[table] else { throw SchemaError(table: table, reason: .noSuchTable) }
+        if case .upsert(_, _, let values) = write {
+            for column in values.keys where !schema.columns.contains(column) { throw SchemaError(table: table, reason: .unknownColumn(column)) }
+        }
+        try ReplicatedTable.checkAddress(RecordDelta(table: table, key: key, state: RecordState()), tables: tables.descriptions)
+        var head = try await lockHead(connection)
+        let address = RecordAddress(table: table, key: key)
+        var entry = try await entries(at: [address], connection)[address] ?? .empty
+        var state = entry.state
+        let now = storage.configuration.physicalTime()
+        var clock = HybridClock(latest: head.clock)
+        let operation: CapturePlanner.Operation
+        switch write {
+        case .upsert(_, _, let values):
+            if let row = Self.namedRow(state, schema, authority: head.replica) {
+                operation = .update(changed: values, row: row.merging(values) { $1 })
+            } else {
+                operation = .insert(values)
+            }
+        case .delete:
+            guard state.isAlive else { throw RecordNotFound(table: table, key: key) }
+            operation = .delete
+        }
+        let stamp = Stamp(hlc: clock.tick(physicalMilliseconds: now), replica: head.replica)
+        // Writing the values shown changes nothing (and moves no clock).
+        guard CapturePlanner.apply(operation, at: stamp, to: &state, schema: schema) != nil, state != entry.state else { return }
+        head.sequence += 1
+        let before = entry.state
+        entry.update(to: state, at: head.sequence)
+        let oldRow = ApplyPlanner.visibleRow(before, schema, head.replica), newRow = ApplyPlanner.visibleRow(state, schema, head.replica)
+        let row: ApplyPlanner.RowChange = oldRow == newRow ? .none : newRow.map(ApplyPlanner.RowChange.upsert) ?? .delete
+        try await commit([(address, entry, isConflicted(state, table: table))], rows: [(address, row)], connection)
+        head.clock = clock.latest
+        try await save(head, connection)
+        try await notify(device: "server", connection)
+    }
+}
