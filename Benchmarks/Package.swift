@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Deterministic workloads shared by the suites and the `figures` tool.
@@ -62,7 +63,8 @@ let package = Package(
             ]
         ),
         // Sync through a real server on loopback: first sync of workload W (push and pull)
-        // against an in-process apply, and many concurrent devices (issue #8).
+        // against an in-process apply, and many concurrent devices (issue #8); on the SQLite
+        // server and on PostgreSQL with one or several instances, and many small namespaces (#17).
         .executableTarget(
             name: "sync",
             dependencies: [
@@ -71,6 +73,8 @@ let package = Package(
                 .product(name: "ConvergeSQLite", package: "Converge"),
                 .product(name: "ConvergeSync", package: "Converge"),
                 .product(name: "ConvergeServer", package: "Converge"),
+                .product(name: "ConvergePostgres", package: "Converge"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),  // the benchmark's databases
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),  // sqlite3_memory_used
                 .product(name: "Logging", package: "swift-log"),

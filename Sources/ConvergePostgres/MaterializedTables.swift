@@ -61,11 +61,10 @@ struct MaterializedTables: Sendable {
         }
         let database = try ReplicatedDatabase(queue)
         for table in schema.tables {
-            guard table.uniqueIndexes.isEmpty else {
-                throw PostgresConfigurationError(
-                    "table \(table.name): unique indexes (uniqueIndexes) are not supported by the PostgreSQL storage yet; use the SQLite storage for this schema")
-            }
-            try database.replicate(table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy)
+            for statement in table.uniqueIndexStatements { try queue.write { db in try db.execute(sql: statement) } }
+            try database.replicate(
+                table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy,
+                allowUniqueIndexes: !table.uniqueIndexes.isEmpty)
         }
         let declared = try queue.read { db in
             try schema.tables.reduce(into: [String: [String: String]]()) { result, table in
@@ -92,6 +91,19 @@ struct MaterializedTables: Sendable {
             ]
             for (column, type) in zip(table.schema.columns, table.columnTypes) {
                 statements.append("ALTER TABLE \(name) ADD COLUMN IF NOT EXISTS \(quoted(column)) \(type.rawValue)")
+            }
+            // Converge shows one record per value (the first claim); the constraint states it
+            // for the database's readers, checked at commit (a batch may swap two values).
+            for index in table.schema.uniqueIndexes {
+                let constraint = "\(table.schema.name)_\(index.name)"
+                statements.append("""
+                    DO $$ BEGIN
+                        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = \(literal(constraint)) AND conrelid = to_regclass(\(literal(name)))) THEN
+                            ALTER TABLE \(name) ADD CONSTRAINT \(quoted(constraint)) UNIQUE (namespace, \(index.columns.map(quoted).joined(separator: ", ")))
+                                DEFERRABLE INITIALLY DEFERRED;
+                        END IF;
+                    END $$
+                    """)
             }
             return statements
         }
@@ -166,49 +178,23 @@ struct MaterializedTables: Sendable {
     }
 }
 
+/// A PostgreSQL string literal.
+func literal(_ text: String) -> String {
+    "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+}
+
 /// PostgreSQL's quoting of an identifier.
 func quoted(_ identifier: String) -> String {
     "\"" + identifier.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
 
-/// Record keys as `bytea`: a type tag and the value, so keys of every storage class sort
-/// and compare exactly (a key is equal to another only when their values are).
+/// Record keys as `bytea` (``Value/encodeTuple(_:)`` of the key): a key is equal to another
+/// only when their values are, whatever their storage classes.
 enum KeyCodec {
-    static func encode(_ key: Value) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        switch key {
-        case .null: buffer.writeInteger(UInt8(0))
-        case .integer(let v):
-            buffer.writeInteger(UInt8(1))
-            buffer.writeInteger(v)
-        case .real(let v):
-            buffer.writeInteger(UInt8(2))
-            buffer.writeInteger(v.bitPattern)
-        case .text(let v):
-            buffer.writeInteger(UInt8(3))
-            buffer.writeString(v)
-        case .blob(let v):
-            buffer.writeInteger(UInt8(4))
-            buffer.writeBytes(v)
-        }
-        return buffer
-    }
+    static func encode(_ key: Value) -> ByteBuffer { ByteBuffer(bytes: Value.encodeTuple([key])) }
 
     static func decode(_ buffer: ByteBuffer) throws -> Value {
-        var buffer = buffer
-        guard let tag = buffer.readInteger(as: UInt8.self) else { throw StorageCorruption("an empty record key") }
-        switch tag {
-        case 0: return .null
-        case 1:
-            guard let v = buffer.readInteger(as: Int64.self) else { break }
-            return .integer(v)
-        case 2:
-            guard let v = buffer.readInteger(as: UInt64.self) else { break }
-            return .real(Double(bitPattern: v))
-        case 3: return .text(buffer.readString(length: buffer.readableBytes) ?? "")
-        case 4: return .blob(buffer.readBytes(length: buffer.readableBytes) ?? [])
-        default: break
-        }
-        throw StorageCorruption("an unreadable record key (tag \(tag))")
+        guard let values = try? Value.decodeTuple(Array(buffer: buffer)), values.count == 1 else { throw StorageCorruption("an unreadable record key") }
+        return values[0]
     }
 }

@@ -80,15 +80,30 @@ enum Migrations {
             """,
             "CREATE INDEX converge_collected_by_key ON converge_collected(namespace, tbl, key)",
             "CREATE INDEX converge_collected_by_id ON converge_collected(namespace, id)",
-        ])
+        ]),
+        (2, [
+            // Every live record's claims on its table's unique indexes (DESIGN §4): the
+            // records clashing with a change are found by an index lookup.
+            """
+            CREATE TABLE converge_claims(
+                namespace text NOT NULL, tbl text NOT NULL, idx text NOT NULL, vals bytea NOT NULL, key bytea NOT NULL,
+                hlc bigint NOT NULL, replica bytea NOT NULL,
+                PRIMARY KEY (namespace, tbl, idx, vals, key))
+            """
+        ]),
     ]
 
     static var latest: Int { steps.last!.version }
 
     /// Runs the missing migrations and creates the app tables, one instance at a time.
-    static func run(_ client: PostgresClient, tables: MaterializedTables, logger: Logger) async throws {
+    static func run(_ client: PostgresClient, schema: String?, tables: MaterializedTables, logger: Logger) async throws {
         try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(hashtext('converge_migrations'))", logger: logger)
+            if let schema {
+                // One at a time: two instances creating the schema at once would clash.
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtext('converge_schema:' || \(schema)))", logger: logger)
+                try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(quoted(schema))"), logger: logger)
+            }
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext('converge_migrations:' || current_schema()))", logger: logger)
             try await connection.query(
                 "CREATE TABLE IF NOT EXISTS converge_migrations(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
                 logger: logger)

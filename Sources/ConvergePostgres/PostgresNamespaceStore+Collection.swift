@@ -53,16 +53,22 @@ extension PostgresNamespaceStore {
             // With the head row locked: a push of the namespace cannot revive a record while it goes.
             _ = try await self.lockHead(connection)
             let (horizon, overflow) = nowMilliseconds.subtractingReportingOverflow(retentionMilliseconds)
-            if !overflow {
-                try await connection.query(
+            // Retires the devices not seen within the retention window and takes the frontier
+            // of the others, in one statement: its SELECT sees the rows as they were before
+            // the UPDATE, so it leaves out the devices the UPDATE retires.
+            let frontierRows = overflow
+                ? try await connection.query(
+                    "SELECT min(stable) FROM converge_standing WHERE namespace = \(self.namespace) AND retired_at IS NULL", logger: self.logger)
+                : try await connection.query(
                     """
-                    UPDATE converge_standing SET retired_at = \(Int64(clamping: nowMilliseconds))
-                    WHERE namespace = \(self.namespace) AND retired_at IS NULL AND last_seen < \(Int64(clamping: horizon))
+                    WITH retired AS (
+                        UPDATE converge_standing SET retired_at = \(Int64(clamping: nowMilliseconds))
+                        WHERE namespace = \(self.namespace) AND retired_at IS NULL AND last_seen < \(Int64(clamping: horizon))
+                        RETURNING device)
+                    SELECT min(stable) FROM converge_standing
+                    WHERE namespace = \(self.namespace) AND retired_at IS NULL AND device NOT IN (SELECT device FROM retired)
                     """, logger: self.logger)
-            }
-            let frontier = UInt64(bitPattern: try await connection.query(
-                "SELECT min(stable) FROM converge_standing WHERE namespace = \(self.namespace) AND retired_at IS NULL", logger: self.logger
-            ).single(Int64?.self).flatMap { $0 } ?? 0)
+            let frontier = UInt64(bitPattern: try await frontierRows.single(Int64?.self).flatMap { $0 } ?? 0)
             if frontier > 0 {
                 try await connection.query(
                     """
@@ -78,13 +84,13 @@ extension PostgresNamespaceStore {
                     INSERT INTO converge_collected(namespace, tbl, key) SELECT \(self.namespace), tbl, key FROM gone ORDER BY position
                     """, logger: self.logger)
             }
-            // What every active device has dropped need not be listed again.
-            if let dropped = try await connection.query(
-                "SELECT min(coalesce(collected_after, 0)) FROM converge_standing WHERE namespace = \(self.namespace) AND retired_at IS NULL",
-                logger: self.logger
-            ).single(Int64?.self).flatMap({ $0 }) {
-                try await connection.query("DELETE FROM converge_collected WHERE namespace = \(self.namespace) AND id <= \(dropped)", logger: self.logger)
-            }
+            // What every active device has dropped need not be listed again (with no active
+            // device the bound is NULL, and nothing goes).
+            try await connection.query(
+                """
+                DELETE FROM converge_collected WHERE namespace = \(self.namespace) AND id <= (
+                    SELECT min(coalesce(collected_after, 0)) FROM converge_standing WHERE namespace = \(self.namespace) AND retired_at IS NULL)
+                """, logger: self.logger)
             return frontier
         }
     }

@@ -66,16 +66,8 @@ extension PostgresNamespaceStore {
         report.changedRecords = plan.counts.changedRecords
         report.quarantinedRecords = plan.counts.quarantinedRecords
         report.releasedRecords = plan.counts.releasedRecords
-        var changed = [RecordAddress: (entry: RecordEntry, conflicted: Bool)]()
-        var rows = [(address: RecordAddress, row: ApplyPlanner.RowChange)]()
-        for change in plan.changes {
-            var entry = entries[change.address] ?? .empty
-            head.sequence += 1
-            entry.update(to: change.after, at: head.sequence)
-            entries[change.address] = entry
-            changed[change.address] = (entry, !(change.conflicts ?? []).isEmpty)
-            rows.append((change.address, change.row))
-        }
+        let shown = try await store(
+            Dictionary(uniqueKeysWithValues: plan.changes.map { ($0.address, $0.after) }), entries: &entries, head: &head, connection)
         report.feedAfter = head.sequence
         var clock = HybridClock(latest: head.clock)
         if let receive = plan.receive { _ = clock.receive(receive, physicalMilliseconds: now) }
@@ -84,10 +76,13 @@ extension PostgresNamespaceStore {
         // the server stamped after everything it received, so every replica converges to it.
         if let validate {
             let at = Date(timeIntervalSince1970: Double(now) / 1_000)
-            for change in plan.changes where change.row != .none {
+            var compensated = [RecordAddress: RecordState]()
+            let unseen = shown.map(\.address).filter { entries[$0] == nil }
+            for (address, entry) in try await self.entries(at: unseen, connection) { entries[address] = entry }
+            for change in shown {
                 guard let schema = tables.schemas[change.address.table] else { continue }
-                let before = Self.namedRow(change.before, schema, authority: head.replica)
-                let after = Self.namedRow(change.after, schema, authority: head.replica)
+                let before = change.before.flatMap { Self.namedRow($0, schema, authority: head.replica) }
+                let after = change.after.flatMap { Self.namedRow($0, schema, authority: head.replica) }
                 guard before != after else { continue }
                 let proposed = ProposedChange(table: change.address.table, key: change.address.key, before: before, after: after)
                 guard let reason = validate(proposed) else { continue }
@@ -98,16 +93,10 @@ extension PostgresNamespaceStore {
                 case (let before?, _?):
                     operation = .update(changed: before.filter { proposed.changedColumns.contains($0.key) }, row: before)
                 }
-                var entry = entries[change.address]!
-                var state = entry.state
+                var state = compensated[change.address] ?? entries[change.address]?.state ?? RecordState()
                 let stamp = Stamp(hlc: clock.tick(physicalMilliseconds: now), replica: head.replica)
                 CapturePlanner.apply(operation, at: stamp, to: &state, schema: schema)
-                head.sequence += 1
-                entry.update(to: state, at: head.sequence)
-                entries[change.address] = entry
-                changed[change.address] = (entry, isConflicted(state, table: change.address.table))
-                let row = ApplyPlanner.visibleRow(state, schema, head.replica)
-                rows.append((change.address, row.map(ApplyPlanner.RowChange.upsert) ?? .delete))
+                compensated[change.address] = state
                 let id = try await connection.query(
                     """
                     INSERT INTO converge_rejections(namespace, device, tbl, key, reason, at)
@@ -116,7 +105,10 @@ extension PostgresNamespaceStore {
                     """, logger: logger).single(Int64.self) ?? 0
                 report.rejections.append(ChangeRejection(id: id, table: change.address.table, key: change.address.key, reason: reason, origin: device, date: at))
             }
-            if !report.rejections.isEmpty {
+            if !compensated.isEmpty {
+                // Stored like any write: new positions (beyond `feedAfter`, so the pushing
+                // device pulls them), rows settled, claims kept.
+                _ = try await store(compensated, entries: &entries, head: &head, connection)
                 try await connection.query(
                     """
                     DELETE FROM converge_rejections WHERE namespace = \(namespace) AND id <= (
@@ -125,7 +117,6 @@ extension PostgresNamespaceStore {
             }
         }
 
-        try await commit(changed.map { ($0.key, $0.value.entry, $0.value.conflicted) }, rows: Self.lastRowPerRecord(rows), connection)
         try await writeQuarantine(plan, connection)
         if plan.counts.quarantinedRecords > 0 {
             let count = try await connection.query("SELECT count(*)::int8 FROM converge_quarantine WHERE namespace = \(namespace)", logger: logger).single(Int64.self) ?? 0
@@ -162,13 +153,6 @@ extension PostgresNamespaceStore {
         try await save(head, connection)
         if head.sequence > report.feedBefore { try await notify(device: device, connection) }
         return report
-    }
-
-    /// The row each record ends with (a compensated record appears twice).
-    static func lastRowPerRecord(_ rows: [(address: RecordAddress, row: ApplyPlanner.RowChange)]) -> [(address: RecordAddress, row: ApplyPlanner.RowChange)] {
-        var last = [RecordAddress: ApplyPlanner.RowChange]()
-        for (address, row) in rows { last[address] = row }
-        return last.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
     static let rejectionLimit = 10_000
@@ -305,7 +289,7 @@ extension PostgresNamespaceStore {
         try ReplicatedTable.checkAddress(RecordDelta(table: table, key: key, state: RecordState()), tables: tables.descriptions)
         var head = try await lockHead(connection)
         let address = RecordAddress(table: table, key: key)
-        var entry = try await entries(at: [address], connection)[address] ?? .empty
+        let entry = try await entries(at: [address], connection)[address] ?? .empty
         var state = entry.state
         let now = storage.configuration.physicalTime()
         var clock = HybridClock(latest: head.clock)
@@ -324,12 +308,8 @@ extension PostgresNamespaceStore {
         let stamp = Stamp(hlc: clock.tick(physicalMilliseconds: now), replica: head.replica)
         // Writing the values shown changes nothing (and moves no clock).
         guard CapturePlanner.apply(operation, at: stamp, to: &state, schema: schema) != nil, state != entry.state else { return }
-        head.sequence += 1
-        let before = entry.state
-        entry.update(to: state, at: head.sequence)
-        let oldRow = ApplyPlanner.visibleRow(before, schema, head.replica), newRow = ApplyPlanner.visibleRow(state, schema, head.replica)
-        let row: ApplyPlanner.RowChange = oldRow == newRow ? .none : newRow.map(ApplyPlanner.RowChange.upsert) ?? .delete
-        try await commit([(address, entry, isConflicted(state, table: table))], rows: [(address, row)], connection)
+        var entries = [address: entry]
+        _ = try await store([address: state], entries: &entries, head: &head, connection)
         head.clock = clock.latest
         try await save(head, connection)
         try await notify(device: "server", connection)

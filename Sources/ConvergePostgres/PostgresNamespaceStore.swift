@@ -71,7 +71,7 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     /// Tells every instance's devices (NOTIFY is delivered when the transaction commits).
     func notify(device: String, _ connection: PostgresConnection) async throws {
-        try await connection.query("SELECT pg_notify(\(PostgresStorage.channel), \("\(storage.instance) \(namespace) \(device)"))", logger: logger)
+        try await connection.query("SELECT pg_notify(\(storage.channel), \("\(storage.instance) \(namespace) \(device)"))", logger: logger)
     }
 
     // MARK: Records
@@ -137,21 +137,27 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
     public func changes(since cursor: UInt64, after position: UInt64?, maxRecords: Int, maxBytes: Int) async throws -> ReplicatedDatabase.ChangeBatch {
         let start = max(position ?? cursor, cursor)
         let maxRecords = max(1, maxRecords), maxBytes = max(1, maxBytes)
-        return try await transaction { connection in
-            // One snapshot for the page and the head it reports.
-            try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
-            let head = UInt64(bitPattern: try await connection.query(
-                "SELECT sequence FROM converge_namespaces WHERE namespace = \(self.namespace)", logger: self.logger).single(Int64.self) ?? 0)
-            let rows = try await connection.query(
+        return try await read { client in
+            // The head and the page in one statement: one snapshot for both (and one round
+            // trip). The head row comes once, with no record columns when the page is empty.
+            let rows = try await client.query(
                 """
-                SELECT tbl, key, position, state, seqs FROM converge_records
-                WHERE namespace = \(self.namespace) AND position > \(Int64(bitPattern: start)) ORDER BY position LIMIT \(maxRecords + 1)
+                SELECT h.sequence, r.tbl, r.key, r.position, r.state, r.seqs FROM converge_namespaces h
+                LEFT JOIN LATERAL (
+                    SELECT tbl, key, position, state, seqs FROM converge_records
+                    WHERE namespace = \(self.namespace) AND position > \(Int64(bitPattern: start)) ORDER BY position LIMIT \(maxRecords + 1)
+                ) r ON true
+                WHERE h.namespace = \(self.namespace)
+                ORDER BY r.position
                 """, logger: self.logger)
+            var head: UInt64 = 0
             var records = [RecordDelta]()
             var bytes = 0
             var next = start
             var hasMore = false
-            for try await (table, key, recordPosition, state, sequences) in rows.decode((String, ByteBuffer, Int64, ByteBuffer, ByteBuffer).self) {
+            for try await (sequence, table, key, recordPosition, state, sequences) in rows.decode((Int64, String?, ByteBuffer?, Int64?, ByteBuffer?, ByteBuffer?).self) {
+                head = UInt64(bitPattern: sequence)
+                guard let table, let key, let recordPosition, let state, let sequences else { continue }
                 if hasMore { continue }
                 if records.count == maxRecords || (bytes + state.readableBytes > maxBytes && !records.isEmpty) {
                     hasMore = true
@@ -207,7 +213,7 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
                 result.append(.field(FieldConflict(table: address.table, key: address.key, column: column, siblings: register.siblings)))
             }
         }
-        return result
+        return result + (try await constraintConflicts())
     }
 
     public func quarantinedCount() async throws -> Int {

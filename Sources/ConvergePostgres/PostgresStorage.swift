@@ -62,6 +62,11 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
     public let schema: ServerSchema
     public let configuration: ReplicatedDatabase.Configuration
     public let maxNamespaces: Int?
+    /// The PostgreSQL schema holding Converge's tables (`nil`: the connection's default,
+    /// usually `public`): several deployments, or test runs, can share one database.
+    public let databaseSchema: String?
+    /// The NOTIFY channel of this deployment's changes.
+    let channel: String
     /// This instance's name in notifications: its own are not relayed back to it.
     let instance = UUID().uuidString
     let client: PostgresClient
@@ -83,9 +88,12 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
     ///   the database's error when it cannot be reached.
     public init(
         url: String, schema: ServerSchema = ServerSchema(), store configuration: ReplicatedDatabase.Configuration = .init(),
-        maximumConnections: Int = 16, maxNamespaces: Int? = nil, logger: Logger = Logger(label: "converge-postgres")
+        maximumConnections: Int = 16, maxNamespaces: Int? = nil, databaseSchema: String? = nil, logger: Logger = Logger(label: "converge-postgres")
     ) async throws {
         let location = try Location(url: url)
+        if let databaseSchema { try Self.checkSchemaName(databaseSchema) }
+        self.databaseSchema = databaseSchema
+        self.channel = databaseSchema.map { "converge_changes_\($0)" } ?? "converge_changes"
         self.location = location
         self.schema = schema
         self.configuration = configuration
@@ -97,14 +105,26 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
             tls: location.requireTLS ? .require(.makeClientConfiguration()) : .disable)
         options.options.maximumConnections = max(2, maximumConnections)
         options.options.connectTimeout = .seconds(5)
+        if let databaseSchema { options.options.additionalStartupParameters = [("search_path", databaseSchema)] }
         let client = PostgresClient(configuration: options, backgroundLogger: logger)
         self.client = client
         runner = Task { await client.run() }
         do {
-            try await Migrations.run(client, tables: tables, logger: logger)
+            try await Migrations.run(client, schema: databaseSchema, tables: tables, logger: logger)
         } catch {
             runner.cancel()
             throw error
+        }
+    }
+
+    /// Refuses a schema name that is not a plain identifier. (Its own function: the same
+    /// guard inline in the async init crashes swiftc 6.3.1 in release builds, in LLVM's
+    /// coroutine splitting.)
+    private static func checkSchemaName(_ databaseSchema: String) throws(PostgresConfigurationError) {
+        guard (1...48).contains(databaseSchema.utf8.count), databaseSchema.utf8.first.map({ !(48...57).contains($0) }) == true,
+              databaseSchema.utf8.allSatisfy({ (97...122).contains($0) || (48...57).contains($0) || $0 == 95 })
+        else {
+            throw PostgresConfigurationError("the PostgreSQL schema name \(databaseSchema) must be 1 to 48 lower-case letters, digits or underscores, not starting with a digit")
         }
     }
 
@@ -127,7 +147,7 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
             try await self.client.withTransaction(logger: self.logger) { connection -> ReplicaID in
                 if let maxNamespaces = self.maxNamespaces {
                     // Serialize creations so the bound holds across instances.
-                    try await connection.query("SELECT pg_advisory_xact_lock(hashtext('converge_namespace_creation'))", logger: self.logger)
+                    try await connection.query("SELECT pg_advisory_xact_lock(hashtext('converge_namespace_creation:' || current_schema()))", logger: self.logger)
                     let count = try await connection.query("SELECT count(*)::int8 FROM converge_namespaces", logger: self.logger).single(Int64.self) ?? 0
                     let exists = try await connection.query("SELECT 1::int8 FROM converge_namespaces WHERE namespace = \(namespace)", logger: self.logger).single(Int64.self) != nil
                     if !exists, count >= maxNamespaces { throw NamespaceLimitExceeded(namespace: namespace, maxNamespaces: maxNamespaces) }
@@ -169,16 +189,14 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
 
     // MARK: Notifications across instances
 
-    static let channel = "converge_changes"
-
     public func relayChanges(to notifier: ChangeNotifier) async {
-        let task = Task { [client, instance, logger] in
+        let task = Task { [client, instance, logger, channel] in
             // Reconnects after a lost connection: a missed notification only delays a pull
             // (devices also pull on their own schedule).
             while !Task.isCancelled {
                 do {
                     try await client.withConnection { connection in
-                        try await connection.listen(on: Self.channel) { notifications in
+                        try await connection.listen(on: channel) { notifications in
                             for try await notification in notifications {
                                 let parts = notification.payload.split(separator: " ", maxSplits: 2).map(String.init)
                                 guard parts.count == 3, parts[0] != instance else { continue }

@@ -34,7 +34,7 @@ public struct StorageUnavailable: Error, Sendable, CustomStringConvertible {
 }
 
 /// A write of the server's own to one record, stamped by the server's replica and synced
-/// like any other replica's (see `SyncService.write(in:_:)`).
+/// like any other replica's (see ``SyncService/write(_:in:)``).
 public enum ServerWrite: Sendable, Hashable {
     /// Inserts the record, or sets every given column of it (others keep their values).
     case upsert(table: String, key: Value, values: [String: Value])

@@ -301,7 +301,7 @@ public final class SyncService: Sendable {
     /// Writes one record as the server, on any storage (SQLite or PostgreSQL), then tells
     /// connected devices to pull. The write is stamped by the namespace's server replica, so
     /// it merges like any device's (and owns `.authority` columns).
-    public func write(in namespace: String, _ write: ServerWrite) async throws {
+    public func write(_ write: ServerWrite, in namespace: String) async throws {
         guard Namespace.isValid(namespace) else {
             throw ServiceError(status: 400, code: "bad_namespace", message: "invalid namespace name \(namespace)")
         }

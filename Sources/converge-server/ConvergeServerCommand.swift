@@ -30,6 +30,9 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         help: "Store namespaces in this PostgreSQL database (postgres://user:password@host:port/database; or CONVERGE_POSTGRES_URL) instead of SQLite files: any number of instances may share it.")
     var postgresURL: String?
 
+    @Option(name: .customLong("postgres-schema"), help: "The PostgreSQL schema of Converge's tables (default: the connection's, usually public; or CONVERGE_POSTGRES_SCHEMA).")
+    var postgresSchema: String?
+
     @Option(name: .customLong("postgres-connections"), help: "The most connections this instance opens to PostgreSQL (default 16).")
     var postgresConnections: Int = ProcessInfo.processInfo.environment["CONVERGE_POSTGRES_CONNECTIONS"].flatMap(Int.init) ?? 16
 
@@ -165,7 +168,7 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         if let url = postgresURL ?? environment["CONVERGE_POSTGRES_URL"], !url.isEmpty {
             storage = try await PostgresStorage(
                 url: url, schema: configuration.schema, store: configuration.store, maximumConnections: postgresConnections,
-                maxNamespaces: configuration.maxNamespaces)
+                maxNamespaces: configuration.maxNamespaces, databaseSchema: postgresSchema ?? environment["CONVERGE_POSTGRES_SCHEMA"])
         }
         let service = try await SyncService(configuration: configuration, storage: storage)
         if jwtSecret == nil {

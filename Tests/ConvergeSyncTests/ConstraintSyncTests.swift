@@ -1,4 +1,5 @@
 import ConvergeCore
+import ConvergePostgres
 import ConvergeServer
 import ConvergeSQLite
 import ConvergeSync
@@ -23,7 +24,18 @@ import Testing
         return device
     }
 
+    /// The server's `people` rows, formatted as GRDB rows: its SQLite app table, or the
+    /// PostgreSQL table that backend services read.
     func serverPeople(_ server: TestServer) async throws -> [String] {
+        if let store = try await server.store() as? PostgresNamespaceStore {
+            func cell(_ value: Value?) -> String {
+                guard case .text(let text)? = value else { return "NULL" }
+                return "\"\(text)\""
+            }
+            return try await store.materializedRows(of: "people").sorted { $0.key < $1.key }.map { key, values in
+                "[id:\(cell(key)) email:\(cell(values["email"])) name:\(cell(values["name"]))]"
+            }
+        }
         let store = try #require(try await server.store() as? SQLiteNamespaceStore)
         return try await store.database.writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM people ORDER BY id").map { "\($0)" } }
     }
@@ -34,8 +46,8 @@ import Testing
         return try #require(try JSONSerialization.jsonObject(with: answer.body) as? [String: Any])
     }
 
-    @Test func twoDevicesCreateTheSameEmailOfflineThenOneIsEdited() async throws {
-        try await TestServer.run(schema: Self.schema) { server, directory in
+    @Test(arguments: Backend.available) func twoDevicesCreateTheSameEmailOfflineThenOneIsEdited(_ backend: Backend) async throws {
+        try await TestServer.run(backend, schema: Self.schema) { server, directory in
             let a = try await device("device0", server: server, in: directory)
             let b = try await device("device1", server: server, in: directory)
             let c = try await device("device2", server: server, in: directory)

@@ -7,21 +7,21 @@ import GRDB
 import Testing
 
 /// The `converge-server` executable, built next to the test bundle.
-private let serverExecutable: URL? = {
+let serverExecutable: URL? = {
     let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let candidate = directory.appendingPathComponent("converge-server")
     return FileManager.default.isExecutableFile(atPath: candidate.path) ? candidate : nil
 }()
 
 /// A `converge-server` process.
-private final class ServerProcess: @unchecked Sendable {
+final class KillableServer: @unchecked Sendable {
     let process = Process()
     private let lock = NSLock()
     private var output = ""
 
-    init(executable: URL, data: URL, secret: String, port: Int) throws {
+    init(executable: URL, data: URL, secret: String, port: Int, arguments: [String] = []) throws {
         process.executableURL = executable
-        process.arguments = ["--port", "\(port)", "--data", data.path, "--jwt-secret", secret]
+        process.arguments = ["--port", "\(port)", "--data", data.path, "--jwt-secret", secret] + arguments
         // The embedded SQLite storage, even where CI exports a PostgreSQL URL.
         process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "CONVERGE_POSTGRES_URL" }
         let pipe = Pipe()
@@ -60,7 +60,7 @@ private final class ServerProcess: @unchecked Sendable {
         let directory = try Fixtures.temporaryDirectory()
         let secret = Fixtures.makeSecret()
         let authenticator = try await Authenticator(secret: secret)
-        var server = try ServerProcess(executable: serverExecutable!, data: data, secret: secret, port: 0)
+        var server = try KillableServer(executable: serverExecutable!, data: data, secret: secret, port: 0)
         let port = try await server.port()
 
         let queue = try DatabaseQueue(path: directory.appendingPathComponent("device.sqlite").path)
@@ -83,7 +83,7 @@ private final class ServerProcess: @unchecked Sendable {
         let interrupted = await round.result
         let sentBeforeKill = try database.cursor(for: "server").sent
 
-        server = try ServerProcess(executable: serverExecutable!, data: data, secret: secret, port: port)
+        server = try KillableServer(executable: serverExecutable!, data: data, secret: secret, port: port)
         _ = try await server.port()
         try await engine.sync()
         try await engine.sync()

@@ -13,22 +13,22 @@ import Testing
 @Suite(.timeLimit(.minutes(2)), .enabled(if: PostgresFixture.url != nil, "CONVERGE_POSTGRES_URL is not set"))
 struct PostgresInstancesTests {
     /// Three instances sharing one fresh database and one token secret.
-    func withInstances(_ count: Int = 3, body: ([TestServer], URL, String) async throws -> Void) async throws {
-        let url = try await PostgresFixture.createDatabase()
+    func withInstances(_ count: Int = 3, body: ([TestServer], URL, PostgresPlace) async throws -> Void) async throws {
+        let place = try await PostgresFixture.create()
         let secret = Fixtures.makeSecret()
         var servers = [TestServer]()
         let directory = try Fixtures.temporaryDirectory()
         do {
-            for _ in 0..<count { servers.append(try await TestServer.start(.postgres, postgresURL: url, secret: secret)) }
-            try await body(servers, directory, url)
+            for _ in 0..<count { servers.append(try await TestServer.start(.postgres, shared: place, secret: secret)) }
+            try await body(servers, directory, place)
         } catch {
             for server in servers { await server.stop() }
-            await PostgresFixture.dropDatabase(url)
+            await PostgresFixture.drop(place)
             try? FileManager.default.removeItem(at: directory)
             throw error
         }
         for server in servers { await server.stop() }
-        await PostgresFixture.dropDatabase(url)
+        await PostgresFixture.drop(place)
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -97,9 +97,9 @@ struct PostgresInstancesTests {
     }
 
     @Test func instancesStartingTogetherMigrateOnce() async throws {
-        let url = try await PostgresFixture.createDatabase()
+        let place = try await PostgresFixture.create()
         let storages = try await withThrowingTaskGroup(of: PostgresStorage.self) { group in
-            for _ in 0..<3 { group.addTask { try await PostgresStorage(url: url, schema: Fixtures.schema) } }
+            for _ in 0..<3 { group.addTask { try await PostgresStorage(url: place.url, schema: Fixtures.schema, maximumConnections: 2, databaseSchema: place.schema) } }
             var result = [PostgresStorage]()
             for try await storage in group { result.append(storage) }
             return result
@@ -109,16 +109,16 @@ struct PostgresInstancesTests {
         for storage in storages { _ = try await storage.store(for: "team") }
         #expect(try await storages[0].namespaces() == ["team"])
         for storage in storages { await storage.shutdown() }
-        await PostgresFixture.dropDatabase(url)
+        await PostgresFixture.drop(place)
     }
 
     @Test func aMalformedURLAndAnUnsupportedSchemaAreExplained() async throws {
         await #expect(throws: PostgresConfigurationError.self) { try await PostgresStorage(url: "mysql://x@127.0.0.1/db") }
         await #expect(throws: PostgresConfigurationError.self) { try await PostgresStorage(url: "postgres://127.0.0.1/db") }
-        let unique = ServerSchema(tables: [
-            .init(name: "skus", create: "CREATE TABLE skus(id TEXT PRIMARY KEY NOT NULL, code TEXT)", uniqueIndexes: [UniqueIndex(name: "skus_code", columns: ["code"])])
-        ])
-        await #expect(throws: PostgresConfigurationError.self) { try await PostgresStorage(url: PostgresFixture.url!, schema: unique) }
+        // A schema the SQLite server refuses is refused the same way (it is read by the same code).
+        let composite = ServerSchema(tables: [.init(name: "pairs", create: "CREATE TABLE pairs(a TEXT, b TEXT, PRIMARY KEY (a, b))")])
+        await #expect(throws: SchemaError.self) { try await PostgresStorage(url: PostgresFixture.url!, schema: composite) }
+        await #expect(throws: PostgresConfigurationError.self) { try await PostgresStorage(url: PostgresFixture.url!, databaseSchema: "Robert'); DROP") }
     }
 
     @Test func serverWritesGoThroughThePlannerAndReachDevices() async throws {
@@ -126,10 +126,10 @@ struct PostgresInstancesTests {
             let device = try await Device.make("device", server: servers[1], in: directory)
             try device.execute("INSERT INTO notes(id, title) VALUES ('n', 'device')")
             try await device.sync()
-            try await servers[0].service.write(in: "team", .upsert(table: "notes", key: .text("n"), values: ["body": .text("from the server")]))
-            try await servers[0].service.write(in: "team", .upsert(table: "notes", key: .text("s"), values: ["title": .text("server's own")]))
-            await #expect(throws: SchemaError.self) { try await servers[0].service.write(in: "team", .upsert(table: "nope", key: .text("x"), values: [:])) }
-            await #expect(throws: RecordNotFound.self) { try await servers[0].service.write(in: "team", .delete(table: "notes", key: .text("missing"))) }
+            try await servers[0].service.write(.upsert(table: "notes", key: .text("n"), values: ["body": .text("from the server")]), in: "team")
+            try await servers[0].service.write(.upsert(table: "notes", key: .text("s"), values: ["title": .text("server's own")]), in: "team")
+            await #expect(throws: SchemaError.self) { try await servers[0].service.write(.upsert(table: "nope", key: .text("x"), values: [:]), in: "team") }
+            await #expect(throws: RecordNotFound.self) { try await servers[0].service.write(.delete(table: "notes", key: .text("missing")), in: "team") }
             try await device.sync()
             let rows = try await device.database.writer.read { db in
                 try Row.fetchAll(db, sql: "SELECT id, title, body FROM notes ORDER BY id").map { "\($0["id"] as String):\($0["title"] as String? ?? "-"):\($0["body"] as String? ?? "-")" }

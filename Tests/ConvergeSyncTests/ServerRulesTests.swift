@@ -59,7 +59,7 @@ import Testing
             let serverID = try await server.store().serverReplica
             #expect(a.database.authority == serverID, "the device learned the server's identity")
             // The server marks the invoice paid; device a, not having seen it, voids it later.
-            try await server.service.write(in: "team", .upsert(table: "invoices", key: .text("inv1"), values: ["status": .text("paid")]))
+            try await server.service.write(.upsert(table: "invoices", key: .text("inv1"), values: ["status": .text("paid")]), in: "team")
             try await Task.sleep(for: .milliseconds(5))
             try a.execute("UPDATE invoices SET status = 'void', total = 90 WHERE id = 'inv1'")
             for _ in 0..<2 { for device in devices { try await device.sync() } }

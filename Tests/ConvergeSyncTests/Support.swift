@@ -52,13 +52,38 @@ enum Backend: String, Sendable, CaseIterable, CustomTestStringConvertible {
     }()
 }
 
-/// Fresh PostgreSQL databases for tests, made beside the one `CONVERGE_POSTGRES_URL` names.
+/// Where a test's server keeps its tables in PostgreSQL: a database, and a schema of its own.
+struct PostgresPlace: Sendable {
+    var url: String
+    var schema: String?
+}
+
+/// Fresh PostgreSQL places for tests, beside the database `CONVERGE_POSTGRES_URL` names: a
+/// schema each (cheap to make and drop, unlike a database), or a database when a test starts
+/// `converge-server` processes on it.
 enum PostgresFixture {
     static let url = ProcessInfo.processInfo.environment["CONVERGE_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
-    /// Creates an empty database and returns its URL.
+    static func uniqueName() -> String { "converge_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20))" }
+
+    /// A new schema in the database of `CONVERGE_POSTGRES_URL`.
+    static func create() async throws -> PostgresPlace {
+        let name = uniqueName()
+        try await admin("CREATE SCHEMA \(name)")
+        return PostgresPlace(url: url!, schema: name)
+    }
+
+    static func drop(_ place: PostgresPlace) async {
+        if let schema = place.schema {
+            try? await admin("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+        } else {
+            await dropDatabase(place.url)
+        }
+    }
+
+    /// A new database (for `converge-server` processes, which take the default schema).
     static func createDatabase() async throws -> String {
-        let name = "converge_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""))"
+        let name = uniqueName()
         try await admin("CREATE DATABASE \(name)")
         var components = URLComponents(string: url!)!
         components.path = "/\(name)"
@@ -70,15 +95,19 @@ enum PostgresFixture {
         try? await admin("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
     }
 
-    /// Runs one statement on the database of `CONVERGE_POSTGRES_URL`.
-    static func admin(_ sql: String) async throws {
-        let location = try PostgresStorage.Location(url: url!)
+    /// One client for the whole test run.
+    static let adminClient: PostgresClient = {
+        let location = try! PostgresStorage.Location(url: url!)
         let client = PostgresClient(
             configuration: .init(host: location.host, port: location.port, username: location.username, password: location.password, database: location.database, tls: .disable),
             backgroundLogger: Logger(label: "converge-test-postgres"))
-        let runner = Task { await client.run() }
-        defer { runner.cancel() }
-        try await client.query(PostgresQuery(unsafeSQL: sql))
+        Task.detached { await client.run() }
+        return client
+    }()
+
+    /// Runs one statement on the database of `CONVERGE_POSTGRES_URL`.
+    static func admin(_ sql: String) async throws {
+        try await adminClient.query(PostgresQuery(unsafeSQL: sql))
     }
 }
 
@@ -88,23 +117,24 @@ final class TestServer: Sendable {
     let running: RunningServer
     let directory: URL
     let backend: Backend
-    let postgres: (storage: PostgresStorage, url: String)?
+    /// Its PostgreSQL storage, and the place to drop when it stops (`nil`: shared, the caller's).
+    let postgres: (storage: PostgresStorage, place: PostgresPlace?)?
 
     var service: SyncService { running.service }
     var port: Int { running.port }
     var baseURL: URL { running.baseURL }
 
-    private init(running: RunningServer, directory: URL, backend: Backend, postgres: (storage: PostgresStorage, url: String)?) {
+    private init(running: RunningServer, directory: URL, backend: Backend, postgres: (storage: PostgresStorage, place: PostgresPlace?)?) {
         self.running = running
         self.directory = directory
         self.backend = backend
         self.postgres = postgres
     }
 
-    /// Starts a server; on `.postgres`, on a fresh database (or on `postgresURL`, to share
-    /// one database between several instances).
+    /// Starts a server; on `.postgres`, in a fresh schema (or in `shared`, the place of
+    /// several instances).
     static func start(
-        _ backend: Backend = .sqlite, postgresURL: String? = nil, maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0,
+        _ backend: Backend = .sqlite, shared: PostgresPlace? = nil, maxBodyBytes: Int = 8 << 20, directory: URL? = nil, port: Int = 0,
         secret: String = Fixtures.makeSecret(), schema: ServerSchema = Fixtures.schema, validator: ServerConfiguration.Validator? = nil,
         heartbeatSeconds: Int = 20, configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> TestServer {
@@ -113,23 +143,23 @@ final class TestServer: Sendable {
             dataDirectory: directory, jwtSecret: secret, maxBodyBytes: maxBodyBytes, schema: schema,
             heartbeatSeconds: heartbeatSeconds, validator: validator)
         configure(&configuration)
-        var postgres: (storage: PostgresStorage, url: String)?
+        var postgres: (storage: PostgresStorage, place: PostgresPlace?)?
         if backend == .postgres {
-            let url: String
-            if let postgresURL { url = postgresURL } else { url = try await PostgresFixture.createDatabase() }
+            let place: PostgresPlace
+            if let shared { place = shared } else { place = try await PostgresFixture.create() }
             var logger = Logger(label: "converge-test-postgres")
             logger.logLevel = .warning
-            postgres = (
-                try await PostgresStorage(url: url, schema: schema, store: configuration.store, maxNamespaces: configuration.maxNamespaces, logger: logger),
-                url
-            )
+            let storage = try await PostgresStorage(
+                url: place.url, schema: schema, store: configuration.store, maximumConnections: 4, maxNamespaces: configuration.maxNamespaces,
+                databaseSchema: place.schema, logger: logger)
+            postgres = (storage, shared == nil ? place : nil)
         }
         let service = try await SyncService(configuration: configuration, storage: postgres?.storage)
         var logger = Logger(label: "converge-test-server")
         logger.logLevel = .warning
         return TestServer(
             running: try await RunningServer.start(service: service, port: port, logger: logger), directory: directory, backend: backend,
-            postgres: postgresURL == nil ? postgres : postgres.map { ($0.storage, "") })
+            postgres: postgres)
     }
 
     /// Runs `body` with a fresh server and a temporary folder for device files, then stops
@@ -162,7 +192,7 @@ final class TestServer: Sendable {
         await running.stop()
         if let postgres {
             await postgres.storage.shutdown()
-            if !keepData, !postgres.url.isEmpty { await PostgresFixture.dropDatabase(postgres.url) }
+            if !keepData, let place = postgres.place { await PostgresFixture.drop(place) }
         }
         if !keepData { try? FileManager.default.removeItem(at: directory) }
     }

@@ -11,6 +11,10 @@ import WorkloadW
 /// one transaction (all five fields of its two own rows and of two rows it shares with
 /// every device of its namespace), then syncs. Afterwards every device syncs twice more
 /// and must hold exactly the server's state, with every last write present.
+///
+/// Runs against each configuration asked for (`--storage`): the SQLite server, and
+/// PostgreSQL with one or several server instances (devices spread round-robin over them),
+/// each on a fresh database; the ratios of their rounds/s end the figures.
 enum ConcurrencyBenchmark {
     static let fieldsPerRound = 20
 
@@ -72,39 +76,98 @@ enum ConcurrencyBenchmark {
 
     static let update = "UPDATE items SET name = ?, qty = ?, price = ?, note = ?, updated = ? WHERE id = ?"
 
+    /// What the comparison table and the ratios need of one configuration's run.
+    struct Summary: Sendable {
+        var setup: ServerSetup
+        var roundsPerSecond: Double
+        var p50: Double
+        var p99: Double
+        var errors: Int
+        var lostFields: Int
+        var divergedDevices: Int
+        var rssAfterRounds: Double?
+        var databaseBytes: Int?
+    }
+
     static func run(_ options: Options) async throws -> Figures {
-        var figures = try await measure(options)
-        // Everything is released now: what stays resident is malloc's retained free memory
-        // (given back by malloc_trim) or something still referenced.
-        try? await Task.sleep(for: .seconds(1))
-        let released = Memory.now()
-        let trimmed = trimMalloc() ? Memory.now() : nil
-        if let released {
-            print("memory after releasing the devices and the server: RSS \(format(released.rss, 0)) MiB, SQLite heap \(format(released.sqlite, 0)) MiB"
-                  + (trimmed.map { "; after malloc_trim(0): RSS \(format($0.rss, 0)) MiB" } ?? ""))
-            figures.set("concurrency_rss_released_mib", released.rss)
+        var figures = Figures()
+        var summaries = [Summary]()
+        let setups = options.concurrencySetups
+        for (index, setup) in setups.enumerated() {
+            let (figuresOfRun, summary) = try await measure(options, setup, after: index > 0)
+            var measured = figuresOfRun
+            // Everything is released now: what stays resident is malloc's retained free memory
+            // (given back by malloc_trim) or something still referenced.
+            try? await Task.sleep(for: .seconds(1))
+            let released = Memory.now()
+            let trimmed = trimMalloc() ? Memory.now() : nil
+            if let released {
+                print("memory after releasing the devices and the server: RSS \(format(released.rss, 0)) MiB, SQLite heap \(format(released.sqlite, 0)) MiB"
+                      + (trimmed.map { "; after malloc_trim(0): RSS \(format($0.rss, 0)) MiB" } ?? ""))
+                measured.set("\(setup.key)concurrency_rss_released_mib", released.rss)
+            }
+            if let trimmed { measured.set("\(setup.key)concurrency_rss_released_trimmed_mib", trimmed.rss) }
+            figures.append(measured)
+            summaries.append(summary)
         }
-        if let trimmed { figures.set("concurrency_rss_released_trimmed_mib", trimmed.rss) }
+        if summaries.count > 1 { figures.append(compare(summaries)) }
         return figures
     }
 
-    static func measure(_ options: Options) async throws -> Figures {
+    /// The configurations side by side, and the ratios of their rounds/s.
+    static func compare(_ summaries: [Summary]) -> Figures {
         var figures = Figures()
+        print("\nBENCHMARK 2 — the configurations side by side (one run, one after the other)")
+        print("configuration                        rounds/s   p50 ms   p99 ms  errors  lost  diverged  RSS after rounds  database")
+        for summary in summaries {
+            let database = summary.databaseBytes.map { "\(format(Double($0) / 1_048_576, 1)) MiB" } ?? "(files)"
+            print(
+                summary.setup.description.padding(toLength: 36, withPad: " ", startingAt: 0)
+                    + String(format: " %8.1f %8.0f %8.0f %7d %5d %9d", summary.roundsPerSecond, summary.p50 * 1000, summary.p99 * 1000, summary.errors, summary.lostFields, summary.divergedDevices)
+                    + "  " + (summary.rssAfterRounds.map { "\(format($0, 0)) MiB" } ?? "?").padding(toLength: 16, withPad: " ", startingAt: 0) + "  " + database)
+        }
+        let sqlite = summaries.first { $0.setup.storage == .sqlite }
+        let pg1 = summaries.first { $0.setup.storage == .postgres && $0.setup.instances == 1 }
+        let several = summaries.first { $0.setup.storage == .postgres && $0.setup.instances > 1 }
+        if let sqlite, let pg1 {
+            let ratio = pg1.roundsPerSecond / sqlite.roundsPerSecond
+            print("PostgreSQL, 1 instance ÷ SQLite (rounds/s): \(format(ratio))  (goal ≥ 0.7)")
+            figures.set("pg1_vs_sqlite_rounds_ratio", ratio)
+        }
+        if let pg1, let several {
+            let ratio = several.roundsPerSecond / pg1.roundsPerSecond
+            print("PostgreSQL, \(several.setup.instances) instances ÷ 1 instance (rounds/s): \(format(ratio))  (goal ≥ 0.9 on this 2-core machine)")
+            figures.set("pg\(several.setup.instances)_vs_pg1_rounds_ratio", ratio)
+        }
+        return figures
+    }
+
+    static func measure(_ options: Options, _ setup: ServerSetup, after earlier: Bool) async throws -> (Figures, Summary) {
+        var figures = Figures()
+        let key = setup.key
         let folder = try Bench.temporaryFolder("concurrency")
         defer { try? FileManager.default.removeItem(at: folder) }
         if options.runFirstSync {
             print("\n(benchmark 1 ran in this process before: for memory figures, run with --only concurrency)")
+        } else if earlier {
+            print("\n(another configuration ran in this process before: memory figures start from what it left resident)")
         }
         // Start from what is live (malloc keeps what benchmark 1 freed, if it ran).
         _ = trimMalloc()
         let memoryAtStart = Memory.now()
-        let server = try await Bench.startServer(in: folder.appendingPathComponent("server"), secret: Bench.secret())
+        let servers = try await BenchServers.start(
+            setup, in: folder.appendingPathComponent("server"), secret: Bench.secret(), postgresConnections: options.postgresConnections)
         let memoryServerStarted = Memory.now()
-        let authenticator = server.service.authenticator
+        let authenticator = servers.authenticator
+        let placement = setup.storage == .sqlite
+            ? "server: the embedded SQLite storage (one file per namespace)"
+            : "server: PostgreSQL (a fresh database), \(setup.instances) instance\(setup.instances == 1 ? "" : "s") (PostgresStorage with a pool of \(options.postgresConnections) connections each)"
+                + (setup.instances > 1 ? ", devices spread round-robin over them" : "")
 
         print("""
 
-            BENCHMARK 2 — \(options.devices) concurrent devices × \(options.rounds) rounds × \(fieldsPerRound) fields over loopback HTTP
+            BENCHMARK 2 — \(setup.description): \(options.devices) concurrent devices × \(options.rounds) rounds × \(fieldsPerRound) fields over loopback HTTP
+            \(placement)
             \(options.namespaces) namespace\(options.namespaces == 1 ? "" : "s") (\(options.devices / options.namespaces)\
             \(options.devices % options.namespaces == 0 ? "" : "+") devices each), \(options.sharedRows) shared rows per namespace; \
             a round = one local transaction writing 20 fields (2 own rows + 2 shared rows × 5 fields), then engine.sync()
@@ -120,7 +183,7 @@ enum ConcurrencyBenchmark {
                 let namespace = namespaceName(index % options.namespaces)
                 let store = try Bench.openQueueStore(folder.appendingPathComponent("device-\(index).sqlite").path)
                 let engine = try SyncEngine(
-                    database: store, transport: HTTPSyncTransport(baseURL: server.baseURL),
+                    database: store, transport: HTTPSyncTransport(baseURL: servers.baseURL(forDevice: index)),
                     token: try await authenticator.token(namespace: namespace, device: "device-\(index)"))
                 devices.append(Device(index: index, namespace: namespace, store: store, engine: engine))
             }
@@ -156,6 +219,7 @@ enum ConcurrencyBenchmark {
         let memoryAfterSetup = Memory.now()
 
         // The measured rounds.
+        let backendsBefore = try await servers.database?.backendCPU()
         let (results, runTiming) = await timed { await withTaskGroup(of: DeviceResult.self) { group in
             for device in devices {
                 group.addTask { await rounds(device, options: options) }
@@ -165,6 +229,11 @@ enum ConcurrencyBenchmark {
             return results
         } }
         let runSeconds = runTiming.wall
+        // PostgreSQL's own processes are not in the process's CPU time.
+        var databaseCPU: Double?
+        if let backendsBefore, let backendsAfter = try await servers.database?.backendCPU() {
+            databaseCPU = PostgresDatabase.cpuSeconds(from: backendsBefore, to: backendsAfter)
+        }
         let memoryAfterRounds = Memory.now()
 
         // Everyone syncs twice more: the first pass pushes anything a failed round left
@@ -208,15 +277,12 @@ enum ConcurrencyBenchmark {
         for namespaceIndex in 0..<options.namespaces {
             let namespace = namespaceName(namespaceIndex)
             let members = devices.filter { $0.namespace == namespace }
-            let store = try await server.service.storage.store(for: namespace)
-            let serverSnapshot = try await store.snapshot()
+            let serverSnapshot = try await servers.store(namespace).snapshot()
             serverRecords += serverSnapshot.records.count
-            guard let serverStore = (store as? SQLiteNamespaceStore)?.database else {
-                throw BenchmarkError("the server's namespace store is not the SQLite one")
-            }
-            let serverRows = try Bench.rows(serverStore)
+            // The SQLite store's table, or the materialized PostgreSQL table.
+            let serverRows = try await servers.rows(namespace)
             for device in members {
-                if try Bench.rows(device.store) != serverRows || device.store.snapshot() != serverSnapshot { divergedDevices += 1 }
+                if try Bench.rowsByKey(device.store) != serverRows || device.store.snapshot() != serverSnapshot { divergedDevices += 1 }
             }
             // The expected value of each row: the write with the largest stamp.
             var expected = [String: Write]()
@@ -226,25 +292,31 @@ enum ConcurrencyBenchmark {
                     expected[row] = write
                 }
             }
-            let byID = Dictionary(serverRows.map { (String.fromDatabaseValue($0["id"] as DatabaseValue) ?? "", $0) }, uniquingKeysWith: { a, _ in a })
             let states = Dictionary(serverSnapshot.records.map { ("\($0.key)", $0.state) }, uniquingKeysWith: { a, _ in a })
             for (id, write) in expected.sorted(by: { $0.key < $1.key }) {
                 checkedFields += write.values.count
-                guard let row = byID[id] else {
+                guard let row = serverRows[.text(id)] else {
                     lostFields += write.values.count
                     lostDetails.append("\(namespace) \(id): row missing; expected device \(write.device) round \(write.round) at \(write.stamp)")
                     continue
                 }
-                for (column, value) in zip(WorkloadW.columns, write.values) where (row[column] as DatabaseValue) != value {
+                for (column, value) in zip(WorkloadW.columns, write.values.map(Value.init)) where row[column] != value {
                     lostFields += 1
                     if lostDetails.count < 8 {
                         let register = states[Value.text(id).description].flatMap { $0.fields[column] }.map { "\($0)" } ?? "none"
-                        lostDetails.append("\(namespace) \(id).\(column) = \(row[column] as DatabaseValue), expected \(value) (device \(write.device), round \(write.round), stamp \(write.stamp)); server register: \(register)")
+                        lostDetails.append("\(namespace) \(id).\(column) = \(row[column].map { "\($0)" } ?? "none"), expected \(value) (device \(write.device), round \(write.round), stamp \(write.stamp)); server register: \(register)")
                     }
                 }
             }
         }
-        await server.stop()
+        // PostgreSQL: the database's size and its server processes, with every device still connected.
+        var databaseBytes: Int?
+        var backends: (connections: Int, pssMiB: Double?)?
+        if let database = servers.database {
+            databaseBytes = try await database.size()
+            backends = try await database.backends()
+        }
+        await servers.stop()
 
         let latencies = results.flatMap(\.latencies).sorted()
         let totalRounds = latencies.count
@@ -257,11 +329,14 @@ enum ConcurrencyBenchmark {
         let pushed = results.reduce(0) { $0 + $1.pushedRecords }, pulled = results.reduce(0) { $0 + $1.pulledRecords }
         let requests = results.reduce(0) { $0 + $1.requests }, retries = results.reduce(0) { $0 + $1.retries }
 
-        var table = TextTable("concurrent devices")
+        var table = TextTable("concurrent devices, \(setup.description)")
         table.row("setup: open \(options.devices) stores + engines", openTiming.text)
         table.row("setup: shared rows, then every device's own rows + first sync", setupTiming.text)
         table.row("rounds completed", "\(grouped(totalRounds)) of \(grouped(options.devices * options.rounds)) (\(grouped(totalRounds * fieldsPerRound)) fields written)")
         table.row("time of the rounds", "\(runTiming.text); CPU per round \(format(runTiming.cpu / Double(max(1, totalRounds)) * 1000, 1)) ms")
+        if let databaseCPU {
+            table.row("    CPU of PostgreSQL's processes in the rounds", "\(format(databaseCPU)) s; per round \(format(databaseCPU / Double(max(1, totalRounds)) * 1000, 1)) ms")
+        }
         table.row("rounds/s", "\(format(Double(totalRounds) / runSeconds, 1)) (\(rate(totalRounds * fieldsPerRound, runSeconds)) fields written and synced per second)")
         table.row("round latency (write + sync) p50 / p99 / max", "\(format(percentile(0.5) * 1000, 1)) / \(format(percentile(0.99) * 1000, 1)) / \(format((latencies.last ?? .nan) * 1000, 1)) ms (mean \(format(mean * 1000, 1)) ms)")
         table.row("requests / retries", "\(grouped(requests)) / \(retries)")
@@ -283,7 +358,7 @@ enum ConcurrencyBenchmark {
                 table.row("    RSS after final syncs, then malloc_trim(0)", "\(format(memoryTrimmed.rss, 0)) MiB (the rest was freed memory malloc kept)")
                 memoryFigures.set("concurrency_rss_trimmed_mib", memoryTrimmed.rss)
             }
-            table.row("peak RSS (VmHWM)", "\(format(memoryAtEnd.peak, 0)) MiB")
+            table.row("peak RSS (VmHWM)", "\(format(memoryAtEnd.peak, 0)) MiB" + (earlier ? " (the process's, since it started)" : ""))
             memoryFigures.set("concurrency_sqlite_heap_after_rounds_mib", memoryAfterRounds.sqlite)
             memoryFigures.set("concurrency_rss_start_mib", memoryAtStart.rss)
             memoryFigures.set("concurrency_rss_server_up_mib", memoryServerStarted.rss)
@@ -291,13 +366,25 @@ enum ConcurrencyBenchmark {
             memoryFigures.set("concurrency_rss_after_rounds_mib", memoryAfterRounds.rss)
             memoryFigures.set("concurrency_rss_peak_mib", memoryAtEnd.peak)
         }
+        if let databaseBytes {
+            table.row("PostgreSQL: pg_database_size after the final syncs", "\(grouped(databaseBytes)) B (\(format(Double(databaseBytes) / 1_048_576, 1)) MiB)")
+            memoryFigures.set("concurrency_database_bytes", databaseBytes)
+        }
+        if let backends {
+            table.row("PostgreSQL: server processes of the database (connections), their PSS",
+                      "\(backends.connections)" + (backends.pssMiB.map { ", \(format($0, 0)) MiB (shared buffers divided among them)" } ?? ", PSS unreadable"))
+            memoryFigures.set("concurrency_database_connections", backends.connections)
+            if let pss = backends.pssMiB { memoryFigures.set("concurrency_database_pss_mib", pss) }
+        }
         table.print()
 
+        figures.set("concurrency_instances", setup.instances)
         figures.set("concurrency_devices", options.devices)
         figures.set("concurrency_namespaces", options.namespaces)
         figures.set("concurrency_rounds", totalRounds)
         figures.set("concurrency_seconds", runSeconds)
         figures.set("concurrency_cpu_seconds", runTiming.cpu)
+        if let databaseCPU { figures.set("concurrency_database_cpu_seconds", databaseCPU) }
         figures.set("concurrency_rounds_per_s", Double(totalRounds) / runSeconds)
         figures.set("concurrency_p50_ms", percentile(0.5) * 1000)
         figures.set("concurrency_p99_ms", percentile(0.99) * 1000)
@@ -308,7 +395,11 @@ enum ConcurrencyBenchmark {
         figures.set("concurrency_diverged_devices", divergedDevices)
         figures.set("concurrency_lost_fields", lostFields)
         figures.append(memoryFigures)
-        return figures
+        let summary = Summary(
+            setup: setup, roundsPerSecond: Double(totalRounds) / runSeconds, p50: percentile(0.5), p99: percentile(0.99),
+            errors: errors + finalErrors, lostFields: lostFields, divergedDevices: divergedDevices, rssAfterRounds: memoryAfterRounds?.rss,
+            databaseBytes: databaseBytes)
+        return (figures.prefixed(key), summary)
     }
 
     /// One device's rounds, back to back.
@@ -324,15 +415,18 @@ enum ConcurrencyBenchmark {
             let started = clock.now
             do {
                 let store = device.store
-                let (stamp, updated) = try await store.writer.write { db -> (Stamp, Int) in
+                let updated = try await store.writer.write { db -> Int in
                     var updated = 0
                     for row in rows {
                         try db.execute(sql: update, arguments: StatementArguments(row.values + [row.id.databaseValue]))
                         updated += db.changesCount
                     }
-                    // The stamp this transaction took (the clock ticked for it).
-                    return (Stamp(hlc: store.clock, replica: store.replicaID), updated)
+                    return updated
                 }
+                // The stamp this transaction took: the clock ticked for it, and that tick is
+                // the store's clock once the transaction committed (inside it, `clock` is still
+                // the one before; nothing else writes this store before the sync below).
+                let stamp = Stamp(hlc: store.clock, replica: store.replicaID)
                 result.missingRows += rows.count - updated
                 for row in rows { result.lastWrites[row.id] = Write(stamp: stamp, values: row.values, device: device.index, round: round) }
                 let report = try await device.engine.sync()

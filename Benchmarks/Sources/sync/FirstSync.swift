@@ -8,7 +8,9 @@ import WorkloadW
 
 /// Benchmark 1: a device holding workload W's data syncs for the first time with an empty
 /// server over loopback HTTP (push), then a new empty device syncs (pull); both against
-/// the in-process `ReplicatedDatabase.apply` of the same full changeset.
+/// the in-process `ReplicatedDatabase.apply` of the same full changeset. With `--storage
+/// all`, each batch configuration runs on the SQLite server and then on PostgreSQL (one
+/// instance, a fresh database), and their fields/s are compared.
 enum FirstSyncBenchmark {
     struct Batches: Sendable {
         var name: String
@@ -18,9 +20,11 @@ enum FirstSyncBenchmark {
         var pullRecords: Int
         var pullBytes: Int
 
-        var configuration: SyncEngine.Configuration {
+        /// The engine's configuration; `peer` names the server, whose cursors device A keeps
+        /// apart from the other servers' it synced with.
+        func configuration(peer: String) -> SyncEngine.Configuration {
             SyncEngine.Configuration(
-                peer: "server-\(name)", pushBatchRecords: pushRecords, pushBatchBytes: pushBytes,
+                peer: peer, pushBatchRecords: pushRecords, pushBatchBytes: pushBytes,
                 pullPageRecords: pullRecords, pullPageBytes: pullBytes)
         }
 
@@ -83,8 +87,27 @@ enum FirstSyncBenchmark {
         var runs = [Batches]()
         if options.defaultBatches { runs.append(.defaults) }
         if options.bigBatches { runs.append(.big) }
+        let setups = options.storages.map { $0 == .sqlite ? ServerSetup.sqlite : .postgres(1) }
         for batches in runs {
-            figures.append(try await syncRun(batches, deviceA: deviceA, fields: fields, reference: reference, folder: folder))
+            var fieldsPerSecond = [(setup: ServerSetup, push: Double, pull: Double)]()
+            for setup in setups {
+                let (run, push, pull) = try await syncRun(
+                    batches, setup, options: options, deviceA: deviceA, fields: fields, reference: reference, folder: folder)
+                figures.append(run)
+                fieldsPerSecond.append((setup, push, pull))
+            }
+            if let sqlite = fieldsPerSecond.first(where: { $0.setup.storage == .sqlite }),
+                let postgres = fieldsPerSecond.first(where: { $0.setup.storage == .postgres }) {
+                let push = postgres.push / sqlite.push, pull = postgres.pull / sqlite.pull
+                print("""
+
+                    first sync, \(batches.label): PostgreSQL ÷ SQLite server (fields/s, same run)
+                      push \(rate(Int(postgres.push), 1)) ÷ \(rate(Int(sqlite.push), 1)) = \(format(push))
+                      pull \(rate(Int(postgres.pull), 1)) ÷ \(rate(Int(sqlite.pull), 1)) = \(format(pull))
+                    """)
+                figures.set("first_\(batches.name)_pg1_vs_sqlite_push_ratio", push)
+                figures.set("first_\(batches.name)_pg1_vs_sqlite_pull_ratio", pull)
+            }
         }
         return figures
     }
@@ -167,33 +190,43 @@ enum FirstSyncBenchmark {
     }
 
     /// One server, device A's first sync (push) and second (what comes back), then a new
-    /// device's first sync (pull).
-    static func syncRun(_ batches: Batches, deviceA: ReplicatedDatabase, fields: Int, reference: Timing, folder: URL) async throws -> Figures {
+    /// device's first sync (pull). Returns the figures, and the push's and the pull's fields/s.
+    static func syncRun(
+        _ batches: Batches, _ setup: ServerSetup, options: Options, deviceA: ReplicatedDatabase, fields: Int, reference: Timing, folder: URL
+    ) async throws -> (Figures, push: Double, pull: Double) {
         var figures = Figures()
-        let server = try await Bench.startServer(in: folder.appendingPathComponent("server-\(batches.name)"), secret: Bench.secret())
-        let authenticator = server.service.authenticator
+        let run = "\(setup.key)\(batches.name)"
+        let servers = try await BenchServers.start(
+            setup, in: folder.appendingPathComponent("server-\(run)"), secret: Bench.secret(), postgresConnections: options.postgresConnections)
+        let authenticator = servers.authenticator
+        let peer = "server-\(run)"
         let engineA = try SyncEngine(
-            database: deviceA, transport: HTTPSyncTransport(baseURL: server.baseURL), configuration: batches.configuration,
+            database: deviceA, transport: HTTPSyncTransport(baseURL: servers.baseURL(forDevice: 0)), configuration: batches.configuration(peer: peer),
             token: try await authenticator.token(namespace: namespace, device: "device-a"))
         let (push, pushTiming) = try await timed { try await engineA.sync() }
         let (echo, echoTiming) = try await timed { try await engineA.sync() }
 
-        let deviceB = try Bench.openPoolStore(folder.appendingPathComponent("device-b-\(batches.name).sqlite").path)
+        let deviceB = try Bench.openPoolStore(folder.appendingPathComponent("device-b-\(run).sqlite").path)
         let engineB = try SyncEngine(
-            database: deviceB, transport: HTTPSyncTransport(baseURL: server.baseURL), configuration: batches.configuration,
+            database: deviceB, transport: HTTPSyncTransport(baseURL: servers.baseURL(forDevice: 0)), configuration: batches.configuration(peer: peer),
             token: try await authenticator.token(namespace: namespace, device: "device-b"))
         let (pull, pullTiming) = try await timed { try await engineB.sync() }
 
         let rowsA = try Bench.rows(deviceA), rowsB = try Bench.rows(deviceB)
-        let serverSnapshot = try await server.service.storage.store(for: namespace).snapshot()
+        let serverSnapshot = try await servers.store(namespace).snapshot()
         let snapshotA = try deviceA.snapshot(), snapshotB = try deviceB.snapshot()
-        let converged = rowsA.count * 5 == fields && rowsA == rowsB && snapshotA == snapshotB && snapshotB == serverSnapshot
-        await server.stop()
+        // The server's table too (for PostgreSQL: the materialized table).
+        let serverRows = try await servers.rows(namespace)
+        let rowsAByKey = try Bench.rowsByKey(deviceA)
+        let rowsConverged = rowsA.count * 5 == fields && rowsA == rowsB && serverRows == rowsAByKey
+        let converged = rowsConverged && snapshotA == snapshotB && snapshotB == serverSnapshot
+        let databaseBytes = try await servers.database?.size()
+        await servers.stop()
 
         func ratio(_ timing: Timing) -> String {
             "\(format(timing.wall / reference.wall)) wall, \(format(timing.cpu / reference.cpu)) CPU  (goal ≤ 1.5)"
         }
-        var table = TextTable("sync over loopback HTTP, \(batches.label)")
+        var table = TextTable("sync over loopback HTTP, \(setup.description), \(batches.label)")
         table.row("(a) device A's first sync: push to the empty server",
                   "\(pushTiming.text) = \(rate(fields, pushTiming.wall)) fields/s")
         table.row("    requests, records, bytes, retries",
@@ -206,10 +239,13 @@ enum FirstSyncBenchmark {
         table.row("    ratio to the reference apply", ratio(pullTiming))
         table.row("device A's second sync (its own push comes back)",
                   "\(echoTiming.text); \(grouped(echo.requests)) requests, \(grouped(echo.pulledRecords)) records pulled (\(grouped(echo.pulledBytes)) B), \(echo.appliedRecords) changed anything")
-        table.row("converged (B's table = A's; A, B, server snapshots equal)", "\(converged)")
+        table.row("converged (B's table = A's = the server's; A, B, server snapshots equal)", "\(converged)")
+        if let databaseBytes {
+            table.row("PostgreSQL: pg_database_size afterwards", "\(grouped(databaseBytes)) B (\(format(Double(databaseBytes) / 1_048_576, 1)) MiB)")
+        }
         table.print()
 
-        let key = "first_\(batches.name)"
+        let key = "\(setup.key)first_\(batches.name)"
         figures.set("\(key)_push_s", pushTiming.wall)
         figures.set("\(key)_push_cpu_s", pushTiming.cpu)
         figures.set("\(key)_push_fields_per_s", Double(fields) / pushTiming.wall)
@@ -225,11 +261,12 @@ enum FirstSyncBenchmark {
         figures.set("\(key)_second_sync_s", echoTiming.wall)
         figures.set("\(key)_second_sync_pulled_records", echo.pulledRecords)
         figures.set("\(key)_converged", converged)
+        if let databaseBytes { figures.set("\(key)_database_bytes", databaseBytes) }
         if batches.name == "default" {
             // The issue's names for the default batches' ratios (#16).
-            figures.set("first_sync_push_ratio", pushTiming.wall / reference.wall)
-            figures.set("first_sync_pull_ratio", pullTiming.wall / reference.wall)
+            figures.set("\(setup.key)first_sync_push_ratio", pushTiming.wall / reference.wall)
+            figures.set("\(setup.key)first_sync_pull_ratio", pullTiming.wall / reference.wall)
         }
-        return figures
+        return (figures, Double(fields) / pushTiming.wall, Double(fields) / pullTiming.wall)
     }
 }

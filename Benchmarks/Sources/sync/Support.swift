@@ -21,6 +21,21 @@ struct Options: Sendable {
     var sharedRows = 100
     var runFirstSync = true
     var runConcurrency = true
+    /// Benchmark 3 (only with `--only namespaces`): many small namespaces.
+    var runNamespaces = false
+    /// The servers the benchmarks run against: the embedded SQLite storage (the default),
+    /// PostgreSQL, or both in one run (issue #17).
+    var storage = StorageChoice.sqlite
+    /// PostgreSQL server instances on one database (benchmark 2; with `all`, besides one
+    /// instance; default 1 with `postgres`, 3 with `all`).
+    var servers: Int?
+    /// Each PostgreSQL instance's pool (`PostgresStorage`'s `maximumConnections`).
+    var postgresConnections = 16
+    /// Benchmark 3: namespaces pushed into PostgreSQL, into the SQLite server (one file
+    /// each, much slower to create), and records per namespace.
+    var namespaceCount = 10_000
+    var sqliteNamespaceCount = 2_000
+    var recordsPerNamespace = 10
     /// Benchmark 1: runs with the default batches, and with 1,000-record / 4 MiB batches.
     var defaultBatches = true
     var bigBatches = true
@@ -29,8 +44,16 @@ struct Options: Sendable {
 
     static let usage = """
         usage: sync [--rows N] [--devices N] [--rounds N] [--namespaces N] [--shared-rows N]
-                    [--only first|concurrency] [--batches default|big|both] [--no-breakdown]
+                    [--only first|concurrency|namespaces] [--batches default|big|both] [--no-breakdown]
+                    [--storage sqlite|postgres|all] [--servers N] [--pg-connections N]
+                    [--namespace-count N] [--sqlite-namespace-count N] [--records-per-namespace N]
+        PostgreSQL (--storage postgres|all) needs CONVERGE_POSTGRES_URL: each configuration runs
+        on a database of its own, created in that cluster and dropped afterwards.
         """
+
+    enum StorageChoice: String, Sendable {
+        case sqlite, postgres, all
+    }
 
     static func parse(_ arguments: [String]) -> Options {
         var options = Options()
@@ -63,8 +86,23 @@ struct Options: Sendable {
                 switch index < arguments.count ? arguments[index] : "" {
                 case "first": options.runConcurrency = false
                 case "concurrency": options.runFirstSync = false
-                default: fail("--only takes first or concurrency")
+                case "namespaces":
+                    options.runFirstSync = false
+                    options.runConcurrency = false
+                    options.runNamespaces = true
+                default: fail("--only takes first, concurrency or namespaces")
                 }
+            case "--storage":
+                index += 1
+                guard index < arguments.count, let choice = StorageChoice(rawValue: arguments[index]) else {
+                    fail("--storage takes sqlite, postgres or all")
+                }
+                options.storage = choice
+            case "--servers": options.servers = value("--servers")
+            case "--pg-connections": options.postgresConnections = max(2, value("--pg-connections"))
+            case "--namespace-count": options.namespaceCount = value("--namespace-count")
+            case "--sqlite-namespace-count": options.sqliteNamespaceCount = value("--sqlite-namespace-count")
+            case "--records-per-namespace": options.recordsPerNamespace = value("--records-per-namespace")
             case "--help", "-h":
                 print(usage)
                 exit(0)
@@ -73,8 +111,44 @@ struct Options: Sendable {
             index += 1
         }
         options.namespaces = min(options.namespaces, options.devices)
+        if options.servers != nil && options.storage == .sqlite { fail("--servers needs --storage postgres or all") }
         return options
     }
+
+    /// The storages asked for, without PostgreSQL when `CONVERGE_POSTGRES_URL` is not set
+    /// (the reason printed once).
+    var storages: [StorageKind] {
+        switch storage {
+        case .sqlite: return [.sqlite]
+        case .postgres: return Self.postgresAvailable ? [.postgres] : [.sqlite]
+        case .all: return Self.postgresAvailable ? [.sqlite, .postgres] : [.sqlite]
+        }
+    }
+
+    /// Benchmark 2's configurations: with `all`, SQLite, PostgreSQL with one instance and
+    /// with `--servers` (default 3) instances.
+    var concurrencySetups: [ServerSetup] {
+        switch storage {
+        case .sqlite: return [.sqlite]
+        case .postgres: return Self.postgresAvailable ? [.postgres(servers ?? 1)] : [.sqlite]
+        case .all:
+            guard Self.postgresAvailable else { return [.sqlite] }
+            let several = servers ?? 3
+            return [.sqlite, .postgres(1)] + (several > 1 ? [.postgres(several)] : [])
+        }
+    }
+
+    /// Whether PostgreSQL can be used; the first time it cannot, says why.
+    static let postgresAvailable: Bool = {
+        if PostgresDatabase.adminURL != nil { return true }
+        print("""
+
+            NOTE: CONVERGE_POSTGRES_URL is not set, so the PostgreSQL configurations are skipped and only \
+            SQLite runs. To run them: `source .ci/postgres start` (starts a throwaway cluster on loopback and \
+            exports the variable), or point it at a cluster where this user may CREATE DATABASE.
+            """)
+        return false
+    }()
 
     static func fail(_ message: String) -> Never {
         FileHandle.standardError.write(Data("sync: \(message)\n\(usage)\n".utf8))
@@ -104,6 +178,13 @@ struct Figures: Sendable {
     mutating func set(_ key: String, _ value: Int) { entries.append((key, .integer(value))) }
     mutating func set(_ key: String, _ value: Bool) { entries.append((key, .bool(value))) }
     mutating func append(_ other: Figures) { entries += other.entries }
+
+    /// The same figures with `prefix` before every key.
+    func prefixed(_ prefix: String) -> Figures {
+        var result = self
+        result.entries = entries.map { (prefix + $0.0, $0.1) }
+        return result
+    }
 
     var json: String { "{" + entries.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ") + "}" }
 }
@@ -224,13 +305,6 @@ enum Bench {
         var logger = Logger(label: "converge-sync-benchmark")
         logger.logLevel = .warning
         return logger
-    }
-
-    /// A server on loopback, on a free port, storing its namespaces in `folder`.
-    static func startServer(in folder: URL, secret: String) async throws -> RunningServer {
-        let service = try await SyncService(configuration: ServerConfiguration(
-            dataDirectory: folder, jwtSecret: secret, schema: serverSchema()))
-        return try await RunningServer.start(service: service, port: 0, logger: quietLogger())
     }
 
     /// A device store as an app opens it: a GRDB `DatabasePool` (WAL) with GRDB's default
