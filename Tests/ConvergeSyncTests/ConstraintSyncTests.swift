@@ -9,7 +9,7 @@ import Testing
 
 /// Unique constraints as conflicts (DESIGN §4) end to end: devices and the server over
 /// HTTP, the server's schema declaring the unique index.
-@Suite(.timeLimit(.minutes(1))) struct ConstraintSyncTests {
+@Suite(.timeLimit(.minutes(3))) struct ConstraintSyncTests {
     static let createPeople = "CREATE TABLE people(id TEXT PRIMARY KEY NOT NULL, email, name)"
     static let schema = ServerSchema(tables: Fixtures.schema.tables + [
         .init(name: "people", create: createPeople, uniqueIndexes: [UniqueIndex(name: "people_email", columns: ["email"])]),

@@ -7,7 +7,7 @@ import GRDB
 import Testing
 
 /// One server on loopback, three devices with their own SQLite files, HTTP in between.
-@Suite(.timeLimit(.minutes(1))) struct EndToEndTests {
+@Suite(.timeLimit(.minutes(3))) struct EndToEndTests {
     func withDevices(_ count: Int = 3, backend: Backend = .sqlite, body: (TestServer, [Device]) async throws -> Void) async throws {
         try await TestServer.run(backend) { server, directory in
             var devices = [Device]()
@@ -226,7 +226,7 @@ import Testing
     }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct RealtimeTests {
+@Suite(.timeLimit(.minutes(3))) struct RealtimeTests {
     @Test(arguments: Backend.available) func aListeningDevicePullsWhenAnotherPushes(_ backend: Backend) async throws {
         let server = try await TestServer.start(backend)
         let directory = try Fixtures.temporaryDirectory()

@@ -10,7 +10,7 @@ import Testing
 /// Several server instances on one PostgreSQL database (DESIGN §10): devices spread over
 /// them converge with each other and with the database, hear of each other's pushes, and
 /// instances starting together migrate once.
-@Suite(.timeLimit(.minutes(2)), .enabled(if: PostgresFixture.url != nil, "CONVERGE_POSTGRES_URL is not set"))
+@Suite(.timeLimit(.minutes(4)), .enabled(if: PostgresFixture.url != nil, "CONVERGE_POSTGRES_URL is not set"))
 struct PostgresInstancesTests {
     /// Three instances sharing one fresh database and one token secret.
     func withInstances(_ count: Int = 3, body: ([TestServer], URL, PostgresPlace) async throws -> Void) async throws {

@@ -8,7 +8,7 @@ import Testing
 
 /// Server-side rules end to end: a column the server owns (authority) and a validation
 /// hook whose rejections are undone everywhere and reported to the device that pushed.
-@Suite(.timeLimit(.minutes(1))) struct ServerRulesTests {
+@Suite(.timeLimit(.minutes(3))) struct ServerRulesTests {
     static let createInvoices = "CREATE TABLE invoices(id TEXT PRIMARY KEY NOT NULL, customer, total, status)"
     static let schema = ServerSchema(tables: Fixtures.schema.tables + [
         .init(name: "invoices", create: createInvoices, policies: ["status": .authority])

@@ -36,6 +36,14 @@ enum Fixtures {
     static let quickRetry = SyncEngine.RetryPolicy(maxAttempts: 3, initialDelay: .milliseconds(10), maxDelay: .milliseconds(40))
 }
 
+/// Runs blocking work (waiting for a process) on a dispatch thread, not on one of the few
+/// threads every test's async work shares.
+func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
+
 /// The server's storage a test runs on: the server suites run on both (DESIGN §10).
 enum Backend: String, Sendable, CaseIterable, CustomTestStringConvertible {
     case sqlite, postgres
