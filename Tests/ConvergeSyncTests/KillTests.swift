@@ -53,7 +53,7 @@ final class KillableServer: @unchecked Sendable {
     }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct KillTests {
+@Suite(.timeLimit(.minutes(3))) struct KillTests {
     @Test(.enabled(if: serverExecutable != nil, "converge-server is not built"))
     func sigkillDuringAPushThenRestart() async throws {
         let data = try Fixtures.temporaryDirectory()
