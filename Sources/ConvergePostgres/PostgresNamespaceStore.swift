@@ -77,14 +77,21 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
     // MARK: Records
 
     /// The stored entries of `addresses`, in one query.
+    ///
+    /// One primary-key probe per address, whatever the planner estimates: a plain join lets
+    /// it hash-join against every record of the namespace when its statistics make the
+    /// namespace look small (a new database, or one large namespace among many small ones),
+    /// which makes each push cost as much as the namespace holds. (`LIMIT 1` keeps the
+    /// lateral subquery from being flattened into that join; the key is unique anyway.)
     func entries(at addresses: [RecordAddress], _ connection: PostgresConnection) async throws -> [RecordAddress: RecordEntry] {
         guard !addresses.isEmpty else { return [:] }
         let rows = try await connection.query(
             """
-            SELECT r.tbl, r.key, r.state, r.seqs FROM converge_records r
-            JOIN unnest(\(addresses.map(\.table))::text[], \(addresses.map { KeyCodec.encode($0.key) })::bytea[]) AS a(tbl, key)
-              ON r.tbl = a.tbl AND r.key = a.key
-            WHERE r.namespace = \(namespace)
+            SELECT r.tbl, r.key, r.state, r.seqs
+            FROM unnest(\(addresses.map(\.table))::text[], \(addresses.map { KeyCodec.encode($0.key) })::bytea[]) AS a(tbl, key)
+            CROSS JOIN LATERAL (
+                SELECT tbl, key, state, seqs FROM converge_records
+                WHERE namespace = \(namespace) AND tbl = a.tbl AND key = a.key LIMIT 1) r
             """, logger: logger)
         var result = [RecordAddress: RecordEntry]()
         for try await (table, key, state, sequences) in rows.decode((String, ByteBuffer, ByteBuffer, ByteBuffer).self) {

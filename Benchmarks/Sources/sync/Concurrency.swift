@@ -87,6 +87,10 @@ enum ConcurrencyBenchmark {
         var divergedDevices: Int
         var rssAfterRounds: Double?
         var databaseBytes: Int?
+        /// CPU time per round, in seconds: this process's (devices and server) and, for
+        /// PostgreSQL, its server processes'. Other jobs on the machine do not count in it,
+        /// so the ratio of these moves less than the rounds/s when the load shifts.
+        var cpuPerRound: Double
     }
 
     static func run(_ options: Options) async throws -> Figures {
@@ -118,26 +122,29 @@ enum ConcurrencyBenchmark {
     static func compare(_ summaries: [Summary]) -> Figures {
         var figures = Figures()
         print("\nBENCHMARK 2 — the configurations side by side (one run, one after the other)")
-        print("configuration                        rounds/s   p50 ms   p99 ms  errors  lost  diverged  RSS after rounds  database")
+        print("configuration                        rounds/s   p50 ms   p99 ms  errors  lost  diverged  CPU ms/round  RSS after rounds  database")
         for summary in summaries {
             let database = summary.databaseBytes.map { "\(format(Double($0) / 1_048_576, 1)) MiB" } ?? "(files)"
             print(
                 summary.setup.description.padding(toLength: 36, withPad: " ", startingAt: 0)
-                    + String(format: " %8.1f %8.0f %8.0f %7d %5d %9d", summary.roundsPerSecond, summary.p50 * 1000, summary.p99 * 1000, summary.errors, summary.lostFields, summary.divergedDevices)
+                    + String(format: " %8.1f %8.0f %8.0f %7d %5d %9d %13.1f", summary.roundsPerSecond, summary.p50 * 1000, summary.p99 * 1000, summary.errors, summary.lostFields, summary.divergedDevices, summary.cpuPerRound * 1000)
                     + "  " + (summary.rssAfterRounds.map { "\(format($0, 0)) MiB" } ?? "?").padding(toLength: 16, withPad: " ", startingAt: 0) + "  " + database)
         }
         let sqlite = summaries.first { $0.setup.storage == .sqlite }
         let pg1 = summaries.first { $0.setup.storage == .postgres && $0.setup.instances == 1 }
         let several = summaries.first { $0.setup.storage == .postgres && $0.setup.instances > 1 }
+        // The CPU ratios: rounds per CPU second, this configuration's over the other's.
         if let sqlite, let pg1 {
-            let ratio = pg1.roundsPerSecond / sqlite.roundsPerSecond
-            print("PostgreSQL, 1 instance ÷ SQLite (rounds/s): \(format(ratio))  (goal ≥ 0.7)")
+            let ratio = pg1.roundsPerSecond / sqlite.roundsPerSecond, cpu = sqlite.cpuPerRound / pg1.cpuPerRound
+            print("PostgreSQL, 1 instance ÷ SQLite (rounds/s): \(format(ratio))  (goal ≥ 0.7); in rounds per CPU second: \(format(cpu))")
             figures.set("pg1_vs_sqlite_rounds_ratio", ratio)
+            figures.set("pg1_vs_sqlite_cpu_ratio", cpu)
         }
         if let pg1, let several {
-            let ratio = several.roundsPerSecond / pg1.roundsPerSecond
-            print("PostgreSQL, \(several.setup.instances) instances ÷ 1 instance (rounds/s): \(format(ratio))  (goal ≥ 0.9 on this 2-core machine)")
+            let ratio = several.roundsPerSecond / pg1.roundsPerSecond, cpu = pg1.cpuPerRound / several.cpuPerRound
+            print("PostgreSQL, \(several.setup.instances) instances ÷ 1 instance (rounds/s): \(format(ratio))  (goal ≥ 0.9 on this 2-core machine); in rounds per CPU second: \(format(cpu))")
             figures.set("pg\(several.setup.instances)_vs_pg1_rounds_ratio", ratio)
+            figures.set("pg\(several.setup.instances)_vs_pg1_cpu_ratio", cpu)
         }
         return figures
     }
@@ -398,7 +405,7 @@ enum ConcurrencyBenchmark {
         let summary = Summary(
             setup: setup, roundsPerSecond: Double(totalRounds) / runSeconds, p50: percentile(0.5), p99: percentile(0.99),
             errors: errors + finalErrors, lostFields: lostFields, divergedDevices: divergedDevices, rssAfterRounds: memoryAfterRounds?.rss,
-            databaseBytes: databaseBytes)
+            databaseBytes: databaseBytes, cpuPerRound: (runTiming.cpu + (databaseCPU ?? 0)) / Double(max(1, totalRounds)))
         return (figures.prefixed(key), summary)
     }
 

@@ -89,24 +89,29 @@ enum FirstSyncBenchmark {
         if options.bigBatches { runs.append(.big) }
         let setups = options.storages.map { $0 == .sqlite ? ServerSetup.sqlite : .postgres(1) }
         for batches in runs {
-            var fieldsPerSecond = [(setup: ServerSetup, push: Double, pull: Double)]()
+            var fieldsPerSecond = [(setup: ServerSetup, push: Double, pull: Double, pushCPU: Double, pullCPU: Double)]()
             for setup in setups {
-                let (run, push, pull) = try await syncRun(
+                let (run, push, pull, pushCPU, pullCPU) = try await syncRun(
                     batches, setup, options: options, deviceA: deviceA, fields: fields, reference: reference, folder: folder)
                 figures.append(run)
-                fieldsPerSecond.append((setup, push, pull))
+                fieldsPerSecond.append((setup, push, pull, pushCPU, pullCPU))
             }
             if let sqlite = fieldsPerSecond.first(where: { $0.setup.storage == .sqlite }),
                 let postgres = fieldsPerSecond.first(where: { $0.setup.storage == .postgres }) {
                 let push = postgres.push / sqlite.push, pull = postgres.pull / sqlite.pull
+                // Fields per CPU second (this process's, and PostgreSQL's processes'): moves
+                // less than the wall clock when other jobs share the machine.
+                let pushCPU = sqlite.pushCPU / postgres.pushCPU, pullCPU = sqlite.pullCPU / postgres.pullCPU
                 print("""
 
-                    first sync, \(batches.label): PostgreSQL ÷ SQLite server (fields/s, same run)
-                      push \(rate(Int(postgres.push), 1)) ÷ \(rate(Int(sqlite.push), 1)) = \(format(push))
-                      pull \(rate(Int(postgres.pull), 1)) ÷ \(rate(Int(sqlite.pull), 1)) = \(format(pull))
+                    first sync, \(batches.label): PostgreSQL ÷ SQLite server (fields/s, same run; in fields per CPU second)
+                      push \(rate(Int(postgres.push), 1)) ÷ \(rate(Int(sqlite.push), 1)) = \(format(push)); CPU \(format(pushCPU))
+                      pull \(rate(Int(postgres.pull), 1)) ÷ \(rate(Int(sqlite.pull), 1)) = \(format(pull)); CPU \(format(pullCPU))
                     """)
                 figures.set("first_\(batches.name)_pg1_vs_sqlite_push_ratio", push)
                 figures.set("first_\(batches.name)_pg1_vs_sqlite_pull_ratio", pull)
+                figures.set("first_\(batches.name)_pg1_vs_sqlite_push_cpu_ratio", pushCPU)
+                figures.set("first_\(batches.name)_pg1_vs_sqlite_pull_cpu_ratio", pullCPU)
             }
         }
         return figures
@@ -193,7 +198,7 @@ enum FirstSyncBenchmark {
     /// device's first sync (pull). Returns the figures, and the push's and the pull's fields/s.
     static func syncRun(
         _ batches: Batches, _ setup: ServerSetup, options: Options, deviceA: ReplicatedDatabase, fields: Int, reference: Timing, folder: URL
-    ) async throws -> (Figures, push: Double, pull: Double) {
+    ) async throws -> (Figures, push: Double, pull: Double, pushCPU: Double, pullCPU: Double) {
         var figures = Figures()
         let run = "\(setup.key)\(batches.name)"
         let servers = try await BenchServers.start(
@@ -203,14 +208,25 @@ enum FirstSyncBenchmark {
         let engineA = try SyncEngine(
             database: deviceA, transport: HTTPSyncTransport(baseURL: servers.baseURL(forDevice: 0)), configuration: batches.configuration(peer: peer),
             token: try await authenticator.token(namespace: namespace, device: "device-a"))
+        // PostgreSQL's own processes are not in this process's CPU time: measured apart.
+        let backendsAtStart = try await servers.database?.backendCPU()
         let (push, pushTiming) = try await timed { try await engineA.sync() }
+        let backendsAfterPush = try await servers.database?.backendCPU()
         let (echo, echoTiming) = try await timed { try await engineA.sync() }
 
         let deviceB = try Bench.openPoolStore(folder.appendingPathComponent("device-b-\(run).sqlite").path)
         let engineB = try SyncEngine(
             database: deviceB, transport: HTTPSyncTransport(baseURL: servers.baseURL(forDevice: 0)), configuration: batches.configuration(peer: peer),
             token: try await authenticator.token(namespace: namespace, device: "device-b"))
+        let backendsBeforePull = try await servers.database?.backendCPU()
         let (pull, pullTiming) = try await timed { try await engineB.sync() }
+        let backendsAfterPull = try await servers.database?.backendCPU()
+        var databaseCPU: (push: Double, pull: Double)?
+        if let backendsAtStart, let backendsAfterPush, let backendsBeforePull, let backendsAfterPull {
+            databaseCPU = (
+                PostgresDatabase.cpuSeconds(from: backendsAtStart, to: backendsAfterPush),
+                PostgresDatabase.cpuSeconds(from: backendsBeforePull, to: backendsAfterPull))
+        }
 
         let rowsA = try Bench.rows(deviceA), rowsB = try Bench.rows(deviceB)
         let serverSnapshot = try await servers.store(namespace).snapshot()
@@ -232,11 +248,13 @@ enum FirstSyncBenchmark {
         table.row("    requests, records, bytes, retries",
                   "\(grouped(push.requests)), \(grouped(push.pushedRecords)) pushed (\(grouped(push.pushedBytes)) B), \(grouped(push.pulledRecords)) pulled, \(push.retries) retries")
         table.row("    ratio to the reference apply", ratio(pushTiming))
+        if let databaseCPU { table.row("    CPU of PostgreSQL's processes", "\(format(databaseCPU.push)) s") }
         table.row("(b) device B's first sync: pull into an empty store",
                   "\(pullTiming.text) = \(rate(fields, pullTiming.wall)) fields/s")
         table.row("    requests, records, bytes, retries",
                   "\(grouped(pull.requests)), \(grouped(pull.pulledRecords)) pulled (\(grouped(pull.pulledBytes)) B), \(pull.retries) retries")
         table.row("    ratio to the reference apply", ratio(pullTiming))
+        if let databaseCPU { table.row("    CPU of PostgreSQL's processes", "\(format(databaseCPU.pull)) s") }
         table.row("device A's second sync (its own push comes back)",
                   "\(echoTiming.text); \(grouped(echo.requests)) requests, \(grouped(echo.pulledRecords)) records pulled (\(grouped(echo.pulledBytes)) B), \(echo.appliedRecords) changed anything")
         table.row("converged (B's table = A's = the server's; A, B, server snapshots equal)", "\(converged)")
@@ -262,11 +280,17 @@ enum FirstSyncBenchmark {
         figures.set("\(key)_second_sync_pulled_records", echo.pulledRecords)
         figures.set("\(key)_converged", converged)
         if let databaseBytes { figures.set("\(key)_database_bytes", databaseBytes) }
+        if let databaseCPU {
+            figures.set("\(key)_push_database_cpu_s", databaseCPU.push)
+            figures.set("\(key)_pull_database_cpu_s", databaseCPU.pull)
+        }
         if batches.name == "default" {
             // The issue's names for the default batches' ratios (#16).
             figures.set("\(setup.key)first_sync_push_ratio", pushTiming.wall / reference.wall)
             figures.set("\(setup.key)first_sync_pull_ratio", pullTiming.wall / reference.wall)
         }
-        return (figures, Double(fields) / pushTiming.wall, Double(fields) / pullTiming.wall)
+        return (
+            figures, Double(fields) / pushTiming.wall, Double(fields) / pullTiming.wall,
+            pushTiming.cpu + (databaseCPU?.push ?? 0), pullTiming.cpu + (databaseCPU?.pull ?? 0))
     }
 }

@@ -121,6 +121,9 @@ struct PostgresDatabase: Sendable {
         guard let admin = adminURL else { throw BenchmarkError("CONVERGE_POSTGRES_URL is not set") }
         let name = "converge_bench_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""))"
         try await Self.admin { client in _ = try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)")) }
+        if ProcessInfo.processInfo.environment["BENCH_LOG_DURATIONS"] != nil {
+            try await Self.admin { client in _ = try await client.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(name) SET log_min_duration_statement = 0")) }
+        }
         guard var components = URLComponents(string: admin) else { throw BenchmarkError("CONVERGE_POSTGRES_URL is not a URL") }
         components.path = "/\(name)"
         return PostgresDatabase(name: name, url: components.string!)
