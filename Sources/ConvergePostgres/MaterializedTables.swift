@@ -45,10 +45,10 @@ struct MaterializedTables: Sendable {
     let tables: [String: Table]
 
     /// What the merge needs of each table (the same descriptions the SQLite store checks
-    /// incoming keys against).
-    var descriptions: [String: ReplicatedTable] { tables.mapValues(\.replicated) }
+    /// incoming keys against). Made once: every push reads them, some once per record.
+    let descriptions: [String: ReplicatedTable]
 
-    var schemas: [String: TableSchema] { tables.mapValues(\.schema) }
+    let schemas: [String: TableSchema]
 
     /// Reads the schema the way the SQLite server does (its `CREATE TABLE` statements run in
     /// an in-memory SQLite database and replicated there), so both backends accept the same
@@ -78,6 +78,8 @@ struct MaterializedTables: Sendable {
                 columnTypes: replicated.schema.columns.map { ColumnType(declared: types[$0] ?? "") })
         }
         self.tables = tables
+        self.descriptions = tables.mapValues(\.replicated)
+        self.schemas = tables.mapValues(\.schema)
     }
 
     /// The statements that create (or extend, for columns added to the schema later) the
