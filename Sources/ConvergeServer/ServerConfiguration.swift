@@ -114,7 +114,20 @@ public struct ServerConfiguration: Sendable {
         /// is retired.
         public var enabled: Bool
         /// How long a device may stay away before it is retired (default 30 days).
-        public var retentionSeconds: UInt64
+        public var retentionSeconds: UInt64 {
+            get { retentionMilliseconds / 1_000 }
+            set {
+                let (milliseconds, overflow) = newValue.multipliedReportingOverflow(by: 1_000)
+                retentionMilliseconds = overflow ? .max : milliseconds
+            }
+        }
+        /// The retention window in milliseconds (the simulator's runs last seconds).
+        public var retentionMilliseconds: UInt64
+        /// The time the retention window is measured on, in milliseconds since 1970; `nil`:
+        /// the namespaces' store clock (``ServerConfiguration/store``'s `physicalTime`). The
+        /// simulator stops it while it heals, when it moves the store clock far ahead only
+        /// to release quarantines.
+        public var clock: (@Sendable () -> UInt64)?
         /// The most records one round collects (the rest wait for the next round).
         public var maxRecordsPerRound: Int
         /// The most collected records one sync answer lists for a device.
@@ -122,7 +135,8 @@ public struct ServerConfiguration: Sendable {
 
         public init(enabled: Bool = true, retentionSeconds: UInt64 = 30 * 24 * 60 * 60, maxRecordsPerRound: Int = 10_000, maxCollectedPerAnswer: Int = 1_000) {
             self.enabled = enabled
-            self.retentionSeconds = retentionSeconds
+            let (milliseconds, overflow) = retentionSeconds.multipliedReportingOverflow(by: 1_000)
+            self.retentionMilliseconds = overflow ? .max : milliseconds
             self.maxRecordsPerRound = max(1, maxRecordsPerRound)
             self.maxCollectedPerAnswer = max(1, maxCollectedPerAnswer)
         }

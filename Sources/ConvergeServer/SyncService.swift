@@ -239,12 +239,11 @@ public final class SyncService: Sendable {
     ) async throws -> SyncResponse {
         let policy = configuration.collection
         guard policy.enabled else { return response }
-        let now = configuration.store.physicalTime()
+        let now = policy.clock?() ?? configuration.store.physicalTime()
         try await store.noteRound(
             of: device, replica: request.replica, pullCursor: request.pullCursor, pushComplete: request.pushComplete,
             collectedAfter: request.collectedAfter, pushedUpTo: pushed ? request.pushUpTo : nil, nowMilliseconds: now)
-        let (retention, overflow) = policy.retentionSeconds.multipliedReportingOverflow(by: 1_000)
-        let frontier = try await store.collect(retentionMilliseconds: overflow ? .max : retention, nowMilliseconds: now, limit: policy.maxRecordsPerRound)
+        let frontier = try await store.collect(retentionMilliseconds: policy.retentionMilliseconds, nowMilliseconds: now, limit: policy.maxRecordsPerRound)
         guard let after = request.collectedAfter else { return response }
         var answer = response
         answer.frontier = frontier

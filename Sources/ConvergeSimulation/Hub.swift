@@ -17,12 +17,17 @@ public protocol SimulationHub: AnyObject {
     /// goes wrong (a refusal, a failure nothing injected) throws.
     func sync(replica: Int, database: ReplicatedDatabase, round: HubRound) throws -> HubRoundOutcome
     /// Sets the server's physical time (the run's virtual time, without any replica's
-    /// skew) and applies the server's quarantined records whose time has come.
-    func advanceTime(to now: UInt64) throws
+    /// skew) and applies the server's quarantined records whose time has come; with
+    /// `--collect`, also the clock its retention window is measured on (which stops while
+    /// the run heals).
+    func advanceTime(to now: UInt64, collectionClock: UInt64) throws
     /// Delivers the delayed requests due at operation `op` or before (`Int.max`: all).
     func deliverLate(dueBy op: Int) throws
     /// The traffic and faults since the last call.
     func takeTraffic() -> HubTraffic
+    /// `--collect`: what the server did since the last call that the oracle must know, in
+    /// the order it did it: the pushes it applied, the records it collected.
+    func takeEvents() -> [HubEvent]
     /// The server's identity in the simulated namespace.
     var serverReplica: ReplicaID { get }
     /// The server's full merge state in the namespace.
@@ -63,6 +68,17 @@ public struct HubRoundOutcome: Sendable {
     /// The device's pull cursor in the server's feed after the round, and the server it
     /// belongs to (for the session checker: answers never go back in the feed).
     public var pullCursor: (server: ReplicaID, position: UInt64)?
+    /// `--collect`: the server retired the device, and its engine reset it in this round:
+    /// the identity it had, and the feed position the server had acknowledged.
+    public var resetFrom: (replica: ReplicaID, acknowledged: UInt64)?
+    /// `--collect`: the engine wrote its kept writes again after a reset (this round's or
+    /// an earlier one's, when that round failed before it could).
+    public var reapplied = false
+    /// `--collect`: records the server listed as collected in answers of this round (the
+    /// engine dropped those the device held deleted).
+    public var listedCollected: [RecordAddress] = []
+    /// `--collect`: records the engine dropped.
+    public var droppedRecords = 0
 
     public init(pushedRecords: Int = 0, pulledRecords: Int = 0, appliedRecords: Int = 0, quarantinedRecords: Int = 0, failure: String? = nil) {
         self.pushedRecords = pushedRecords
@@ -70,6 +86,22 @@ public struct HubRoundOutcome: Sendable {
         self.appliedRecords = appliedRecords
         self.quarantinedRecords = quarantinedRecords
         self.failure = failure
+    }
+}
+
+/// `--collect`: one thing the server did, as the hub saw it in a request and its answer.
+public enum HubEvent: Sendable {
+    /// The server applied a push of `replica`: for each record, the largest clock reading of
+    /// `replica` it carried (which writes of `replica` the server holds).
+    case received(replica: ReplicaID, records: [(address: RecordAddress, hlc: HLC)])
+    /// The server collected the record, as entry `id` of its collected log.
+    case collected(id: UInt64, address: RecordAddress)
+}
+
+extension HubEvent {
+    /// The server applied `changeset`, pushed by `replica`.
+    public static func received(_ changeset: Changeset, by replica: ReplicaID) -> HubEvent {
+        .received(replica: replica, records: changeset.records.map { (RecordAddress(table: $0.table, key: $0.key), $0.state.maxHLC(by: replica)) })
     }
 }
 
@@ -139,6 +171,11 @@ final class HubServerNode: SimNode {
     func takeChanged() -> [RecordAddress] { [] }
     func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord] { [:] }
     func close() {}
+    func collectableRecords(through position: UInt64, limit: Int) throws -> [RecordAddress] { throw Self.notAReplica }
+    func collect(_ addresses: [RecordAddress], unchangedAfter: UInt64?, keepingQuarantined: Bool) throws -> [RecordAddress] { throw Self.notAReplica }
+    func tombstoneCount() throws -> Int { throw Self.notAReplica }
+    func resetForResync(acknowledged: UInt64) throws -> Int { throw Self.notAReplica }
+    func reapplyKeptWrites(now: UInt64) throws -> [RecordAddress] { throw Self.notAReplica }
 
     private static let notAReplica = SimulationFailure("the server is checked, not driven, by the simulation")
 }

@@ -44,6 +44,22 @@ protocol SimNode: AnyObject {
     func shown(_ addresses: [RecordAddress]) throws -> [RecordAddress: ShownRecord]
     /// Releases files.
     func close()
+
+    // MARK: Tombstone collection (`--collect`, DESIGN §9)
+
+    /// On the hub: the deleted records its frontier allows it to drop.
+    func collectableRecords(through position: UInt64, limit: Int) throws -> [RecordAddress]
+    /// Drops what it may of `addresses`; returns what it dropped (`keepingQuarantined`: the
+    /// hub's rule, records with a change in quarantine stay).
+    func collect(_ addresses: [RecordAddress], unchangedAfter: UInt64?, keepingQuarantined: Bool) throws -> [RecordAddress]
+    /// Deleted records whose metadata it still holds.
+    func tombstoneCount() throws -> Int
+    /// The hub retired it: keeps its local writes after feed position `acknowledged`, drops
+    /// everything else and takes a new (seeded) identity. Returns the records kept.
+    func resetForResync(acknowledged: UInt64) throws -> Int
+    /// Once a fresh snapshot is in: writes the kept writes again as new local writes;
+    /// returns the records they changed.
+    func reapplyKeptWrites(now: UInt64) throws -> [RecordAddress]
 }
 
 extension RecordState {
@@ -85,10 +101,15 @@ final class CoreNode: SimNode {
         rowsCache.removeAll(keepingCapacity: true)
     }
 
+    /// The identities a reset takes, seeded as a SQLite replica's are.
+    private let identities: SeededIdentities
+
     init(id: ReplicaID, maxDriftMilliseconds: UInt64, schema: SimulationSchema) {
         self.schema = schema
         replica = Replica(id: id, maxDriftMilliseconds: maxDriftMilliseconds)
         for table in schema.tables { replica.replicate(table) }
+        identities = SeededIdentities(first: id)
+        _ = identities.next()  // the first one is `id`
     }
 
     var replicaID: ReplicaID { replica.id }
@@ -180,6 +201,33 @@ final class CoreNode: SimNode {
     }
 
     func close() {}
+
+    func collectableRecords(through position: UInt64, limit: Int) throws -> [RecordAddress] {
+        replica.collectableRecords(through: position, limit: limit)
+    }
+
+    func collect(_ addresses: [RecordAddress], unchangedAfter: UInt64?, keepingQuarantined: Bool) throws -> [RecordAddress] {
+        let dropped = replica.collect(addresses, unchangedAfter: unchangedAfter, keepingQuarantined: keepingQuarantined)
+        if !dropped.isEmpty { stateChanged() }
+        return dropped
+    }
+
+    func tombstoneCount() throws -> Int { replica.tombstoneCount }
+
+    func resetForResync(acknowledged: UInt64) throws -> Int {
+        let kept = replica.resetForResync(acknowledged: acknowledged, newID: identities.next())
+        stateChanged()
+        changed.removeAll()
+        return kept
+    }
+
+    func reapplyKeptWrites(now: UInt64) throws -> [RecordAddress] {
+        let delta = replica.reapplyKeptWrites(physicalMilliseconds: now)
+        stateChanged()
+        let addresses = delta.records.map { RecordAddress(table: $0.table, key: $0.key) }
+        changed += addresses
+        return addresses
+    }
 }
 
 /// A physical clock the simulator sets before each call into a store (or, over HTTP, into

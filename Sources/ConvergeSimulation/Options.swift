@@ -76,6 +76,12 @@ public enum Mutation: String, Sendable, Hashable, CaseIterable, Codable {
     /// The device's sync engine saves its pull cursor past a page before the page is
     /// committed, so a commit that fails loses the page.
     case cursorBeforeCommit = "cursor-before-commit"
+    /// The in-memory hub collects every deleted record up to its feed's head instead of up
+    /// to the frontier: deletes that are not causally stable yet (needs `--collect`).
+    case collectAboveFrontier = "collect-above-frontier"
+    /// A device the in-memory hub retired resets keeping none of its unacknowledged local
+    /// writes: what its user typed offline is lost (needs `--collect`).
+    case resetLosesWrites = "reset-loses-writes"
 
     /// What the mutation breaks, for `--mutation list`.
     public var summary: String {
@@ -85,16 +91,22 @@ public enum Mutation: String, Sendable, Hashable, CaseIterable, Codable {
         case .pullOverUnpushed: return "client: a pulled page is shown over local writes not pushed yet (needs --transport http)"
         case .stalePull: return "server: a pull is answered from a snapshot older than one already served (needs --transport http)"
         case .cursorBeforeCommit: return "client: the pull cursor moves before the page is committed (needs --transport http)"
+        case .collectAboveFrontier: return "hub: tombstones are collected above the frontier, before their deletes are stable (needs --collect)"
+        case .resetLosesWrites: return "client: a retired device resets without keeping its unacknowledged writes (needs --collect)"
         }
     }
 
     /// Whether it breaks the sync engine or the server, which only `--transport http` runs.
     public var needsHTTP: Bool {
         switch self {
-        case .dropMembershipContext, .tieIgnoresReplica: return false
+        case .dropMembershipContext, .tieIgnoresReplica, .collectAboveFrontier, .resetLosesWrites: return false
         case .pullOverUnpushed, .stalePull, .cursorBeforeCommit: return true
         }
     }
+
+    /// Whether it breaks tombstone collection in the simulator's own hub, which only
+    /// `--collect` over the memory transport runs.
+    public var needsCollect: Bool { self == .collectAboveFrontier || self == .resetLosesWrites }
 }
 
 /// What the replicas write.
@@ -140,6 +152,13 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     /// `--unique`: tables with unique indexes, whose values clash between replicas
     /// (constraint conflicts, DESIGN §4; see ``SimulationSchema/unique``).
     public var unique: Bool = false
+    /// `--collect`: the hub collects tombstones (DESIGN §9): devices report their stable
+    /// positions, the hub computes the frontier, drops the records deleted at or below it,
+    /// retires devices not seen for the retention window, and retired devices reset.
+    public var collect: Bool = false
+    /// `--retention-ms`: the retention window, in the run's virtual time; `nil` picks one
+    /// from the shape of the run (``effectiveRetentionMilliseconds``).
+    public var retentionMilliseconds: UInt64?
 
     public init(
         seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
@@ -185,6 +204,14 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         if let mutation, mutation.needsHTTP, transport != .http {
             throw OptionError("--mutation \(mutation.rawValue) breaks the sync engine or the server: it needs --transport http")
         }
+        if collect && topology != .hub {
+            throw OptionError("--collect needs --topology hub: only a hub can tell when a delete is stable, so a mesh keeps its tombstones (DESIGN §9)")
+        }
+        if retentionMilliseconds != nil && !collect { throw OptionError("--retention-ms needs --collect") }
+        if let retentionMilliseconds, retentionMilliseconds < 1 { throw OptionError("--retention-ms must be at least 1") }
+        if let mutation, mutation.needsCollect, !collect || transport != .memory {
+            throw OptionError("--mutation \(mutation.rawValue) breaks the simulator's own hub: it needs --collect and --transport memory")
+        }
     }
 
     public func has(_ fault: FaultKind) -> Bool { faults.contains(fault) }
@@ -213,6 +240,20 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         return min(2, syncs / Double(ops))
     }
 
+    /// The retention window actually used with `--collect`, in virtual milliseconds: three
+    /// times the mean time between two sync rounds of one device, so that a device a
+    /// partition, a crash or bad luck keeps away for a while is retired now and then (and
+    /// resets), while most stay active and let the frontier move. Virtual time advances
+    /// about a millisecond per operation; healing does not count (see ``Simulation``).
+    public var effectiveRetentionMilliseconds: UInt64 {
+        if let retentionMilliseconds { return retentionMilliseconds }
+        let rate = effectiveSyncRate
+        guard rate > 0 else { return 1_000 }
+        // Over HTTP every replica is a device; in memory replica 0 is the hub.
+        let devices = Double(transport == .http ? replicas : max(1, replicas - 1))
+        return UInt64(max(50, min(3_600_000, 3 * devices / rate)))
+    }
+
     /// The one-line command that replays this run.
     public var replayCommand: String {
         var parts = ["swift run -c release converge-sim", "--seed \(seed)", "--replicas \(replicas)", "--ops \(ops)",
@@ -225,6 +266,8 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         if maxDriftMilliseconds != HybridClock.defaultMaxDriftMilliseconds { parts.append("--max-drift-ms \(maxDriftMilliseconds)") }
         if workload != .mixed { parts.append("--workload \(workload.rawValue)") }
         if unique { parts.append("--unique") }
+        if collect { parts.append("--collect") }
+        if let retentionMilliseconds { parts.append("--retention-ms \(retentionMilliseconds)") }
         if let mutation { parts.append("--mutation \(mutation.rawValue)") }
         return parts.joined(separator: " ")
     }
@@ -234,6 +277,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     public var summary: String {
         let network = transport == .memory ? topology.rawValue : "\(topology.rawValue) over \(transport.rawValue)"
         let writes = (workload == .mixed ? "" : ", \(workload.rawValue) workload") + (unique ? ", unique indexes" : "")
+            + (collect ? ", collecting (retention \(effectiveRetentionMilliseconds) ms)" : "")
         return "\(replicas) \(store.rawValue) replicas, \(ops) ops\(writes), \(network), faults \(FaultKind.describe(faults)), seed \(seed)"
     }
 }

@@ -36,6 +36,9 @@ struct PlannedWrite {
     var membership: MembershipEffect
     var fields: [FieldWrite]
     var kind: String
+    /// The writer's membership context before the write: what it had seen of the record
+    /// (`--collect` tells by it a write made after seeing a delete from one concurrent with it).
+    var seen = CausalContext()
 
     /// The write an operation makes on a replica whose record is `before`, following the
     /// semantics of DESIGN.md §3 (written here from the specification, not by calling the
@@ -50,7 +53,7 @@ struct PlannedWrite {
                 return write(schema, column, value, before: before, target: schema.deletePolicy == .updateWins ? .plain : .own)
             }
             return PlannedWrite(address: RecordAddress(table: table, key: key), deletePolicy: schema.deletePolicy,
-                                membership: .add(observed: dots), fields: fields, kind: "insert")
+                                membership: .add(observed: dots), fields: fields, kind: "insert", seen: before?.membership.context ?? CausalContext())
         case .update(let table, let key, let values):
             guard let schema = tables.table(named: table), let before, before.isAlive else { return nil }
             // As SQL: only fields whose shown value changes are written.
@@ -63,7 +66,7 @@ struct PlannedWrite {
         case .delete(let table, let key):
             guard let schema = tables.table(named: table), let before, before.isAlive else { return nil }
             return PlannedWrite(address: RecordAddress(table: table, key: key), deletePolicy: schema.deletePolicy,
-                                membership: .remove(observed: before.membership.dots), fields: [], kind: "delete")
+                                membership: .remove(observed: before.membership.dots), fields: [], kind: "delete", seen: before.membership.context)
         }
     }
 
@@ -80,11 +83,11 @@ struct PlannedWrite {
             return PlannedWrite(
                 address: RecordAddress(table: schema.name, key: key), deletePolicy: .updateWins,
                 membership: .add(observed: dots),
-                fields: values.map { write(schema, $0.0, $0.1, before: before, target: .plain) }, kind: kind)
+                fields: values.map { write(schema, $0.0, $0.1, before: before, target: .plain) }, kind: kind, seen: before.membership.context)
         case .deleteWins:
             return PlannedWrite(
                 address: RecordAddress(table: schema.name, key: key), deletePolicy: .deleteWins, membership: .none,
-                fields: values.map { write(schema, $0.0, $0.1, before: before, target: .live(dots)) }, kind: kind)
+                fields: values.map { write(schema, $0.0, $0.1, before: before, target: .live(dots)) }, kind: kind, seen: before.membership.context)
         }
     }
 
@@ -145,22 +148,62 @@ struct Oracle {
         var text: String
     }
 
+    /// One write as issued, kept with `--collect` (see ``log``).
+    struct LoggedWrite {
+        var write: PlannedWrite
+        var stamp: Stamp
+        /// The replica (simulation index) that made it.
+        var replica: Int
+    }
+
     private(set) var records: [RecordAddress: Record] = [:]
     private(set) var writes = 0
     private(set) var maxStamp = Stamp.zero
     var keepHistory: Bool
     private(set) var history: [RecordAddress: [HistoryLine]] = [:]
     let tables: SimulationSchema
+    /// `--collect`: every write still in play, per record, in the order made. Collection and
+    /// resets take writes out of play (see ``collect(_:held:)`` and ``withdraw(_:at:)``), and
+    /// the record is folded again from what is left.
+    let keepsWrites: Bool
+    private(set) var log: [RecordAddress: [LoggedWrite]] = [:]
+    /// `--collect`: writes concurrent with a delete the hub collected (they had not seen
+    /// it, and had not reached the hub). Only a device the hub retired may hold such a
+    /// write, and its reset withdraws it (it comes back as a new write); one still here at
+    /// the end shows the hub collected a delete that was not stable.
+    private(set) var orphans: [Stamp: LoggedWrite] = [:]
 
-    init(keepHistory: Bool, tables: SimulationSchema = .standard) {
+    init(keepHistory: Bool, tables: SimulationSchema = .standard, keepsWrites: Bool = false) {
         self.keepHistory = keepHistory
         self.tables = tables
+        self.keepsWrites = keepsWrites
     }
 
     mutating func record(_ write: PlannedWrite, stamp: Stamp, replica: Int) {
         writes += 1
         maxStamp = max(maxStamp, stamp)
         var record = records[write.address] ?? Record(deletePolicy: write.deletePolicy)
+        Self.fold(write, stamp: stamp, into: &record)
+        records[write.address] = record
+        if keepsWrites { log[write.address, default: []].append(LoggedWrite(write: write, stamp: stamp, replica: replica)) }
+        if keepHistory {
+            var text = write.kind
+            switch write.membership {
+            case .none: break
+            case .add(let observed): text += " add(supersedes \(observed.count) tag\(observed.count == 1 ? "" : "s"))"
+            case .remove(let observed): text += " remove(\(observed.count) tag\(observed.count == 1 ? "" : "s"))"
+            }
+            for field in write.fields {
+                text += " \(field.column)=\(field.value)"
+                if case .live(let incarnations) = field.target { text += " into \(incarnations.count) incarnation(s)" }
+                if field.critical && !field.observed.isEmpty { text += " (observes \(field.observed.count) sibling(s))" }
+            }
+            history[write.address, default: []].append(HistoryLine(replica: replica, stamp: stamp, text: text))
+        }
+    }
+
+    /// Folds one write into a record's expected state, by set semantics.
+    private static func fold(_ write: PlannedWrite, stamp: Stamp, into record: inout Record) {
         switch write.membership {
         case .none: break
         case .add(let observed):
@@ -208,21 +251,74 @@ struct Oracle {
                 }
             }
         }
-        records[write.address] = record
-        if keepHistory {
-            var text = write.kind
-            switch write.membership {
-            case .none: break
-            case .add(let observed): text += " add(supersedes \(observed.count) tag\(observed.count == 1 ? "" : "s"))"
-            case .remove(let observed): text += " remove(\(observed.count) tag\(observed.count == 1 ? "" : "s"))"
+    }
+
+    // MARK: Tombstone collection (`--collect`)
+
+    /// The hub dropped the record at `address` (it was deleted, and unchanged since, at or
+    /// below its frontier). `held` tells the writes the hub had received: their history is
+    /// gone, on the hub now and on each replica once it drops the record too, so the record
+    /// lives on (if ever) from the other writes only. Of those, a write made after its
+    /// writer had seen every membership event the hub dropped (a re-insert after the
+    /// delete) is the start of a new life; any other one is concurrent with the delete and
+    /// becomes an orphan (``orphans``). Returns the writes dropped and the orphans.
+    @discardableResult
+    mutating func collect(_ address: RecordAddress, held: (Stamp) -> Bool) -> (dropped: Int, orphaned: Int) {
+        guard let writes = log[address] else { return (0, 0) }
+        let dropped = writes.filter { held($0.stamp) }
+        let droppedEvents = dropped.filter { $0.write.membership != .none }.map(\.stamp)
+        var kept = [LoggedWrite]()
+        var orphaned = 0
+        for write in writes where !held(write.stamp) {
+            if droppedEvents.allSatisfy(write.write.seen.covers) {
+                kept.append(write)
+            } else if write.write.membership == .none {
+                // An edit under `.deleteWins` that did not see the delete wrote into
+                // incarnations the delete removed: it can show nowhere, whatever becomes of
+                // it. (The hub may even hold it without a trace, when a larger write in each
+                // of those incarnations superseded it before it was pushed.)
+                continue
+            } else {
+                orphans[write.stamp] = write
+                orphaned += 1
             }
-            for field in write.fields {
-                text += " \(field.column)=\(field.value)"
-                if case .live(let incarnations) = field.target { text += " into \(incarnations.count) incarnation(s)" }
-                if field.critical && !field.observed.isEmpty { text += " (observes \(field.observed.count) sibling(s))" }
-            }
-            history[write.address, default: []].append(HistoryLine(replica: replica, stamp: stamp, text: text))
         }
+        log[address] = kept.isEmpty ? nil : kept
+        refold(address)
+        note(address, "collected by the hub: \(dropped.count) write(s) dropped\(orphaned > 0 ? ", \(orphaned) concurrent one(s) orphaned" : "")")
+        return (dropped.count, orphaned)
+    }
+
+    /// A replica reset: its writes `stamps` on `address` never reached the hub and never
+    /// will (its requests as the old replica are refused); what its user typed comes back
+    /// as new writes, which the simulation checks and records.
+    mutating func withdraw(_ stamps: Set<Stamp>, at address: RecordAddress) {
+        guard !stamps.isEmpty else { return }
+        for stamp in stamps { orphans[stamp] = nil }
+        if let writes = log[address] {
+            let kept = writes.filter { !stamps.contains($0.stamp) }
+            log[address] = kept.isEmpty ? nil : kept
+        }
+        refold(address)
+        note(address, "\(stamps.count) write(s) withdrawn by a reset (they never reached the hub)")
+    }
+
+    /// The writes in play at `address`, in the order made.
+    func loggedWrites(of address: RecordAddress) -> [LoggedWrite] { log[address] ?? [] }
+
+    private mutating func refold(_ address: RecordAddress) {
+        guard let writes = log[address], let first = writes.first else {
+            records[address] = nil
+            return
+        }
+        var record = Record(deletePolicy: first.write.deletePolicy)
+        for write in writes { Self.fold(write.write, stamp: write.stamp, into: &record) }
+        records[address] = record
+    }
+
+    private mutating func note(_ address: RecordAddress, _ text: String) {
+        guard keepHistory else { return }
+        history[address, default: []].append(HistoryLine(replica: 0, stamp: .zero, text: text))
     }
 
     /// The expected visible state of one record.

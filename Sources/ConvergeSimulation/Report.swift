@@ -41,6 +41,37 @@ public struct SimulationProgress: Sendable {
     public var phase: String
 }
 
+/// `--collect`: what tombstone collection did in a run.
+public struct CollectionStats: Sendable, Codable, Hashable {
+    /// The retention window, in virtual milliseconds.
+    public var retentionMilliseconds: UInt64
+    /// Records the hub (the simulator's, or the server) collected, in all and while the
+    /// replicas were writing (before healing).
+    public var collectedRecords = 0
+    public var collectedWhileWriting = 0
+    /// Records devices dropped after the hub listed them.
+    public var droppedByDevices = 0
+    /// Devices the simulator's hub retired (the server's retirements show as resets).
+    public var retirements = 0
+    /// Resets for resync, the local writes they withdrew (they never reached the hub), and
+    /// the records the resets wrote again as new writes.
+    public var resets = 0
+    public var reappliedRecords = 0
+    public var withdrawnWrites = 0
+
+    public init(retentionMilliseconds: UInt64, collectedRecords: Int = 0, collectedWhileWriting: Int = 0, droppedByDevices: Int = 0,
+                retirements: Int = 0, resets: Int = 0, reappliedRecords: Int = 0, withdrawnWrites: Int = 0) {
+        self.retentionMilliseconds = retentionMilliseconds
+        self.collectedRecords = collectedRecords
+        self.collectedWhileWriting = collectedWhileWriting
+        self.droppedByDevices = droppedByDevices
+        self.retirements = retirements
+        self.resets = resets
+        self.reappliedRecords = reappliedRecords
+        self.withdrawnWrites = withdrawnWrites
+    }
+}
+
 /// The outcome of one run.
 public struct SimulationReport: Sendable, Codable {
     public var options: SimulationOptions
@@ -83,6 +114,8 @@ public struct SimulationReport: Sendable, Codable {
     public var sessionViolations = 0
     /// The first of them.
     public var sessionViolation: SessionViolation?
+    /// `--collect`: what tombstone collection did.
+    public var collection: CollectionStats?
 
     /// Converged, and kept every session guarantee at every step.
     public var passed: Bool { converged && sessionViolations == 0 }
@@ -95,6 +128,11 @@ public struct SimulationReport: Sendable, Codable {
         lines.append("  \(writes) writes acknowledged (\(noOpWrites) no-op), \(visibleWrites) still visible in \(visibleRows) rows, \(openConflicts) open conflicts\(held), lost writes: \(lostWrites)")
         lines.append("  \(messages) messages (\(roundTrips) round trips, \(continuations) continued), \(recordsSent) record deltas, \(formatBytes(bytes)), \(faults) faults injected" + (faultCounts.isEmpty ? "" : " (" + faultCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
         lines.append("  quarantined: \(quarantinedDuringRun) records during the run, \(quarantinedAtHeal) still held when healing began; healed in \(healRounds) round\(healRounds == 1 ? "" : "s")")
+        if let collection {
+            lines.append("  collection (retention \(collection.retentionMilliseconds) ms): \(collection.collectedRecords) records collected (\(collection.collectedWhileWriting) while writing), "
+                + "\(collection.droppedByDevices) dropped by devices; \(collection.retirements) retirements, \(collection.resets) resets "
+                + "(\(collection.withdrawnWrites) writes never reached the hub, \(collection.reappliedRecords) records written again)")
+        }
         lines.append("  session guarantees: \(sessionChecks) checks, \(sessionViolations) violation\(sessionViolations == 1 ? "" : "s") (read-your-writes, monotonic reads, no reverted local write)")
         lines.append("  state digest \(digest), \(String(format2: elapsedSeconds)) s")
         if let failure { lines.append("  failure: \(failure)") }
@@ -129,6 +167,11 @@ public struct SimulationReport: Sendable, Codable {
         ]
         if options.unique {
             fields += [("unique", "true"), ("constraint_conflicts", "\(constraintConflicts)"), ("held_records", "\(heldRecords)")]
+        }
+        if let collection {
+            fields += [("collect", "true"), ("retention_ms", "\(collection.retentionMilliseconds)"), ("collected_records", "\(collection.collectedRecords)"),
+                       ("collected_while_writing", "\(collection.collectedWhileWriting)"), ("resets", "\(collection.resets)"),
+                       ("reapplied_records", "\(collection.reappliedRecords)")]
         }
         if let divergence { fields.append(("divergence", jsonString("\(divergence.table) \(divergence.key) \(divergence.field)"))) }
         if let violation = sessionViolation {

@@ -16,7 +16,9 @@ final class SQLiteNode: SimNode {
     let path: String?
     let schema: SimulationSchema
     let clock = VirtualClockBox()
-    let wantedID: ReplicaID
+    /// The identity the store must have: the seeded one, then the one a reset for resync
+    /// took (any other change is the store resetting its identity on its own).
+    private(set) var wantedID: ReplicaID
     let maxDriftMilliseconds: UInt64
     private var queue: DatabaseQueue?
     private var store: ReplicatedDatabase?
@@ -311,9 +313,10 @@ final class SQLiteNode: SimNode {
             for column in schema.columns where schema.policy(of: column) != .lww {
                 if let sibling = state.multiValue(of: column)?.siblings.last { record.provisional[column] = sibling }
             }
-            // A unique column's values repeat from write to write: which write the row shows
-            // is the state's register, when it shows that register's value.
-            for column in SimulationSchema.uniqueColumns(of: schema) {
+            // Values may repeat from write to write (a unique column's few values, a reset's
+            // kept row written again): which write the row shows is the state's register,
+            // when it shows that register's value.
+            for column in schema.columns where schema.policy(of: column) == .lww {
                 if case .lww(let register)? = state.fields[column]?.visibleRegister(membership: state.membership), register.value == rows[address]?[column] {
                     record.stamps[column] = register.stamp
                 }
@@ -321,6 +324,85 @@ final class SQLiteNode: SimNode {
             result[address] = record
         }
         return result
+    }
+
+    // MARK: Tombstone collection (`--collect`)
+
+    func collectableRecords(through position: UInt64, limit: Int) throws -> [RecordAddress] {
+        try live().1.collectableRecords(through: position, limit: limit)
+    }
+
+    func collect(_ addresses: [RecordAddress], unchangedAfter: UInt64?, keepingQuarantined: Bool) throws -> [RecordAddress] {
+        let dropped = try live().1.collect(addresses, unchangedAfter: unchangedAfter, keepingQuarantined: keepingQuarantined).collected
+        // The shadow follows the feed, which a drop does not change: it drops them too (it
+        // holds no quarantine of its own).
+        let shadowDropped = shadow.collect(dropped)
+        if shadowDropped.count != dropped.count {
+            throw SimulationFailure("replica \(replicaID): the store dropped \(dropped) but its shadow holds them otherwise (dropped \(shadowDropped))")
+        }
+        try checkShownRows("a collection")
+        return dropped
+    }
+
+    /// After its engine dropped records the server listed as collected (`--transport
+    /// http`): the shadow drops those of `addresses` the store no longer holds. Returns them.
+    ///
+    /// The engine may apply a record's tombstone and drop the record in one round, so the
+    /// feed never shows the shadow that last change: the shadow then starts over from the
+    /// store's feed, which holds exactly the records the store does.
+    func followCollection(_ addresses: [RecordAddress]) throws -> [RecordAddress] {
+        guard !addresses.isEmpty else { return [] }
+        let (queue, store) = try live()
+        let gone = try queue.read { db in
+            try Set(addresses).sorted().filter { try ReplicatedDatabase.storedRecord(db, table: $0.table, key: $0.key) == nil && shadow.state.state(of: $0) != nil }
+        }
+        guard !gone.isEmpty else { return [] }
+        if shadow.collect(gone).count != gone.count {
+            shadow = Replica(id: store.replicaID, maxDriftMilliseconds: .max)
+            for table in schema.tables { shadow.replicate(table) }
+            shadowCursor = 0
+            try followFeed()
+        }
+        if let kept = gone.first(where: { shadow.state.state(of: $0) != nil }) {
+            throw SimulationFailure("replica \(replicaID): its store no longer holds \(kept.table) \(kept.key), which its own feed still shows")
+        }
+        return gone
+    }
+
+    func tombstoneCount() throws -> Int { try live().1.tombstoneCount() }
+
+    /// The records holding a write of `replica` (after a reset its engine did: the kept
+    /// writes it wrote again, the new identity's only ones).
+    func recordsWritten(by replica: ReplicaID) -> [RecordAddress] {
+        shadow.state.allRecords.filter { $0.state.maxHLC(by: replica) > .zero }.map(\.address)
+    }
+
+    func resetForResync(acknowledged: UInt64) throws -> Int {
+        let kept = try live().1.resetForResync(acknowledged: acknowledged)
+        try adoptResetIdentity()
+        return kept
+    }
+
+    /// After the store reset for resync (here, or in its sync engine): its new identity is
+    /// the one it must keep, and the shadow starts over from the store's feed.
+    func adoptResetIdentity() throws {
+        let (_, store) = try live()
+        wantedID = store.replicaID
+        shadow = Replica(id: store.replicaID, maxDriftMilliseconds: .max)
+        for table in schema.tables { shadow.replicate(table) }
+        shadowCursor = 0
+        changed.removeAll()
+        try followFeed()
+        try checkShownRows("a reset for resync")
+    }
+
+    func reapplyKeptWrites(now: UInt64) throws -> [RecordAddress] {
+        let (_, store) = try live()
+        clock.milliseconds = now
+        try store.reapplyKeptWrites()
+        let delta = try followFeed()
+        try checkShownRows("writing the kept writes again")
+        return delta.records.map { RecordAddress(table: $0.table, key: $0.key) }
     }
 
     func close() {

@@ -154,6 +154,29 @@ struct SessionChecker {
         }
     }
 
+    /// `--collect`: `replica` dropped `record` once its delete was stable everywhere. Its
+    /// history on that replica ends there: a later write of the same key starts a new life,
+    /// whose stamps owe nothing to the old one's (a replica that never saw the old life may
+    /// write it with a smaller clock).
+    mutating func forget(replica: Int, record: RecordAddress) {
+        guard let schema = tables.table(named: record.table) else { return }
+        for column in schema.columns {
+            let field = FieldAddress(record: record, column: column)
+            shown[replica][field] = nil
+            own[replica][field] = nil
+        }
+    }
+
+    /// `--collect`: `replica` reset for resync (the hub retired it): it starts over as a new
+    /// replica with a fresh snapshot, which the app is told of. What it showed before is no
+    /// floor for what it shows after (records collected meanwhile are gone); what its user
+    /// typed is checked to come back by the simulation itself.
+    mutating func reset(replica: Int) {
+        shown[replica] = [:]
+        own[replica] = [:]
+        cursors[replica] = nil
+    }
+
     /// Checks a device's pull cursor in the server's feed after a round (`--transport http`).
     mutating func observeCursor(replica: Int, server: ReplicaID, position: UInt64, step: SessionStep) {
         checks += 1

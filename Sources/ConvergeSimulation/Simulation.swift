@@ -41,25 +41,25 @@ public final class Simulation {
     public var rates = FaultRates()
     /// The replicated tables (with unique indexes under `--unique`).
     let schema: SimulationSchema
-    private let hub: (any SimulationHub)?
+    let hub: (any SimulationHub)?
 
     private var rng: SeededGenerator
-    private var nodes: [any SimNode] = []
+    var nodes: [any SimNode] = []
     private var down: [Bool] = []
     private var epoch: [Int] = []
     private var skew: [Int64] = []
     private var jump: [Int64] = []
-    private var now: UInt64 = 1_750_000_000_000
-    private var oracle: Oracle
+    var now: UInt64 = 1_750_000_000_000
+    var oracle: Oracle
     private var workload: WorkloadGenerator
-    private var heap = MessageHeap()
+    var heap = MessageHeap()
     private var order: UInt64 = 0
-    private var cursors: [[Int: PeerCursor]] = []
+    var cursors: [[Int: PeerCursor]] = []
     private var partitionSide: [Bool]?
     private var partitionEnd = 0
     private var jumpEnds: [(op: Int, replica: Int)] = []
     private var restarts: [(op: Int, replica: Int)] = []
-    private var healing = false
+    var healing = false
     private var syncCredit = 0.0
     private var directory: URL?
 
@@ -70,17 +70,22 @@ public final class Simulation {
     private var noOps = 0
     private var quarantinedDuringRun = 0
     private var quarantinedAtHeal = 0
-    private var healRounds = 0
-    private var opsDone = 0
+    var healRounds = 0
+    var opsDone = 0
     private var roundTrips = 0
     private var continuations = 0
     private var recordsSent = 0
+    /// Records any apply changed (healing with `--collect` runs until it stops growing).
+    var appliedChanges = 0
     private var hubFaultCounts: [String: Int] = [:]
     /// The hub's server, as a node of the final check (`--transport http`).
     private var serverNode: HubServerNode?
     /// Read-your-writes, monotonic reads and no reverted local write, after every step.
-    private var session: SessionChecker
+    var session: SessionChecker
     private var firstViolationHistory: [String] = []
+    /// `--collect`: the hub's frontier and collected log, the devices' resets, and what the
+    /// oracle needs to know of them (Simulation+Collection.swift).
+    var collection: CollectionRun?
 
     /// - Parameter hub: The real server, for `options.transport == .http`
     ///   (ConvergeSimulationHTTP's `simulateOverHTTP` provides it).
@@ -89,7 +94,7 @@ public final class Simulation {
         self.hub = hub
         rng = SeededGenerator(seed: options.seed ^ 0x5EED_C0DE_CAFE_F00D)
         schema = SimulationSchema.of(options)
-        oracle = Oracle(keepHistory: options.ops <= 50_000, tables: schema)
+        oracle = Oracle(keepHistory: options.ops <= 50_000, tables: schema, keepsWrites: options.collect)
         workload = WorkloadGenerator(keysPerTable: options.effectiveKeysPerTable, kind: options.workload, schema: schema)
         session = SessionChecker(replicas: max(0, options.replicas), tables: schema)
     }
@@ -107,6 +112,7 @@ public final class Simulation {
             try heal()
             progress?(currentProgress("checking"))
             outcome = try check()
+            if let collectionFailure = collectionFailure() { failure = collectionFailure }
         } catch {
             failure = "\(error)"
         }
@@ -118,7 +124,7 @@ public final class Simulation {
         if failure == nil, let identityResets = (nodes.compactMap { ($0 as? SQLiteNode)?.identityResets }.reduce(0, +) as Int?), identityResets > 0 {
             failure = "\(identityResets) store(s) reset their identity during the run"
         }
-        return SimulationReport(
+        var report = SimulationReport(
             options: options,
             converged: failure == nil && outcome?.divergence == nil && outcome?.failure == nil,
             elapsedSeconds: seconds,
@@ -141,6 +147,14 @@ public final class Simulation {
             sessionChecks: session.checks,
             sessionViolations: session.violations,
             sessionViolation: firstSessionViolation())
+        if let collection {
+            report.collection = CollectionStats(
+                retentionMilliseconds: options.effectiveRetentionMilliseconds, collectedRecords: collection.collectedByHub,
+                collectedWhileWriting: collection.collectedWhileWriting, droppedByDevices: collection.droppedByDevices,
+                retirements: collection.retirements, resets: collection.resetCount, reappliedRecords: collection.reappliedRecords,
+                withdrawnWrites: collection.withdrawnWrites)
+        }
+        return report
     }
 
     /// The first session violation, with its record's history.
@@ -154,7 +168,7 @@ public final class Simulation {
 
     /// Checks what `replica` shows after a step: the records the step changed, plus `extra`
     /// (what a transaction read). `written`: the records the step's own write wrote fields of.
-    private func observe(_ replica: Int, extra: [RecordAddress] = [], written: Set<RecordAddress> = [], _ what: @autoclosure () -> String) throws {
+    func observe(_ replica: Int, extra: [RecordAddress] = [], written: Set<RecordAddress> = [], _ what: @autoclosure () -> String) throws {
         var addresses = nodes[replica].takeChanged()
         addresses += extra
         guard !addresses.isEmpty else { return }
@@ -214,13 +228,14 @@ public final class Simulation {
                 nodes.append(try SQLiteNode(id: id, path: path, maxDriftMilliseconds: options.maxDriftMilliseconds, now: physical(index), schema: schema))
             }
         }
+        if options.collect { collection = CollectionRun(replicas: count) }
         if let hub {
             try hub.start(options: options, rates: rates)
             serverNode = HubServerNode(hub: hub)
         }
     }
 
-    private func physical(_ replica: Int) -> UInt64 {
+    func physical(_ replica: Int) -> UInt64 {
         UInt64(max(0, Int64(now) + skew[replica] + jump[replica]))
     }
 
@@ -316,7 +331,7 @@ public final class Simulation {
         let first = rng.below(options.replicas)
         for offset in 0..<options.replicas {
             let replica = (first + offset) % options.replicas
-            if !down[replica] { return replica }
+            if !down[replica] && !isResetting(replica) { return replica }
         }
         return nil
     }
@@ -363,6 +378,7 @@ public final class Simulation {
             oracle.record(write, stamp: stamp, replica: replica)
             session.recordWrite(write, stamp: stamp, replica: replica)
         }
+        if collection != nil { try logWrites(planned, stamp: stamp, replica: replica) }
         writes += 1
         var written = Set(planned.filter { !$0.fields.isEmpty }.map(\.address))
         // A record a unique index holds after the write shows no row: an edit of a held
@@ -411,14 +427,15 @@ public final class Simulation {
         try startSync(from: client, to: peer)
     }
 
-    private func startSync(from client: Int, to peer: Int) throws {
+    func startSync(from client: Int, to peer: Int) throws {
         let cursor = cursors[client][peer] ?? PeerCursor()
         let page = try nodes[client].changes(since: cursor.sent, after: cursor.sentPosition, limit: options.batchRecords, now: physical(client))
         let push = page.changeset.isEmpty ? nil : WireEncoder.encode(page.changeset)
         roundTrips += 1
         recordsSent += page.changeset.records.count
         send(from: client, to: peer, .request(
-            push: push, pushNext: page.next, pushHasMore: page.hasMore, pullCursor: cursor.received, pullPosition: cursor.receivedPosition))
+            push: push, pushNext: page.next, pushHasMore: page.hasMore, pullCursor: cursor.received, pullPosition: cursor.receivedPosition,
+            collection: try collectionRequest(from: client, pushComplete: !page.hasMore)))
     }
 
     private func send(from: Int, to: Int, _ payload: Message.Payload) {
@@ -457,8 +474,9 @@ public final class Simulation {
 
     private func deliverDue() throws {
         if let hub {
-            try hub.advanceTime(to: now)
+            try hub.advanceTime(to: now, collectionClock: collectionNow)
             try hub.deliverLate(dueBy: opsDone)
+            try absorbHubEvents()
             absorbTraffic()
             return
         }
@@ -468,19 +486,54 @@ public final class Simulation {
         }
     }
 
-    private func deliver(_ message: Message) throws {
+    func deliver(_ message: Message) throws {
         // A crash loses what was in flight to or from the replica.
         if down[message.to] || epoch[message.to] != message.toEpoch || epoch[message.from] != message.fromEpoch { return }
         if let side = partitionSide, side[message.from] != side[message.to] { return }
         switch message.payload {
-        case .request(let push, let pushNext, let pushHasMore, let pullCursor, let pullPosition):
-            if let push { try applyBytes(push, to: message.to, from: message.from) }
+        case .request(let push, let pushNext, let pushHasMore, let pullCursor, let pullPosition, let request):
+            if let request {
+                switch admit(request, from: message.from, pushes: push != nil) {
+                case .admitted: break
+                case .refused: return
+                case .resetRequired:
+                    send(from: message.to, to: message.from, .response(
+                        ackPush: 0, pull: nil, pullNext: 0, pullHasMore: false, pushHasMore: false,
+                        collection: CollectionAnswer(replica: request.replica, resetRequired: true)))
+                    return
+                }
+            }
+            if let push {
+                // What a device still relays of a life the hub collected: every replica drops
+                // it, so the hub does not take it back (a new life of the key it takes).
+                try applyBytes(push, to: message.to, from: message.from, collected: request == nil ? [:] : loggedCollected())
+                if let request { try noteReceipt(push, from: request.replica) }
+            }
+            // The hub collects before it cuts the page (the server does after): a late copy
+            // of an old request pulls from an old cursor, and its page must not carry a
+            // record this very round collects, which the device drops before applying it.
+            let answer = try request.map { try collectAtHub(after: $0, from: message.from, pullCursor: pullCursor, pushed: push != nil) }
             let page = try nodes[message.to].changes(since: pullCursor, after: pullPosition, limit: options.batchRecords, now: physical(message.to))
             let pull = page.changeset.isEmpty ? nil : WireEncoder.encode(page.changeset)
             recordsSent += page.changeset.records.count
             send(from: message.to, to: message.from, .response(
-                ackPush: pushNext, pull: pull, pullNext: page.next, pullHasMore: page.hasMore, pushHasMore: pushHasMore))
-        case .response(let ackPush, let pull, let pullNext, let pullHasMore, let pushHasMore):
+                ackPush: pushNext, pull: pull, pullNext: page.next, pullHasMore: page.hasMore, pushHasMore: pushHasMore, collection: answer))
+        case .response(let ackPush, let pull, let pullNext, let pullHasMore, let pushHasMore, let answer):
+            if let answer {
+                // An answer to the identity the device had before a reset is nobody's now.
+                guard answer.replica == nodes[message.to].replicaID else { return }
+                if answer.resetRequired {
+                    try beginReset(message.to)
+                    return
+                }
+                // An answer older than a collection the device has applied may carry states
+                // of records it dropped since: applying one would bring a tombstone back
+                // that the hub no longer has. It is left unread, as if lost.
+                if answer.logHead < collection!.droppedUpTo[message.to] { return }
+                // Dropped before the page is applied: the page may carry a new life of a
+                // record collected here, which must not merge into the old one's tombstone.
+                try dropCollected(answer, at: message.to, cursor: cursors[message.to][message.from] ?? PeerCursor())
+            }
             var cursor = cursors[message.to][message.from] ?? PeerCursor()
             if let trace = Simulation.trace, trace.replica == message.to {
                 print("TRACE response to r\(message.to) at op \(opsDone): cursor \(cursor) pullNext \(pullNext) ack \(ackPush) records \(pull.map { (try? WireDecoder.decode($0).records.count) ?? -1 } ?? 0)")
@@ -505,7 +558,15 @@ public final class Simulation {
                 cursor.receivedPosition = nil
             }
             cursors[message.to][message.from] = cursor
-            if pullHasMore || pushHasMore {
+            var again = pullHasMore || pushHasMore
+            if answer != nil {
+                // A device resetting has its fresh snapshot once a pull reaches the head.
+                if !pullHasMore, isResetting(message.to) {
+                    try finishReset(message.to)
+                    again = true
+                }
+            }
+            if again {
                 continuations += 1
                 try startSync(from: message.to, to: message.from)
             }
@@ -513,8 +574,13 @@ public final class Simulation {
     }
 
     @discardableResult
-    private func applyBytes(_ encoded: [UInt8], to replica: Int, from sender: Int) throws -> Int {
+    private func applyBytes(_ encoded: [UInt8], to replica: Int, from sender: Int, collected: [RecordAddress: [CausalContext]] = [:]) throws -> Int {
         var changeset = try WireDecoder.decode(encoded)
+        if !collected.isEmpty {
+            changeset.records.removeAll { delta in
+                collected[RecordAddress(table: delta.table, key: delta.key)]?.contains { CollectionPlanner.isCollectedLife(delta.state, collectedContext: $0) } ?? false
+            }
+        }
         if let mutation = options.mutation { changeset = mutation.corrupt(changeset) }
         if let trace = Simulation.trace, trace.replica == replica || replica == 0 {
             for record in changeset.records where record.table == trace.table && "\(record.key)" == trace.key {
@@ -526,6 +592,7 @@ public final class Simulation {
             print("TRACE   -> seq \(try nodes[replica].feedSequence()) quarantined \(report.quarantined), state now \(StateFormatter(names: names).record(nodes[replica].recordState(RecordAddress(table: trace.table, key: .text(String(trace.key.dropFirst().dropLast()))))))")
         }
         quarantinedDuringRun += report.quarantined
+        appliedChanges += report.changed
         try observe(replica, "after applying changes from replica \(sender)")
         return report.changed
     }
@@ -539,10 +606,30 @@ public final class Simulation {
             throw SimulationFailure("replica \(replica) has no open store to sync")
         }
         node.setPhysicalTime(physical(replica))
-        try hub.advanceTime(to: now)
+        try hub.advanceTime(to: now, collectionClock: collectionNow)
         let offline = partitionSide?[replica] ?? false
         let outcome = try hub.sync(replica: replica, database: database, round: HubRound(op: opsDone, faulty: !healing, offline: offline))
+        if collection != nil {
+            try absorbHubEvents()
+            if let reset = outcome.resetFrom {
+                // The engine reset the store: what the old identity's writes showed is read
+                // from the shadow, which still holds the state from before the reset.
+                try withdrawUnreached(replica, replica: reset.replica, acknowledged: reset.acknowledged)
+                try node.adoptResetIdentity()
+            }
+        }
         try node.followEngine()
+        if collection != nil {
+            // The engine writes the kept writes again once the fresh snapshot is in (it
+            // reports it only when there were some): the reset is over when none is left.
+            let done = try outcome.reapplied || (outcome.failure == nil && database.keptWriteCount() == 0)
+            if isResetting(replica), done {
+                try finishReset(replica, reapplied: node.recordsWritten(by: node.replicaID))
+            }
+            let dropped = try node.followCollection(outcome.listedCollected)
+            collection!.droppedByDevices += dropped.count
+            for address in dropped { session.forget(replica: replica, record: address) }
+        }
         quarantinedDuringRun += outcome.quarantinedRecords
         absorbTraffic()
         let what = outcome.failure == nil ? "after a sync round with the server" : "after a sync round with the server that failed (\(outcome.failure!))"
@@ -571,12 +658,13 @@ public final class Simulation {
         for _ in 0..<50 {
             var moved = 0
             for replica in 0..<options.replicas {
+                let before = collection?.movement ?? 0
                 let outcome = try syncThroughHub(replica, hub: hub)
                 if let failure = outcome.failure { throw SimulationFailure("replica \(replica) failed to sync while healing: \(failure)") }
-                moved += outcome.pushedRecords + outcome.appliedRecords
+                moved += outcome.pushedRecords + outcome.appliedRecords + (collection?.movement ?? 0) - before
             }
             healRounds += 1
-            if moved == 0 { return }
+            if moved == 0 && collection?.resets.contains(where: { $0 != nil }) != true { return }
         }
         throw SimulationFailure("the healing rounds through the server did not reach quiescence in 50 passes")
     }
@@ -585,6 +673,9 @@ public final class Simulation {
 
     private func heal() throws {
         healing = true
+        // Healing takes no time for the retention window: its clock stops here (the jump
+        // below only lets quarantines release; nobody is away that long).
+        collection?.stopClock(at: now)
         partitionSide = nil
         for replica in 0..<options.replicas {
             jump[replica] = 0
@@ -599,6 +690,7 @@ public final class Simulation {
         // Deliver what is still in flight (continuations included).
         if let hub {
             try hub.deliverLate(dueBy: .max)
+            try absorbHubEvents()
             absorbTraffic()
         }
         while let message = heap.pop() {
@@ -611,7 +703,7 @@ public final class Simulation {
         now = max(now, oracle.maxStamp.hlc.milliseconds + maxSkew + 1_000)
         for node in nodes { quarantinedAtHeal += try node.quarantinedCount() }
         if let serverNode { quarantinedAtHeal += try serverNode.quarantinedCount() }
-        try hub?.advanceTime(to: now)
+        try hub?.advanceTime(to: now, collectionClock: collectionNow)
         for (index, node) in nodes.enumerated() {
             _ = try node.releaseQuarantine(now: physical(index), force: false)
             try observe(index, "after releasing its quarantine")
@@ -626,6 +718,10 @@ public final class Simulation {
         }
         if let hub {
             try healThroughHub(hub)
+            return
+        }
+        if collection != nil {
+            try healThroughProtocol()
             return
         }
         // Full exchange through replica 0 until a round moves nothing.
@@ -868,14 +964,14 @@ public final class Simulation {
         return siblings.map { "\($0.value)@\($0.stamp.hlc)" }.joined(separator: " | ")
     }
 
-    private var names: [ReplicaID: String] {
+    var names: [ReplicaID: String] {
         var result = [ReplicaID: String]()
         for (index, node) in nodes.enumerated() { result[node.replicaID] = "r\(index)" }
         if let serverNode { result[serverNode.replicaID] = "server" }
         return result
     }
 
-    private func historyLines(_ address: RecordAddress) -> [String] {
+    func historyLines(_ address: RecordAddress) -> [String] {
         let ids = nodes.map(\.replicaID)
         return (oracle.history[address] ?? []).suffix(40).map { line in
             let index = ids.firstIndex(of: line.stamp.replica).map(String.init) ?? "?"

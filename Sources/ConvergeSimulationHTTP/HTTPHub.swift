@@ -74,6 +74,9 @@ public final class HTTPHub: SimulationHub {
     public private(set) var serverReplica = ReplicaID.zero
     /// The server's physical time, set by the simulation before each round.
     private let serverClock = VirtualClockBox()
+    /// `--collect`: the clock the server measures its retention window on (the run's
+    /// virtual time, stopped while healing).
+    private let collectionClock = VirtualClockBox()
 
     public init() {}
 
@@ -107,7 +110,14 @@ public final class HTTPHub: SimulationHub {
             maxPullRecords: max(1_000, options.batchRecords), schema: Self.schema(SimulationSchema.of(options)),
             store: ReplicatedDatabase.Configuration(physicalTime: { serverClock.milliseconds }))
         // Tombstone collection is its own sweep (`--collect`): off, runs stay what they were.
-        configuration.collection.enabled = false
+        // On, the retention window is the run's (milliseconds of virtual time), measured on a
+        // clock the simulation stops while healing.
+        configuration.collection.enabled = options.collect
+        if options.collect {
+            configuration.collection.retentionMilliseconds = options.effectiveRetentionMilliseconds
+            let collectionClock = collectionClock
+            configuration.collection.clock = { collectionClock.milliseconds }
+        }
         let server = ServerHandle(configuration: configuration)
         let replicas = options.replicas
         tokens = try waitFor { () async throws -> [String] in
@@ -126,6 +136,9 @@ public final class HTTPHub: SimulationHub {
     public func sync(replica: Int, database: ReplicatedDatabase, round: HubRound) throws -> HubRoundOutcome {
         guard let controller else { throw HubError("the hub is not started") }
         let engine = try engine(for: replica, database: database)
+        // What a reset in this round starts from: the identity, and what the server acknowledged.
+        let identity = database.replicaID
+        let acknowledged = try database.cursor(for: engine.configuration.peer).sent
         controller.beginRound(round)
         let result = try waitFor { () async -> Result<SyncReport, SyncError> in
             do {
@@ -140,29 +153,30 @@ public final class HTTPHub: SimulationHub {
         // Where the device stands in the server's feed, for the session checker.
         let cursor = try database.cursor(for: engine.configuration.peer).received
         let position = (server: serverReplica, position: cursor)
+        // `--collect`: a reset the engine did, and what the server listed as collected.
+        func collecting(_ outcome: HubRoundOutcome, _ report: SyncReport?) -> HubRoundOutcome {
+            var outcome = outcome
+            outcome.pullCursor = position
+            if database.replicaID != identity { outcome.resetFrom = (identity, acknowledged) }
+            outcome.reapplied = report?.reset != nil
+            outcome.listedCollected = injected.listedCollected
+            outcome.droppedRecords = report?.collectedRecords ?? 0
+            return outcome
+        }
         switch result {
         case .success(let report):
-            var outcome = HubRoundOutcome(
+            let outcome = HubRoundOutcome(
                 pushedRecords: report.pushedRecords, pulledRecords: report.pulledRecords,
                 appliedRecords: report.appliedRecords, quarantinedRecords: report.quarantinedRecords)
-            outcome.pullCursor = position
-            return outcome
+            return collecting(outcome, report)
         case .failure(let error):
             // Only what a fault of this round explains is a round an app would retry later.
             switch error {
             case .offline, .serverError:
-                if injected.count > 0 {
-                    var outcome = HubRoundOutcome(failure: error.description)
-                    outcome.pullCursor = position
-                    return outcome
-                }
+                if injected.count > 0 { return collecting(HubRoundOutcome(failure: error.description), nil) }
             case .local:
                 // A page the device failed to commit (injected) is pulled again later.
-                if injected.commitFailures > 0 {
-                    var outcome = HubRoundOutcome(failure: error.description)
-                    outcome.pullCursor = position
-                    return outcome
-                }
+                if injected.commitFailures > 0 { return collecting(HubRoundOutcome(failure: error.description), nil) }
             default:
                 break
             }
@@ -170,8 +184,9 @@ public final class HTTPHub: SimulationHub {
         }
     }
 
-    public func advanceTime(to now: UInt64) throws {
+    public func advanceTime(to now: UInt64, collectionClock: UInt64) throws {
         serverClock.milliseconds = now
+        self.collectionClock.milliseconds = collectionClock
         guard let store = try server?.store() as? SQLiteNamespaceStore else { return }
         _ = try store.database.releaseQuarantine(force: false)
     }
@@ -192,6 +207,11 @@ public final class HTTPHub: SimulationHub {
                 // The server refused a push older than one it applied since (a request that
                 // outlived its own retry may carry states older than a collected delete).
                 break
+            case .failure(SyncTransportError.status(410, _)) where options.collect,
+                 .failure(SyncTransportError.status(403, _)) where options.collect:
+                // A request of an identity the server retired (410), or one the device left
+                // by resetting (403: the device is bound to its new replica).
+                break
             case .failure(let error):
                 throw HubError("a late request of replica \(late.replica) (sent at op \(late.sentAt)) failed: \(error)")
             }
@@ -200,6 +220,10 @@ public final class HTTPHub: SimulationHub {
 
     public func takeTraffic() -> HubTraffic {
         controller?.takeTraffic() ?? HubTraffic()
+    }
+
+    public func takeEvents() -> [HubEvent] {
+        controller?.takeEvents() ?? []
     }
 
     public func serverSnapshot() throws -> Changeset {
@@ -259,7 +283,7 @@ public final class HTTPHub: SimulationHub {
         switch options.mutation {
         case .pullOverUnpushed?: configuration.mutation = .pullOverUnpushed
         case .cursorBeforeCommit?: configuration.mutation = .cursorBeforeCommit
-        case .dropMembershipContext?, .tieIgnoresReplica?, .stalePull?, nil: break
+        case .dropMembershipContext?, .tieIgnoresReplica?, .stalePull?, .collectAboveFrontier?, .resetLosesWrites?, nil: break
         }
         let transport = FaultInjectingTransport(replica: replica, server: server, controller: controller)
         let engine = try SyncEngine(database: database, transport: transport, configuration: configuration, token: tokens[replica])
@@ -416,10 +440,11 @@ final class FaultController: @unchecked Sendable {
         var request: SyncRequest
     }
 
-    /// The faults of one round.
+    /// The faults of one round, and (`--collect`) what its answers listed as collected.
     struct Injected {
         var count = 0
         var commitFailures = 0
+        var listedCollected: [RecordAddress] = []
     }
 
     /// The pull part of an answer the server gave a device.
@@ -444,12 +469,16 @@ final class FaultController: @unchecked Sendable {
     private var lateOrder = 0
     /// `stale-pull`: the pages served to each device lately, oldest first.
     private var served: [Int: [ServedPage]] = [:]
+    /// `--collect`: what the server did, in order (``HubEvent``).
+    private let collecting: Bool
+    private var events: [HubEvent] = []
 
     init(options: SimulationOptions, rates: FaultRates) {
         rng = SeededGenerator(seed: options.seed ^ 0x4854_5450_4855_4221)
         self.rates = rates
         faults = options.faults
         mutation = options.mutation
+        collecting = options.collect
         delayWindow = max(10, options.ops / 10)
         reorderWindow = max(2, min(500, options.ops / 50))
     }
@@ -528,13 +557,29 @@ final class FaultController: @unchecked Sendable {
         }
     }
 
-    /// Counts a request that reached the server, and its answer.
+    /// Counts a request that the server answered (so applied), and its answer; with
+    /// `--collect`, notes the push it applied and the records it listed as collected.
     func count(_ request: SyncRequest, _ response: SyncResponse) {
         let records = Self.records(request.changeset) + Self.records(response.changeset)
+        let pushed = collecting && !request.changeset.isEmpty ? try? WireDecoder.decode(request.changeset) : nil
         lock.withLock {
             traffic.messages += 2
             traffic.bytes += 40 + request.changeset.count + response.changeset.count
             traffic.recordsSent += records
+            guard collecting else { return }
+            if let pushed { events.append(.received(pushed, by: request.replica)) }
+            for entry in response.collected {
+                let address = RecordAddress(table: entry.table, key: entry.key)
+                events.append(.collected(id: entry.id, address: address))
+                injected.listedCollected.append(address)
+            }
+        }
+    }
+
+    func takeEvents() -> [HubEvent] {
+        lock.withLock {
+            defer { events.removeAll() }
+            return events
         }
     }
 

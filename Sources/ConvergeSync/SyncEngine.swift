@@ -435,11 +435,16 @@ public actor SyncEngine {
             }
             guard pushing || pulling else { break }
             let payload = batch.map { WireEncoder.encode($0.changeset) } ?? []
+            // The push completes the feed, so the server may take the pull cursor as this
+            // device's stable position (DESIGN §9), unless a change waits in quarantine: one
+            // pulled but not applied (a delete stamped by a clock far ahead), so this device
+            // may still write what that change would remove.
+            let pushComplete = try cutNow && !(batch?.hasMore ?? false) && database.quarantinedCount() == 0
             let request = SyncRequest(
                 replica: database.replicaID, pushUpTo: batch?.next ?? cursor.sent, changeset: payload, pull: pulling,
                 pullCursor: cursor.received, pullAfter: pullPosition, pullMaxRecords: UInt64(configuration.pullPageRecords), pullMaxBytes: UInt64(configuration.pullPageBytes),
                 rejectionsAfter: rejectionsSeen,
-                pushComplete: cutNow && !(batch?.hasMore ?? false), collectedAfter: collectedSeen)
+                pushComplete: pushComplete, collectedAfter: collectedSeen)
             let response = try await send(request, report: &report)
             report.requests += 1
 
@@ -489,6 +494,20 @@ public actor SyncEngine {
                 report.pushedBytes += payload.count
                 pushing = batch.hasMore
             }
+            // Records the server collected: their deletes are causally stable, and this
+            // device has applied them (its stable position holds the frontier). Dropping one
+            // it holds deleted changes nothing it shows; one it revived since is kept. They
+            // go before the page is applied: the page may carry a new life of such a key
+            // (inserted again by a replica that never saw the old one), which must start
+            // fresh here as it does on the server, not merge into the old life's tombstone.
+            // A change of one waiting in quarantine belongs to such a later life (this device
+            // claims no stability while its quarantine holds anything): it stays there.
+            if !response.collected.isEmpty {
+                let dropped = try database.collect(response.collected.map { RecordAddress(table: $0.table, key: $0.key) }, keepingQuarantined: false)
+                report.collectedRecords += dropped.collected.count
+                collectedSeen = max(collectedSeen, response.collected.map(\.id).max() ?? 0)
+                try SyncLog.setCollectedSeen(collectedSeen, for: peer, in: database.writer)
+            }
             if pulling {
                 if configuration.mutation == .cursorBeforeCommit {
                     // MUTATION (testing only): the cursor is saved before the page is
@@ -528,15 +547,6 @@ public actor SyncEngine {
                     try database.setCursor(cursor, for: peer)
                 }
                 pulling = response.hasMore
-            }
-            // Records the server collected: their deletes are causally stable, and this
-            // device has applied them (its stable position holds the frontier). Dropping one
-            // it holds deleted changes nothing it shows; one it revived since is kept.
-            if !response.collected.isEmpty {
-                let dropped = try database.collect(response.collected.map { RecordAddress(table: $0.table, key: $0.key) })
-                report.collectedRecords += dropped.collected.count
-                collectedSeen = max(collectedSeen, response.collected.map(\.id).max() ?? 0)
-                try SyncLog.setCollectedSeen(collectedSeen, for: peer, in: database.writer)
             }
             // The server's feed holds nothing new for us but our own batch, merged into
             // states we hold: move the pull cursor past it instead of pulling it back.

@@ -49,6 +49,12 @@ struct ConvergeSim: ParsableCommand {
     @Flag(help: "Tables with unique indexes: notes and items get a code column with a UNIQUE index whose few values clash between replicas (constraint conflicts: the first claim is shown, the others held; needs --workload mixed).")
     var unique = false
 
+    @Flag(help: "Tombstone collection (hub topology only): devices report stable positions, the hub collects deletes at or below the frontier, retires devices not seen for the retention window, and retired devices reset; the oracle knows what that may drop.")
+    var collect = false
+
+    @Option(name: .customLong("retention-ms"), help: "With --collect: the retention window in virtual milliseconds (default: three times a device's mean time between syncs).")
+    var retentionMs: UInt64?
+
     @Option(help: "Run this many consecutive seeds and report how many converged.")
     var sweep: Int?
 
@@ -89,6 +95,8 @@ struct ConvergeSim: ParsableCommand {
         }
         options.files = files
         options.unique = unique
+        options.collect = collect
+        options.retentionMilliseconds = retentionMs
         options.keysPerTable = keys
         options.syncRate = syncRate
         options.batchRecords = batch
@@ -199,6 +207,7 @@ enum Main {
         var failed = [SimulationReport]()
         var messages = 0, bytes = 0, faults = 0, lost = 0, sessionChecks = 0, sessionViolations = 0
         var constraintConflicts = 0, heldRecords = 0
+        var collected = 0, collectedWhileWriting = 0, resets = 0
         let start = ContinuousClock.now
         for index in 0..<count {
             var options = base
@@ -213,6 +222,9 @@ enum Main {
             sessionViolations += report.sessionViolations
             constraintConflicts += report.constraintConflicts
             heldRecords += report.heldRecords
+            collected += report.collection?.collectedRecords ?? 0
+            collectedWhileWriting += report.collection?.collectedWhileWriting ?? 0
+            resets += report.collection?.resets ?? 0
             if report.passed {
                 converged += 1
             } else {
@@ -226,7 +238,7 @@ enum Main {
         progress.clear()
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("sweep: \(converged)/\(count) seeds converged with every session guarantee kept (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(sessionChecks) session checks, \(sessionViolations) violations\(base.unique ? ", \(constraintConflicts) constraint conflicts holding \(heldRecords) records at the end" : ""), \(Int(seconds)) s")
+        print("sweep: \(converged)/\(count) seeds converged with every session guarantee kept (\(base.summary.replacingOccurrences(of: "seed \(base.seed)", with: "seeds \(base.seed)...\(base.seed &+ UInt64(count - 1))")), \(messages) messages, \(faults) faults, \(sessionChecks) session checks, \(sessionViolations) violations\(base.unique ? ", \(constraintConflicts) constraint conflicts holding \(heldRecords) records at the end" : "")\(base.collect ? ", \(collected) records collected (\(collectedWhileWriting) while writing), \(resets) resets" : ""), \(Int(seconds)) s")
         if let first = failed.first, !command.noShrink {
             print("shrinking seed \(first.options.seed)...")
             let result = shrink(first.options, report: first, run: { run($0) })
@@ -242,7 +254,7 @@ enum Main {
                 "\"elapsed_s\":\(Double(Int(seconds * 100)) / 100)", "\"messages\":\(messages)", "\"bytes\":\(bytes)", "\"faults\":\(faults)",
                 "\"lost_writes\":\(lost)", "\"session_checks\":\(sessionChecks)", "\"session_violations\":\(sessionViolations)",
                 "\"runs\":\(count)", "\"converged_runs\":\(converged)",
-            ]
+            ] + (base.collect ? ["\"collected_records\":\(collected)", "\"collected_while_writing\":\(collectedWhileWriting)", "\"resets\":\(resets)"] : [])
             print("{" + fields.joined(separator: ",") + "}")
         }
         return failed.isEmpty ? 0 : 1

@@ -144,6 +144,21 @@ struct SimulationOverHTTPTests {
         #expect(report.sessionChecks > 8 * report.writes)
     }
 
+    /// `--collect` over HTTP: the server collects with a retention window of milliseconds
+    /// of virtual time, retires devices, and their engines reset; every device, the server
+    /// and the oracle agree, and nothing a user typed is lost.
+    @Test("tombstone collection through the real server converges", arguments: [UInt64(2), 3])
+    func collection(seed: UInt64) async {
+        var options = httpOptions(seed: seed, replicas: 5, ops: 400)
+        options.collect = true
+        let report = await simulateOverHTTP(options)
+        #expect(report.passed, "\(report.text)\nreplay: \(options.replayCommand)")
+        #expect(report.lostWrites == 0)
+        #expect((report.collection?.collectedWhileWriting ?? 0) > 0, "\(report.text)")
+        #expect((report.collection?.droppedByDevices ?? 0) > 0, "\(report.text)")
+        #expect((report.collection?.resets ?? 0) > 0, "\(report.text)")
+    }
+
     @Test("options: http needs SQLite stores and a hub, and says so")
     func optionsAreChecked() throws {
         #expect(throws: OptionError.self) { try SimulationOptions(store: .core, transport: .http).validate() }

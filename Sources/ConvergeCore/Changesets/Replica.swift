@@ -23,16 +23,20 @@ public struct Replica: Sendable {
         }
     }
 
-    public let id: ReplicaID
-    public private(set) var clock: HybridClock
+    /// This replica's identity; a reset for resync takes a new one (``resetForResync(acknowledged:newID:)``).
+    public internal(set) var id: ReplicaID
+    public internal(set) var clock: HybridClock
     public private(set) var schemas: [String: TableSchema] = [:]
-    public private(set) var state = ReplicaState()
+    public internal(set) var state = ReplicaState()
     /// Deltas held back because their stamps were too far ahead of local time: one joined
     /// state per record, so a resent change does not grow it.
-    public private(set) var quarantine: [RecordAddress: RecordState] = [:]
+    public internal(set) var quarantine: [RecordAddress: RecordState] = [:]
     public var maxDriftMilliseconds: UInt64
     /// The replica whose concurrent writes show in `.authority` columns (the server), once known.
     public var authority: ReplicaID?
+    /// The local writes a reset for resync keeps, to be written again once a fresh snapshot
+    /// is in (``reapplyKeptWrites(physicalMilliseconds:)``).
+    public internal(set) var keptWrites: [(address: RecordAddress, operation: CapturePlanner.Operation)] = []
 
     public init(id: ReplicaID, clock: HybridClock = HybridClock(), maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds) {
         self.id = id

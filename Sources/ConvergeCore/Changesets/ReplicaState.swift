@@ -121,6 +121,18 @@ public struct ReplicaState: Sendable {
         return (Changeset(records: result), next, hasMore)
     }
 
+    /// The local sequence number at which the record last changed, if it is held.
+    public func sequence(of address: RecordAddress) -> UInt64? { records[address]?.sequence }
+
+    /// Drops the record (tombstone collection, DESIGN §9): it is no longer held, and no feed
+    /// page shows it (its feed entry goes stale). Nothing else changes: the sequence does
+    /// not move, since dropping a deleted record is not a change anyone must receive.
+    public mutating func remove(_ address: RecordAddress) {
+        guard records.removeValue(forKey: address) != nil else { return }
+        staleFeedCount += 1
+        if staleFeedCount > 1024 && staleFeedCount > feed.count / 2 { compactFeed() }
+    }
+
     /// Every record as one changeset (a full-state transfer).
     public var snapshot: Changeset {
         Changeset(records: allRecords.map { RecordDelta(table: $0.address.table, key: $0.address.key, state: $0.state) })

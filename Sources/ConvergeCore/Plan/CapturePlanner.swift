@@ -91,7 +91,8 @@ public enum CapturePlanner {
     /// - Returns: the whole visible row as an insert when `replica` (re)created the record
     ///   (an insert writes every column);
     ///   the columns it wrote as an update (carrying the whole row, so that a record gone
-    ///   from the snapshot comes back whole); a delete when it deleted the record.
+    ///   from the snapshot comes back whole), none of them when only its add still shows
+    ///   (the record stays alive); a delete when it deleted the record.
     public static func unacknowledgedWrite(
         of state: RecordState, by replica: ReplicaID, membershipChanged: Bool, changedColumns: Set<String>,
         schema: TableSchema, authority: ReplicaID?
@@ -110,7 +111,11 @@ public enum CapturePlanner {
             // An insert wrote every column; an edit (an add too, under `.updateWins`) some.
             let added = membershipChanged && state.membership.dots.contains(where: { $0.replica == replica })
             if added && changed.count == schema.columns.count { return .insert(row) }
-            return changed.isEmpty ? nil : .update(changed: changed, row: row)
+            // Its own add may keep the record alive when later writes of others show in
+            // every column (another live incarnation's, under `.deleteWins`): the record
+            // must stay, as it shows (re-added whole should the snapshot not have it).
+            if changed.isEmpty { return added ? .update(changed: [:], row: row) : nil }
+            return .update(changed: changed, row: row)
         }
         // Its own delete is the latest event the context saw: it was stamped after all it had seen.
         let own = state.membership.context[replica]

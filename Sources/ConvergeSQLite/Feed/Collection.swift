@@ -10,7 +10,7 @@ import GRDB
 /// no such edit can arrive any more, and the record can be dropped: the visible state is
 /// the same whether a replica has dropped it or not. Who knows that a delete is stable is
 /// the hub: the sync server computes a frontier, collects with
-/// ``collectableRecords(through:limit:)`` and ``collect(_:unchangedAfter:)``, and tells
+/// ``collectableRecords(through:limit:)`` and ``collect(_:unchangedAfter:keepingQuarantined:beforeCommit:)``, and tells
 /// devices which records it dropped; each device drops the same ones. Mesh topologies have
 /// no frontier and keep their tombstones.
 extension ReplicatedDatabase {
@@ -42,18 +42,23 @@ extension ReplicatedDatabase {
     }
 
     /// Drops the metadata of the records at `addresses` that are deleted here, with their
-    /// conflicts, claims and quarantined changes none (a record with a quarantined change is
-    /// kept), and returns the freed space to the file. A record alive here (revived since) is
-    /// kept, and so is one changed after local sequence `unchangedAfter` when it is given (a
-    /// device passes the position its server acknowledged: a local change not pushed yet is
-    /// never dropped).
+    /// conflicts and claims, and returns the freed space to the file. A record alive here
+    /// (revived since) is kept, and so is one changed after local sequence `unchangedAfter`
+    /// when it is given (a local change not pushed yet is never dropped), and, with
+    /// `keepingQuarantined` (the default, a hub's rule), one with a change waiting in
+    /// quarantine: that change may be an edit concurrent with the delete. A device the hub
+    /// told to drop a record passes `false`: what it holds in quarantine of that key then
+    /// belongs to a later life (a device makes no stability claim while its quarantine holds
+    /// anything), which stays in quarantine while the collected life goes. The decision is
+    /// ConvergeCore's `CollectionPlanner.mayDrop(_:sequence:quarantined:unchangedAfter:)`.
     ///
     /// The visible state does not change: only deleted records go, and they show nothing.
     /// `beforeCommit` runs in the same transaction with the records dropped (a server logs
     /// them for its devices there).
     @discardableResult
     public func collect(
-        _ addresses: [RecordAddress], unchangedAfter: UInt64? = nil, beforeCommit: ((Database, [RecordAddress]) throws -> Void)? = nil
+        _ addresses: [RecordAddress], unchangedAfter: UInt64? = nil, keepingQuarantined: Bool = true,
+        beforeCommit: ((Database, [RecordAddress]) throws -> Void)? = nil
     ) throws -> CollectionReport {
         guard !addresses.isEmpty else { return CollectionReport() }
         var report = try withMetadata { metadata -> CollectionReport in
@@ -61,12 +66,10 @@ extension ReplicatedDatabase {
             let db = metadata.db
             let entries = try metadata.load(Array(Set(addresses)).sorted())
             for (address, entry) in entries.sorted(by: { $0.key < $1.key }) {
-                guard entry.state.isCollectable else { continue }
-                if let unchangedAfter, entry.sequence > unchangedAfter { continue }
                 let arguments: StatementArguments = [address.table, address.key.databaseValue]
-                if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM converge_quarantine WHERE tbl = ? AND key = ?)", arguments: arguments) == true {
-                    continue
-                }
+                let quarantined = try keepingQuarantined && entry.state.isCollectable
+                    && Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM converge_quarantine WHERE tbl = ? AND key = ?)", arguments: arguments) == true
+                guard CollectionPlanner.mayDrop(entry.state, sequence: entry.sequence, quarantined: quarantined, unchangedAfter: unchangedAfter) else { continue }
                 try db.cachedStatement(sql: "DELETE FROM converge_records WHERE tbl = ? AND key = ?").execute(arguments: arguments)
                 try db.cachedStatement(sql: "DELETE FROM converge_dead WHERE tbl = ? AND key = ?").execute(arguments: arguments)
                 try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?").execute(arguments: arguments)
