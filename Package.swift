@@ -92,7 +92,10 @@ let package = Package(
         // The simulator's hub through the real server over loopback HTTP (`--transport http`).
         .target(
             name: "ConvergeSimulationHTTP",
-            dependencies: ["ConvergeSimulation", "ConvergeSync", "ConvergeServer", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ConvergeSimulation", "ConvergeSync", "ConvergeServer", "ConvergePostgres", .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
         ),
         // The server's storage on PostgreSQL (DESIGN §10): shared tables keyed by namespace,
         // any number of server instances on one database. A second shell around the planner.

@@ -91,6 +91,28 @@ enum Migrations {
                 PRIMARY KEY (namespace, tbl, idx, vals, key))
             """
         ]),
+        (3, [
+            // Stale pushes are told by request serials, not push positions (DESIGN §9).
+            "ALTER TABLE converge_standing DROP COLUMN acknowledged",
+            "ALTER TABLE converge_standing ADD COLUMN serial bigint NOT NULL DEFAULT 0",
+            // Each collected life's membership context: it tells a part of that life, which
+            // a device may still relay, from a later life of the same key.
+            "ALTER TABLE converge_collected ADD COLUMN context bytea",
+            // The join of every collected record's context, per replica (kept after the
+            // log entries go): a re-insert's context covering a collected delete is checked
+            // against it.
+            """
+            CREATE TABLE converge_collected_clock(
+                namespace text NOT NULL, replica bytea NOT NULL, hlc bigint NOT NULL,
+                PRIMARY KEY (namespace, replica))
+            """,
+            // Replicas that devices left when they reset: never readmitted.
+            """
+            CREATE TABLE converge_left_replicas(
+                namespace text NOT NULL, replica bytea NOT NULL,
+                PRIMARY KEY (namespace, replica))
+            """,
+        ]),
     ]
 
     static var latest: Int { steps.last!.version }

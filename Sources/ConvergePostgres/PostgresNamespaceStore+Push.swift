@@ -31,21 +31,15 @@ extension PostgresNamespaceStore {
         let descriptions = tables.descriptions
         for delta in changeset.records { try ReplicatedTable.checkAddress(delta, tables: descriptions) }
 
-        // Records collected here that a device still relays (DESIGN §9): their tombstones
-        // are dropped, and a re-insert's context is checked against the clocks held.
-        var changeset = changeset
-        let collected = try await collectedAddresses(in: changeset, connection)
-        var held = [ReplicaID: HLC]()
-        if !collected.isEmpty {
-            changeset = Changeset(records: changeset.records.filter { $0.state.isAlive || !collected.contains(RecordAddress(table: $0.table, key: $0.key)) })
-            held = try await heldClocks(connection)
-        }
+        // Parts of lives collected here (DESIGN §9) that a device still relays go (everyone
+        // drops them), and a context covering a collected delete (a key inserted again) is
+        // checked against what the collected records had seen.
+        let changeset = CollectionPlanner.withoutCollectedLives(changeset, logged: try await loggedCollected(in: changeset, connection))
 
         let now = storage.configuration.physicalTime()
         var context = ApplyPlanner.Context(
             replica: head.replica, clock: head.clock, physicalMilliseconds: now, maxDriftMilliseconds: storage.configuration.maxDriftMilliseconds,
             schemas: tables.schemas, authority: head.replica, author: replica)
-        if !collected.isEmpty { context.collected = (collected, held) }
         var quarantined = try await dueQuarantine(context: context, connection)
         let ahead = changeset.records.filter { !context.isDue($0.state) }.map { RecordAddress(table: $0.table, key: $0.key) }
         for (address, state) in try await quarantinedStates(at: ahead, connection) where quarantined[address] == nil { quarantined[address] = state }
@@ -53,8 +47,16 @@ extension PostgresNamespaceStore {
 
         let plan: ApplyPlanner.Plan
         do {
-            plan = try ApplyPlanner.plan(changeset, stored: entries.mapValues(\.state), quarantined: quarantined, context: context)
-        } catch {
+            do {
+                plan = try ApplyPlanner.plan(changeset, stored: entries.mapValues(\.state), quarantined: quarantined, context: context)
+            } catch {
+                // Only then is the collected clock needed (a context covering a collected
+                // delete): read it, and plan again with it.
+                context.collectedClock = try await collectedClock(connection)
+                guard !context.collectedClock.isEmpty else { throw error }
+                plan = try ApplyPlanner.plan(changeset, stored: entries.mapValues(\.state), quarantined: quarantined, context: context)
+            }
+        } catch let error as ApplyPlanner.Refusal {
             switch error {
             case .notAuthor(let address, let stamp):
                 throw PushRefusal(message: "the push carries a write stamped by replica \(stamp.replica) at \(stamp.hlc) (table \(address.table), key \(address.key)), which this server does not hold; a device may only write as its own replica \(replica)")
@@ -155,6 +157,32 @@ extension PostgresNamespaceStore {
         return report
     }
 
+    /// Releases the quarantined records whose time has come, as a push does before its own
+    /// changes: one transaction with the head row locked, the same planner.
+    public func releaseDueQuarantine() async throws -> Int {
+        try await transaction { connection in
+            var head = try await self.lockHead(connection)
+            let now = self.storage.configuration.physicalTime()
+            let context = ApplyPlanner.Context(
+                replica: head.replica, clock: head.clock, physicalMilliseconds: now, maxDriftMilliseconds: self.storage.configuration.maxDriftMilliseconds,
+                schemas: self.tables.schemas, authority: head.replica)
+            let quarantined = try await self.dueQuarantine(context: context, connection)
+            guard !quarantined.isEmpty else { return 0 }
+            var entries = try await self.entries(at: ApplyPlanner.addresses(of: Changeset(), quarantineDue: quarantined.keys), connection)
+            let plan = try ApplyPlanner.plan(Changeset(), stored: entries.mapValues(\.state), quarantined: quarantined, context: context)
+            guard plan.counts.releasedRecords > 0 else { return 0 }
+            let before = head.sequence
+            _ = try await self.store(Dictionary(uniqueKeysWithValues: plan.changes.map { ($0.address, $0.after) }), entries: &entries, head: &head, connection)
+            var clock = HybridClock(latest: head.clock)
+            if let receive = plan.receive { _ = clock.receive(receive, physicalMilliseconds: now) }
+            try await self.writeQuarantine(plan, connection)
+            head.clock = clock.latest
+            try await self.save(head, connection)
+            if head.sequence > before { try await self.notify(device: "server", connection) }
+            return plan.counts.releasedRecords
+        }
+    }
+
     static let rejectionLimit = 10_000
 
     static func namedRow(_ state: RecordState, _ schema: TableSchema, authority: ReplicaID?) -> [String: Value]? {
@@ -180,14 +208,16 @@ extension PostgresNamespaceStore {
         }
     }
 
-    private func heldClocks(_ connection: PostgresConnection) async throws -> [ReplicaID: HLC] {
-        var result = [ReplicaID: HLC]()
+    /// The join of the contexts of every record collected in the namespace
+    /// (`ApplyPlanner.Context.collectedClock`).
+    private func collectedClock(_ connection: PostgresConnection) async throws -> CausalContext {
+        var entries = [CausalContext.Entry]()
         for try await (replica, hlc) in try await connection.query(
-            "SELECT replica, hlc FROM converge_replicas WHERE namespace = \(namespace)", logger: logger
+            "SELECT replica, hlc FROM converge_collected_clock WHERE namespace = \(namespace)", logger: logger
         ).decode((ByteBuffer, Int64).self) {
-            if let id = ReplicaID(bytes: Array(buffer: replica)) { result[id] = HLC(rawValue: UInt64(bitPattern: hlc)) }
+            if let id = ReplicaID(bytes: Array(buffer: replica)) { entries.append(.init(replica: id, hlc: HLC(rawValue: UInt64(bitPattern: hlc)))) }
         }
-        return result
+        return CausalContext(entries)
     }
 
     private func noteHeld(_ clocks: [ReplicaID: HLC], _ connection: PostgresConnection) async throws {
@@ -201,17 +231,26 @@ extension PostgresNamespaceStore {
             """, logger: logger)
     }
 
-    private func collectedAddresses(in changeset: Changeset, _ connection: PostgresConnection) async throws -> Set<RecordAddress> {
-        guard !changeset.records.isEmpty else { return [] }
+    /// The collected lives of `changeset`'s records still listed (not dropped yet by every
+    /// device): their contexts, by record.
+    private func loggedCollected(in changeset: Changeset, _ connection: PostgresConnection) async throws -> [RecordAddress: [CausalContext?]] {
+        guard !changeset.records.isEmpty else { return [:] }
         let rows = try await connection.query(
             """
-            SELECT DISTINCT c.tbl, c.key FROM converge_collected c
-            JOIN unnest(\(changeset.records.map(\.table))::text[], \(changeset.records.map { KeyCodec.encode($0.key) })::bytea[]) AS a(tbl, key)
+            SELECT c.tbl, c.key, c.context FROM converge_collected c
+            JOIN (SELECT DISTINCT * FROM unnest(\(changeset.records.map(\.table))::text[], \(changeset.records.map { KeyCodec.encode($0.key) })::bytea[])) AS a(tbl, key)
               ON c.tbl = a.tbl AND c.key = a.key
             WHERE c.namespace = \(namespace)
             """, logger: logger)
-        var result = Set<RecordAddress>()
-        for try await (table, key) in rows.decode((String, ByteBuffer).self) { result.insert(RecordAddress(table: table, key: try KeyCodec.decode(key))) }
+        var result = [RecordAddress: [CausalContext?]]()
+        for try await (table, key, context) in rows.decode((String, ByteBuffer, ByteBuffer?).self) {
+            let address = RecordAddress(table: table, key: try KeyCodec.decode(key))
+            do {
+                result[address, default: []].append(try context.map { try CausalContext(packedBytes: Array(buffer: $0)) })
+            } catch {
+                throw RecordBlobCorruption("collected context of \(table) \(address.key): \(error)")
+            }
+        }
         return result
     }
 

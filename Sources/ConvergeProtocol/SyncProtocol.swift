@@ -11,10 +11,10 @@ import ConvergeCore
 /// request  = "CVRQ" version:u8 flags:u8 replica:16 pushUpTo:varint pullCursor:varint
 ///            [pullAfter:varint] pullMaxRecords:varint pullMaxBytes:varint
 ///            changesetLength:varint changeset [rejectionsAfter:varint]
-///            [collectedAfter:varint]                                   (version 2)
+///            [collectedAfter:varint] [serial:varint]                   (version 2)
 ///            (flags bit 0: pull requested; bit 1: pullAfter present, when paging;
 ///             bit 2: rejectionsAfter present; version 2: bit 3: push complete,
-///             bit 4: collectedAfter present)
+///             bit 4: collectedAfter present, bit 5: serial present)
 /// response = "CVRS" version:u8 flags:u8 serverReplica:16 acknowledged:varint next:varint
 ///            changesetLength:varint changeset [count:varint rejection*]
 ///            [pushedFrom:varint pushedTo:varint]
@@ -87,12 +87,19 @@ public struct SyncRequest: Sendable, Hashable {
     /// The last collected record the client has dropped (version 2); the server answers
     /// with the later ones. `nil`: the client does not collect.
     public var collectedAfter: UInt64?
+    /// The request's number (version 2): each request a client sends, retries included,
+    /// takes a larger one than the last. A server that has served a request of this replica
+    /// numbered as high refuses this one's push with 409 `stale_push`: it was delayed past a
+    /// later request, and its states may be older than a delete collected since (DESIGN §9).
+    /// `nil`: the client does not number its requests (nothing is refused as stale).
+    public var serial: UInt64?
 
     public init(
         replica: ReplicaID, pushUpTo: UInt64 = 0, changeset: [UInt8] = [], pull: Bool = true,
         pullCursor: UInt64 = 0, pullAfter: UInt64? = nil, pullMaxRecords: UInt64 = 1_000, pullMaxBytes: UInt64 = 1 << 20,
-        rejectionsAfter: UInt64? = nil, pushComplete: Bool = false, collectedAfter: UInt64? = nil
+        rejectionsAfter: UInt64? = nil, pushComplete: Bool = false, collectedAfter: UInt64? = nil, serial: UInt64? = nil
     ) {
+        self.serial = serial
         self.rejectionsAfter = rejectionsAfter
         self.pushComplete = pushComplete
         self.collectedAfter = collectedAfter
@@ -107,7 +114,7 @@ public struct SyncRequest: Sendable, Hashable {
     }
 
     /// The version the message is written in: 2 only when it uses version 2's fields.
-    public var version: UInt8 { pushComplete || collectedAfter != nil ? 2 : 1 }
+    public var version: UInt8 { pushComplete || collectedAfter != nil || serial != nil ? 2 : 1 }
 
     /// The same request without version 2's fields: what a server that reads only version 1
     /// is sent.
@@ -115,6 +122,7 @@ public struct SyncRequest: Sendable, Hashable {
         var request = self
         request.pushComplete = false
         request.collectedAfter = nil
+        request.serial = nil
         return request
     }
 
@@ -122,7 +130,7 @@ public struct SyncRequest: Sendable, Hashable {
         var out = SyncProtocol.requestMagic
         out.reserveCapacity(64 + changeset.count)
         out.append(version)
-        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2) | (rejectionsAfter == nil ? 0 : 4) | (pushComplete ? 8 : 0) | (collectedAfter == nil ? 0 : 16))
+        out.append((pull ? 1 : 0) | (pullAfter == nil ? 0 : 2) | (rejectionsAfter == nil ? 0 : 4) | (pushComplete ? 8 : 0) | (collectedAfter == nil ? 0 : 16) | (serial == nil ? 0 : 32))
         out.append(contentsOf: replica.bytes)
         Varint.append(pushUpTo, to: &out)
         Varint.append(pullCursor, to: &out)
@@ -133,13 +141,14 @@ public struct SyncRequest: Sendable, Hashable {
         out.append(contentsOf: changeset)
         if let rejectionsAfter { Varint.append(rejectionsAfter, to: &out) }
         if let collectedAfter { Varint.append(collectedAfter, to: &out) }
+        if let serial { Varint.append(serial, to: &out) }
         return out
     }
 
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
         let (version, flags) = try reader.header(magic: SyncProtocol.requestMagic, what: "sync request")
-        let known: UInt8 = version >= 2 ? 31 : 7
+        let known: UInt8 = version >= 2 ? 63 : 7
         guard flags & ~known == 0 else { throw SyncProtocolError("unknown flags \(flags) in version \(version)", offset: 5) }
         replica = try reader.replica()
         pushUpTo = try reader.varint("push position")
@@ -152,6 +161,7 @@ public struct SyncRequest: Sendable, Hashable {
         rejectionsAfter = flags & 4 != 0 ? try reader.varint("rejection cursor") : nil
         pushComplete = flags & 8 != 0
         collectedAfter = flags & 16 != 0 ? try reader.varint("collection cursor") : nil
+        serial = flags & 32 != 0 ? try reader.varint("request serial") : nil
         try reader.end()
     }
 }

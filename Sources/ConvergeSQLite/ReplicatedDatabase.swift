@@ -76,9 +76,10 @@ public final class ReplicatedDatabase: Sendable {
         /// changeset is refused with ``ApplyError/Reason/notAuthor(_:)``. A sync server
         /// sets it to the pushing device's bound replica.
         public var author: ReplicaID?
-        /// Records the caller has collected, and the highest clock it holds of each replica:
-        /// see `ApplyPlanner.Context.collected` in ConvergeCore (a sync server sets it).
-        public var collected: (addresses: Set<RecordAddress>, seen: [ReplicaID: HLC])?
+        /// The join of the contexts of the records the caller has collected: foreign context
+        /// entries within it count as held by the author check. See
+        /// `ApplyPlanner.Context.collectedClock` in ConvergeCore (a sync server sets it).
+        public var collectedClock = CausalContext()
         /// Runs in the apply's transaction after the merge, so that what it writes commits
         /// with the merge or not at all (a server binds a device to its replica here).
         public var beforeCommit: ((Database) throws -> Void)?

@@ -79,6 +79,11 @@ public protocol NamespaceStore: Sendable {
     func conflicts() async throws -> [Conflict]
     func quarantinedCount() async throws -> Int
 
+    /// Applies the quarantined changes whose time has come (their stamps are no longer too
+    /// far ahead of the server's clock), as a push would before its own changes, and
+    /// returns how many records it released. For a namespace nobody pushes to for a while.
+    func releaseDueQuarantine() async throws -> Int
+
     /// Every record's full merge state (for checks and tests).
     func snapshot() async throws -> Changeset
 
@@ -109,10 +114,10 @@ public protocol NamespaceStore: Sendable {
     /// feed up to `pullCursor` is here, so that becomes its stable position (never beyond
     /// the feed's head). `collectedAfter` is the last collected record it dropped.
     ///
-    /// `pushedUpTo` is the request's push position when its push was applied: the highest
-    /// is kept as the device's ``DeviceStanding/acknowledged`` position.
+    /// `serial` is the request's number (``SyncRequest/serial``): the highest of `replica`
+    /// is kept as the device's ``DeviceStanding/serial``.
     func noteRound(
-        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, pushedUpTo: UInt64?,
+        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, serial: UInt64?,
         nowMilliseconds: UInt64
     ) async throws
 
@@ -129,9 +134,13 @@ public protocol NamespaceStore: Sendable {
     /// was active.
     func retire(device: String, nowMilliseconds: UInt64) async throws -> Bool
 
-    /// Takes a retired device back as a new replica (it reset and comes back under a new
-    /// identity): its binding and stable position start over.
-    func readmit(device: String) async throws
+    /// Takes a retired device back as `replica` (it reset and comes back under a new
+    /// identity): its binding and stable position start over, and the replicas it leaves
+    /// are remembered as left. Returns `false`, changing nothing, when `replica` is not new
+    /// here: one the namespace holds writes of, one a device is bound to or synced as, or
+    /// one some device left (a late request from before a reset must not take the device
+    /// back to an identity it gave up).
+    func readmit(device: String, as replica: ReplicaID) async throws -> Bool
 }
 
 /// A device's place in its namespace's tombstone collection.
@@ -145,13 +154,13 @@ public struct DeviceStanding: Sendable, Hashable {
     public var lastSeenMilliseconds: UInt64
     /// When it was retired, if it is.
     public var retiredMilliseconds: UInt64?
-    /// The highest push position of `replica` the server applied. A push below it is a
-    /// request delayed past its own retry (or a restored device): applying its old states
-    /// after their records were collected would bring deleted records back.
-    public var acknowledged: UInt64
+    /// The highest request serial of `replica` the server served (``SyncRequest/serial``).
+    /// A push numbered at or below it was delayed past a later request: applying its old
+    /// states after their records were collected would bring deleted records back.
+    public var serial: UInt64
 
-    public init(replica: ReplicaID?, stablePosition: UInt64, lastSeenMilliseconds: UInt64, retiredMilliseconds: UInt64?, acknowledged: UInt64 = 0) {
-        self.acknowledged = acknowledged
+    public init(replica: ReplicaID?, stablePosition: UInt64, lastSeenMilliseconds: UInt64, retiredMilliseconds: UInt64?, serial: UInt64 = 0) {
+        self.serial = serial
         self.replica = replica
         self.stablePosition = stablePosition
         self.lastSeenMilliseconds = lastSeenMilliseconds
@@ -240,10 +249,15 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     /// Revoked devices (persisted in `converge_server_revocations`, loaded on open): read on
     /// every request, so kept in memory. Touched only on `queue`.
     private var revoked: [String: Date]
+    /// The join of the contexts of every record collected here (persisted in
+    /// `converge_server_collected_clock`): see `ApplyPlanner.Context.collectedClock`.
+    /// Touched only on `queue`.
+    private var collectedClock: CausalContext
     /// When each device was last served, since the store opened. Touched only on `queue`.
     private var activity: [String: (seen: Date, push: Date?, pull: Date?)] = [:]
 
-    private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC], revoked: [String: Date]) {
+    private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC], revoked: [String: Date], collectedClock: CausalContext) {
+        self.collectedClock = collectedClock
         self.database = database
         self.queue = queue
         self.held = held
@@ -274,16 +288,30 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                         device TEXT PRIMARY KEY NOT NULL,
                         replica TEXT,
                         stable INTEGER NOT NULL DEFAULT 0,
-                        acknowledged INTEGER NOT NULL DEFAULT 0,
+                        serial INTEGER NOT NULL DEFAULT 0,
                         collected_after INTEGER,
                         last_seen INTEGER NOT NULL,
                         retired_at INTEGER);
                     CREATE TABLE IF NOT EXISTS converge_server_collected(
                         id INTEGER PRIMARY KEY AUTOINCREMENT,
                         tbl TEXT NOT NULL,
-                        key NOT NULL);
-                    CREATE INDEX IF NOT EXISTS converge_server_collected_by_key ON converge_server_collected(tbl, key)
+                        key NOT NULL,
+                        context BLOB);
+                    CREATE INDEX IF NOT EXISTS converge_server_collected_by_key ON converge_server_collected(tbl, key);
+                    CREATE TABLE IF NOT EXISTS converge_server_collected_clock(
+                        replica BLOB PRIMARY KEY NOT NULL,
+                        hlc INTEGER NOT NULL);
+                    CREATE TABLE IF NOT EXISTS converge_server_left(
+                        replica TEXT PRIMARY KEY NOT NULL)
                     """)
+                // Columns added by later releases (a namespace made before them still opens).
+                let standing = try db.columns(in: "converge_server_standing").map(\.name)
+                if !standing.contains("serial") {
+                    try db.execute(sql: "ALTER TABLE converge_server_standing ADD COLUMN serial INTEGER NOT NULL DEFAULT 0")
+                }
+                if try !db.columns(in: "converge_server_collected").contains(where: { $0.name == "context" }) {
+                    try db.execute(sql: "ALTER TABLE converge_server_collected ADD COLUMN context BLOB")
+                }
             }
             let database = try ReplicatedDatabase(pool, configuration: configuration)
             // A namespace made by a release without tombstone collection (it has records, but
@@ -310,7 +338,14 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                     result[row["device"]] = Date(timeIntervalSince1970: row["revoked_at"])
                 }
             }
-            return SQLiteNamespaceStore(database: database, queue: queue, held: try database.snapshot().maxHLCByReplica, revoked: revoked)
+            let collectedClock = CausalContext(try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT replica, hlc FROM converge_server_collected_clock").compactMap { row -> CausalContext.Entry? in
+                    guard let replica = ReplicaID(bytes: [UInt8](row["replica"] as Data)) else { return nil }
+                    return CausalContext.Entry(replica: replica, hlc: HLC(rawValue: UInt64(bitPattern: row["hlc"])))
+                }
+            })
+            return SQLiteNamespaceStore(
+                database: database, queue: queue, held: try database.snapshot().maxHLCByReplica, revoked: revoked, collectedClock: collectedClock)
         }
     }
 
@@ -384,18 +419,12 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                 sql: "INSERT INTO converge_server_devices(device, replica, bound_at) VALUES (?, ?, ?)",
                 arguments: [device, replica.uuidString(), Date().timeIntervalSince1970])
         }
-        // Records this server collected (DESIGN §9) that a device still relays: their
-        // tombstones are dropped (everyone drops them), and a re-insert's context, which
-        // covers the collected delete, is checked against the clocks the server holds.
-        let collected = try collectedAddresses(in: changeset)
-        var changeset = changeset
-        if !collected.isEmpty {
-            changeset = Changeset(records: changeset.records.filter { delta in
-                delta.state.isAlive || !collected.contains(RecordAddress(table: delta.table, key: delta.key))
-            })
-        }
+        // Parts of lives this server collected (DESIGN §9) that a device still relays go
+        // (everyone drops them), and a context covering a collected delete (a key inserted
+        // again) is checked against what the collected records had seen.
+        let changeset = CollectionPlanner.withoutCollectedLives(changeset, logged: try loggedCollected(in: changeset))
         var options = ReplicatedDatabase.ApplyOptions(origin: device, validate: validate, author: replica, beforeCommit: bind)
-        if !collected.isEmpty { options.collected = (collected, held) }
+        options.collectedClock = collectedClock
         let report: ReplicatedDatabase.ApplyReport
         do {
             report = try database.apply(changeset, options: options)
@@ -413,15 +442,20 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         return report
     }
 
-    /// The addresses of `changeset` listed as collected (not dropped yet by every device).
-    private func collectedAddresses(in changeset: Changeset) throws -> Set<RecordAddress> {
-        guard !changeset.records.isEmpty else { return [] }
+    /// The collected lives of `changeset`'s records still listed (not dropped yet by every
+    /// device): their contexts, by record (`nil`: logged without one, by an older release).
+    private func loggedCollected(in changeset: Changeset) throws -> [RecordAddress: [CausalContext?]] {
+        guard !changeset.records.isEmpty else { return [:] }
         return try database.writer.read { db in
-            guard try db.tableExists("converge_server_collected") else { return [] }
-            var result = Set<RecordAddress>()
-            let statement = try db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM converge_server_collected WHERE tbl = ? AND key = ?)")
-            for delta in changeset.records where try Bool.fetchOne(statement, arguments: [delta.table, delta.key.databaseValue]) == true {
-                result.insert(RecordAddress(table: delta.table, key: delta.key))
+            var result = [RecordAddress: [CausalContext?]]()
+            let statement = try db.cachedStatement(sql: "SELECT context FROM converge_server_collected WHERE tbl = ? AND key = ?")
+            for address in Set(changeset.records.map { RecordAddress(table: $0.table, key: $0.key) }) {
+                for row in try Row.fetchAll(statement, arguments: [address.table, address.key.databaseValue]) {
+                    let context = try (row["context"] as Data?).map { bytes in
+                        do { return try CausalContext(packedBytes: bytes) } catch { throw RecordBlobCorruption("collected context of \(address.table) \(address.key): \(error)") }
+                    }
+                    result[address, default: []].append(context)
+                }
             }
             return result
         }
@@ -462,6 +496,10 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     public func quarantinedCount() async throws -> Int {
         try await run { try self.database.quarantinedCount() }
+    }
+
+    public func releaseDueQuarantine() async throws -> Int {
+        try await run { try self.database.releaseQuarantine(force: false) }
     }
 
     public func snapshot() async throws -> Changeset {
@@ -535,19 +573,19 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     public func standing(of device: String) async throws -> DeviceStanding? {
         try await run {
             try self.database.writer.read { db in
-                try Row.fetchOne(db, sql: "SELECT replica, stable, acknowledged, last_seen, retired_at FROM converge_server_standing WHERE device = ?", arguments: [device])
+                try Row.fetchOne(db, sql: "SELECT replica, stable, serial, last_seen, retired_at FROM converge_server_standing WHERE device = ?", arguments: [device])
                     .map { row in
                         DeviceStanding(
                             replica: (row["replica"] as String?).flatMap(ReplicaID.init), stablePosition: UInt64(bitPattern: row["stable"]),
                             lastSeenMilliseconds: UInt64(bitPattern: row["last_seen"]), retiredMilliseconds: (row["retired_at"] as Int64?).map { UInt64(bitPattern: $0) },
-                            acknowledged: UInt64(bitPattern: row["acknowledged"]))
+                            serial: UInt64(bitPattern: row["serial"]))
                     }
             }
         }
     }
 
     public func noteRound(
-        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, pushedUpTo: UInt64?,
+        of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, serial: UInt64?,
         nowMilliseconds: UInt64
     ) async throws {
         try await run {
@@ -556,15 +594,15 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                 // A device's own claim only lowers what it may receive: clamp it to the head.
                 let stable = pushComplete ? Int64(clamping: min(pullCursor, head)) : 0
                 try db.execute(sql: """
-                    INSERT INTO converge_server_standing(device, replica, stable, acknowledged, collected_after, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO converge_server_standing(device, replica, stable, serial, collected_after, last_seen) VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT(device) DO UPDATE SET
-                        acknowledged = CASE WHEN replica IS excluded.replica THEN max(acknowledged, excluded.acknowledged) ELSE excluded.acknowledged END,
+                        serial = CASE WHEN replica IS excluded.replica THEN max(serial, excluded.serial) ELSE excluded.serial END,
                         replica = excluded.replica, stable = max(stable, excluded.stable),
                         collected_after = CASE WHEN excluded.collected_after IS NULL THEN collected_after
                             ELSE max(coalesce(collected_after, 0), excluded.collected_after) END,
                         last_seen = max(last_seen, excluded.last_seen)
                     """, arguments: [
-                        device, replica.uuidString(), stable, Int64(clamping: pushedUpTo ?? 0), collectedAfter.map { Int64(clamping: $0) },
+                        device, replica.uuidString(), stable, Int64(clamping: serial ?? 0), collectedAfter.map { Int64(clamping: $0) },
                         Int64(clamping: nowMilliseconds),
                     ])
             }
@@ -590,11 +628,22 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             guard frontier > 0 else { return frontier }
             let candidates = try self.database.collectableRecords(through: frontier, limit: limit)
             if !candidates.isEmpty {
+                var clock = self.collectedClock
                 try self.database.collect(candidates) { db, collected in
-                    for address in collected {
-                        try db.execute(sql: "INSERT INTO converge_server_collected(tbl, key) VALUES (?, ?)", arguments: [address.table, address.key.databaseValue])
+                    for (address, context) in collected {
+                        try db.execute(
+                            sql: "INSERT INTO converge_server_collected(tbl, key, context) VALUES (?, ?, ?)",
+                            arguments: [address.table, address.key.databaseValue, Data(context.packedBytes)])
+                        clock.merge(context)
+                    }
+                    for entry in clock.entries where entry.hlc > self.collectedClock[entry.replica] {
+                        try db.execute(
+                            sql: "INSERT INTO converge_server_collected_clock(replica, hlc) VALUES (?, ?) ON CONFLICT(replica) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
+                            arguments: [Data(entry.replica.bytes), Int64(bitPattern: entry.hlc.rawValue)])
                     }
                 }
+                // Committed: the pushes that follow (on this queue) check against it.
+                self.collectedClock = clock
             }
             try self.database.writer.write { db in
                 // What every active device has dropped need not be listed again.
@@ -629,11 +678,25 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         }
     }
 
-    public func readmit(device: String) async throws {
+    public func readmit(device: String, as replica: ReplicaID) async throws -> Bool {
         try await run {
-            try self.database.writer.write { db in
+            guard self.held[replica] == nil, !replica.isReserved, replica != self.database.replicaID else { return false }
+            return try self.database.writer.write { db in
+                let id = replica.uuidString()
+                let known = try Bool.fetchOne(db, sql: """
+                    SELECT EXISTS (SELECT 1 FROM converge_server_left WHERE replica = ?)
+                        OR EXISTS (SELECT 1 FROM converge_server_devices WHERE replica = ?)
+                        OR EXISTS (SELECT 1 FROM converge_server_standing WHERE replica = ?)
+                    """, arguments: [id, id, id]) ?? true
+                guard !known else { return false }
+                try db.execute(sql: """
+                    INSERT OR IGNORE INTO converge_server_left(replica)
+                    SELECT replica FROM converge_server_standing WHERE device = ? AND replica IS NOT NULL
+                    UNION SELECT replica FROM converge_server_devices WHERE device = ?
+                    """, arguments: [device, device])
                 try db.execute(sql: "DELETE FROM converge_server_standing WHERE device = ?", arguments: [device])
                 try db.execute(sql: "DELETE FROM converge_server_devices WHERE device = ?", arguments: [device])
+                return true
             }
         }
     }

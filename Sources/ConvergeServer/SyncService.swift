@@ -99,14 +99,14 @@ public final class SyncService: Sendable {
                     throw ServiceError(status: 401, code: "revoked", message: "device \(principal.device) of namespace \(principal.namespace) is revoked")
                 }
                 let standing = try await admit(request, store: store, device: principal.device)
-                if let standing, standing.replica == request.replica, !pushed.isEmpty, request.pushUpTo < standing.acknowledged {
-                    // A request that outlived its own retry (the same batch again, a retry
-                    // whose first answer was lost, is applied again: a join is idempotent). Its
-                    // states may be older than a delete collected since: applying them could
-                    // bring the record back, so it is refused (DESIGN §9).
+                if let standing, let serial = request.serial, !pushed.isEmpty, CollectionPlanner.isStale(requestSerial: serial, appliedSerial: standing.serial) {
+                    // A request delayed past a later one of the same replica (a retry is a new
+                    // request, with a new serial). Its states may be older than a delete
+                    // collected since: applying them could bring the record back, so it is
+                    // refused (DESIGN §9).
                     throw ServiceError(
                         status: 409, code: "stale_push",
-                        message: "push up to \(request.pushUpTo) is older than \(standing.acknowledged), which this server already applied for replica \(request.replica)")
+                        message: "request \(serial) of replica \(request.replica) was overtaken by request \(standing.serial), which this server already served")
                 }
                 let answer = try await round(request, pushed: pushed, store: store, principal: principal, counts: &counts)
                 response = try await collecting(answer, for: request, pushed: !pushed.isEmpty, store: store, device: principal.device)
@@ -218,17 +218,30 @@ public final class SyncService: Sendable {
     /// under a new replica (it reset): then it starts over as a new device of the namespace.
     ///
     /// Returns the device's standing (`nil`: new here, or readmitted, or collection is off).
+    ///
+    /// A request of a replica the device has left (a late one, sent before it reset) is
+    /// refused whole, pull included: its word on what it has pushed speaks for writes the
+    /// device's current replica may not have sent yet.
     private func admit(_ request: SyncRequest, store: any NamespaceStore, device: String) async throws -> DeviceStanding? {
         guard configuration.collection.enabled, let standing = try await store.standing(of: device) else { return nil }
-        guard standing.retiredMilliseconds != nil else { return standing }
+        guard standing.retiredMilliseconds != nil else {
+            if let current = standing.replica, current != request.replica {
+                throw ServiceError(
+                    status: 403, code: "forbidden",
+                    message: "device \(device) syncs as replica \(current), not \(request.replica): a request of a replica it left is refused")
+            }
+            return standing
+        }
         let known = try await store.boundReplica(of: device) ?? standing.replica
-        if known == nil || known == request.replica {
+        // Readmitted only as a replica new here (it reset): not the retired one, nor any
+        // replica the device or another one synced as before.
+        let readmitted = if known == nil || known == request.replica { false } else { try await store.readmit(device: device, as: request.replica) }
+        if !readmitted {
             metrics.resetRequired()
             throw ServiceError(
                 status: 410, code: "reset_required",
                 message: "device \(device) was retired (not seen for the retention window, or by an admin): reset and sync again as a new replica")
         }
-        try await store.readmit(device: device)
         return nil
     }
 
@@ -242,7 +255,7 @@ public final class SyncService: Sendable {
         let now = policy.clock?() ?? configuration.store.physicalTime()
         try await store.noteRound(
             of: device, replica: request.replica, pullCursor: request.pullCursor, pushComplete: request.pushComplete,
-            collectedAfter: request.collectedAfter, pushedUpTo: pushed ? request.pushUpTo : nil, nowMilliseconds: now)
+            collectedAfter: request.collectedAfter, serial: request.serial, nowMilliseconds: now)
         let frontier = try await store.collect(retentionMilliseconds: policy.retentionMilliseconds, nowMilliseconds: now, limit: policy.maxRecordsPerRound)
         guard let after = request.collectedAfter else { return response }
         var answer = response

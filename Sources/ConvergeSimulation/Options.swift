@@ -26,6 +26,15 @@ public enum SimulationTransport: String, Sendable, Hashable, CaseIterable, Codab
     case http
 }
 
+/// Where the real sync server keeps its namespaces, over `--transport http`.
+public enum ServerStorageKind: String, Sendable, Hashable, CaseIterable, Codable {
+    /// The embedded default: one SQLite file per namespace, one server process.
+    case sqlite
+    /// ConvergePostgres (DESIGN §10): shared tables in PostgreSQL, and any number of server
+    /// instances on them (`--servers`), each device's requests spread over the instances.
+    case postgres
+}
+
 /// The faults a simulation can inject, each with its own rate.
 public enum FaultKind: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
     case drop, dup, reorder, delay, partition, skew, jump, crash
@@ -159,6 +168,14 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     /// `--retention-ms`: the retention window, in the run's virtual time; `nil` picks one
     /// from the shape of the run (``effectiveRetentionMilliseconds``).
     public var retentionMilliseconds: UInt64?
+    /// `--storage`: the real server's storage, over `--transport http`.
+    public var serverStorage: ServerStorageKind = .sqlite
+    /// `--servers`: server instances on one PostgreSQL database (`--storage postgres`); a
+    /// device's requests go to them in turn, and a crash fault kills the one it talks to.
+    public var servers: Int = 1
+    /// `--postgres`: the database of `--storage postgres` (default: the environment's
+    /// `CONVERGE_POSTGRES_URL`). Each run makes a schema of its own in it and drops it after.
+    public var postgresURL: String?
 
     public init(
         seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
@@ -209,6 +226,13 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         }
         if retentionMilliseconds != nil && !collect { throw OptionError("--retention-ms needs --collect") }
         if let retentionMilliseconds, retentionMilliseconds < 1 { throw OptionError("--retention-ms must be at least 1") }
+        if serverStorage == .postgres && transport != .http {
+            throw OptionError("--storage postgres needs --transport http (it is the real server's storage)")
+        }
+        guard (1...16).contains(servers) else { throw OptionError("--servers must be between 1 and 16 (got \(servers))") }
+        if servers > 1 && serverStorage != .postgres {
+            throw OptionError("--servers \(servers) needs --storage postgres (server instances share one database; SQLite namespaces belong to one process)")
+        }
         if let mutation, mutation.needsCollect, !collect || transport != .memory {
             throw OptionError("--mutation \(mutation.rawValue) breaks the simulator's own hub: it needs --collect and --transport memory")
         }
@@ -259,6 +283,8 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         var parts = ["swift run -c release converge-sim", "--seed \(seed)", "--replicas \(replicas)", "--ops \(ops)",
                      "--store \(store.rawValue)", "--topology \(topology.rawValue)", "--faults \(FaultKind.describe(faults))"]
         if transport != .memory { parts.append("--transport \(transport.rawValue)") }
+        if serverStorage != .sqlite { parts.append("--storage \(serverStorage.rawValue)") }
+        if servers != 1 { parts.append("--servers \(servers)") }
         if files && !(store == .sqlite && (has(.crash) || transport == .http)) { parts.append("--files") }
         if let keysPerTable { parts.append("--keys \(keysPerTable)") }
         if let syncRate { parts.append("--sync-rate \(syncRate)") }
@@ -275,7 +301,8 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     /// A short description: `6 core replicas, 300 ops, hub, faults all, seed 1` (the
     /// topology reads `hub over http` for the real server).
     public var summary: String {
-        let network = transport == .memory ? topology.rawValue : "\(topology.rawValue) over \(transport.rawValue)"
+        let instances = serverStorage == .sqlite ? "" : " (\(servers) \(servers == 1 ? "instance" : "instances") on \(serverStorage.rawValue))"
+        let network = transport == .memory ? topology.rawValue : "\(topology.rawValue) over \(transport.rawValue)\(instances)"
         let writes = (workload == .mixed ? "" : ", \(workload.rawValue) workload") + (unique ? ", unique indexes" : "")
             + (collect ? ", collecting (retention \(effectiveRetentionMilliseconds) ms)" : "")
         return "\(replicas) \(store.rawValue) replicas, \(ops) ops\(writes), \(network), faults \(FaultKind.describe(faults)), seed \(seed)"

@@ -1,10 +1,12 @@
 import ConvergeCore
+import ConvergePostgres
 import ConvergeServer
 import ConvergeSimulation
 import ConvergeSQLite
 import ConvergeSync
 import Foundation
 import Logging
+import PostgresNIO
 
 /// Runs a simulation whose hub is the real sync server over loopback HTTP
 /// (`options.transport == .http`): the run, the oracle and the report are the
@@ -67,6 +69,8 @@ public final class HTTPHub: SimulationHub {
 
     private var server: ServerHandle?
     private var directory: URL?
+    /// `--storage postgres`: the run's schema, dropped when the hub stops.
+    private var postgresPlace: ServerHandle.PostgresPlace?
     private var controller: FaultController?
     private var tokens: [String] = []
     private var options = SimulationOptions()
@@ -118,7 +122,13 @@ public final class HTTPHub: SimulationHub {
             let collectionClock = collectionClock
             configuration.collection.clock = { collectionClock.milliseconds }
         }
-        let server = ServerHandle(configuration: configuration)
+        var place: ServerHandle.PostgresPlace?
+        if options.serverStorage == .postgres {
+            guard let url = options.postgresURL else { throw HubError("--storage postgres needs a database URL (--postgres, or CONVERGE_POSTGRES_URL)") }
+            place = ServerHandle.PostgresPlace(url: url, schema: "converge_sim_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20))")
+        }
+        postgresPlace = place
+        let server = ServerHandle(configuration: configuration, postgres: place, instances: options.servers)
         let replicas = options.replicas
         tokens = try waitFor { () async throws -> [String] in
             let service = try await server.start()
@@ -187,14 +197,14 @@ public final class HTTPHub: SimulationHub {
     public func advanceTime(to now: UInt64, collectionClock: UInt64) throws {
         serverClock.milliseconds = now
         self.collectionClock.milliseconds = collectionClock
-        guard let store = try server?.store() as? SQLiteNamespaceStore else { return }
-        _ = try store.database.releaseQuarantine(force: false)
+        guard let store = try server?.store() else { return }
+        _ = try waitFor { try await store.releaseDueQuarantine() }
     }
 
     public func deliverLate(dueBy op: Int) throws {
         guard let controller, let server else { return }
         for late in controller.takeLate(dueBy: op) {
-            let http = try server.transport()
+            let http = try server.transport(server.instance(for: late.replica))
             let token = tokens[late.replica]
             let outcome = try waitFor { () async -> Result<SyncResponse, any Error> in
                 do { return .success(try await http.send(late.request, token: token)) } catch { return .failure(error) }
@@ -232,9 +242,12 @@ public final class HTTPHub: SimulationHub {
     }
 
     public func serverVisibleRows(table: String) throws -> [Value: [String: Value]] {
-        guard let store = try liveStore() as? SQLiteNamespaceStore else {
-            throw HubError("the server's storage is not SQLite: its rows cannot be read")
+        let store = try liveStore()
+        if let store = store as? PostgresNamespaceStore {
+            // The materialized table, as backend services would query it.
+            return try waitFor { try await store.materializedRows(of: table) }
         }
+        guard let store = store as? SQLiteNamespaceStore else { throw HubError("the server's storage cannot show its rows") }
         return try SimulationSchema.of(options).visibleRows(of: store.database, table: table)
     }
 
@@ -257,6 +270,27 @@ public final class HTTPHub: SimulationHub {
         if let directory {
             self.directory = nil
             try? FileManager.default.removeItem(at: directory)
+        }
+        if let place = postgresPlace {
+            postgresPlace = nil
+            try? waitFor { try await Self.dropSchema(place) }
+        }
+    }
+
+    /// Drops the run's schema and every table in it.
+    private static func dropSchema(_ place: ServerHandle.PostgresPlace) async throws {
+        let location = try PostgresStorage.Location(url: place.url)
+        var logger = Logger(label: "converge-sim-postgres")
+        logger.logLevel = .error
+        let client = PostgresClient(
+            configuration: .init(
+                host: location.host, port: location.port, username: location.username, password: location.password, database: location.database,
+                tls: location.requireTLS ? .require(.makeClientConfiguration()) : .disable),
+            backgroundLogger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(place.schema)\" CASCADE"), logger: logger)
         }
     }
 
@@ -301,77 +335,131 @@ struct HubError: Error, CustomStringConvertible {
 // MARK: - The server, killed and restarted
 
 /// The running server of a hub: started, killed (what it holds in memory is lost) and
-/// started again on the same files, with a new port each time.
+/// started again on the same storage, with a new port each time.
+///
+/// On SQLite that is one server on the run's folder. On PostgreSQL (`--storage postgres`)
+/// it is `--servers` instances on one schema of the database, each with its own pool and
+/// storage, as stateless instances behind a load balancer: a device's requests go to them
+/// in turn, and a kill takes down the one instance a request went to.
 final class ServerHandle: @unchecked Sendable {
-    private let configuration: ServerConfiguration
-    private let lock = NSLock()
-    private var running: RunningServer?
-    private var http: HTTPSyncTransport?
-    private var namespaceStore: (any NamespaceStore)?
-    private(set) var restarts = 0
-
-    init(configuration: ServerConfiguration) {
-        self.configuration = configuration
+    /// One running server.
+    private struct Instance {
+        var running: RunningServer
+        var http: HTTPSyncTransport
+        var store: any NamespaceStore
+        var postgres: PostgresStorage?
     }
 
-    /// Starts a server on the configuration's data directory; returns its service.
+    /// Where the PostgreSQL instances keep their tables: a schema of the run's own.
+    struct PostgresPlace {
+        var url: String
+        var schema: String
+    }
+
+    private let configuration: ServerConfiguration
+    private let postgres: PostgresPlace?
+    private let count: Int
+    private let lock = NSLock()
+    private var instances: [Instance?]
+    /// Requests sent by each replica, for spreading them over the instances.
+    private var sent: [Int: Int] = [:]
+    private(set) var restarts = 0
+
+    init(configuration: ServerConfiguration, postgres: PostgresPlace? = nil, instances: Int = 1) {
+        self.configuration = configuration
+        self.postgres = postgres
+        count = postgres == nil ? 1 : max(1, instances)
+        self.instances = Array(repeating: nil, count: count)
+    }
+
+    /// Starts every instance; returns the first one's service.
     @discardableResult
     func start() async throws -> SyncService {
+        var first: SyncService?
+        for index in 0..<count {
+            let service = try await start(index)
+            if first == nil { first = service }
+        }
+        return first!
+    }
+
+    /// Starts instance `index` on the storage; returns its service.
+    @discardableResult
+    private func start(_ index: Int) async throws -> SyncService {
         var logger = Logger(label: "converge-sim-server")
         logger.logLevel = .error
-        let service = try await SyncService(configuration: configuration)
-        let server = try await RunningServer.start(service: service, host: "127.0.0.1", port: 0, logger: logger)
+        var storage: PostgresStorage?
+        if let postgres {
+            storage = try await PostgresStorage(
+                url: postgres.url, schema: configuration.schema, store: configuration.store, maximumConnections: 4,
+                databaseSchema: postgres.schema, logger: logger)
+        }
+        let service: SyncService
+        let server: RunningServer
+        do {
+            service = try await SyncService(configuration: configuration, storage: storage)
+            server = try await RunningServer.start(service: service, host: "127.0.0.1", port: 0, logger: logger)
+        } catch {
+            await storage?.shutdown()
+            throw error
+        }
         do {
             let store = try await service.storage.store(for: HTTPHub.namespace)
             let http = HTTPSyncTransport(baseURL: server.baseURL, configuration: .init(requestTimeout: 60, resourceTimeout: 120))
-            lock.withLock {
-                running = server
-                self.http = http
-                namespaceStore = store
-            }
+            lock.withLock { instances[index] = Instance(running: server, http: http, store: store, postgres: storage) }
         } catch {
             await server.stop()
+            await storage?.shutdown()
             throw error
         }
         return service
     }
 
-    /// Kills the server and starts a new one on the same files: a new service, storage
-    /// reopened from disk, nothing kept from the old one's memory. The store's
-    /// transactions are what make a push all-or-nothing across this.
-    func restart() async throws {
-        let old = lock.withLock { () -> RunningServer? in
+    /// The instance the next request of `replica` goes to: each in turn, from one that
+    /// differs per replica (the same sequence on every replay of the same requests).
+    func instance(for replica: Int) -> Int {
+        lock.withLock {
+            let sent = self.sent[replica, default: 0]
+            self.sent[replica] = sent + 1
+            return (replica + sent) % count
+        }
+    }
+
+    /// Kills instance `index` and starts a new one on the same storage: a new service,
+    /// storage reopened, nothing kept from the old one's memory. The store's transactions
+    /// are what make a push all-or-nothing across this.
+    func restart(_ index: Int = 0) async throws {
+        let old = lock.withLock { () -> Instance? in
             defer {
-                running = nil
-                http = nil
-                namespaceStore = nil
+                instances[index] = nil
                 restarts += 1
             }
-            return running
+            return instances[index]
         }
-        await old?.stop()
-        try await start()
+        await old?.running.stop()
+        await old?.postgres?.shutdown()
+        try await start(index)
     }
 
     func stop() async {
-        let old = lock.withLock { () -> RunningServer? in
-            defer {
-                running = nil
-                http = nil
-                namespaceStore = nil
-            }
-            return running
+        let old = lock.withLock { () -> [Instance] in
+            defer { instances = Array(repeating: nil, count: count) }
+            return instances.compactMap { $0 }
         }
-        await old?.stop()
+        for instance in old {
+            await instance.running.stop()
+            await instance.postgres?.shutdown()
+        }
     }
 
-    func transport() throws -> HTTPSyncTransport {
-        guard let http = lock.withLock({ http }) else { throw HubError("the server is not running") }
+    func transport(_ index: Int = 0) throws -> HTTPSyncTransport {
+        guard let http = lock.withLock({ instances[index]?.http }) else { throw HubError("server instance \(index) is not running") }
         return http
     }
 
+    /// The namespace's store, as instance 0 sees it (on PostgreSQL every instance sees the same).
     func store() throws -> any NamespaceStore {
-        guard let store = lock.withLock({ namespaceStore }) else { throw HubError("the server is not running") }
+        guard let store = lock.withLock({ instances[0]?.store }) else { throw HubError("the server is not running") }
         return store
     }
 }
@@ -386,6 +474,7 @@ struct FaultInjectingTransport: SyncTransport {
     let controller: FaultController
 
     func send(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
+        let instance = server.instance(for: replica)
         switch controller.decide(request, replica: replica, token: token) {
         case .offline:
             throw SyncTransportError.network("injected partition: the server cannot be reached")
@@ -394,28 +483,28 @@ struct FaultInjectingTransport: SyncTransport {
         case .delay:
             throw SyncTransportError.timeout
         case .loseResponse:
-            _ = try await exchange(request, token: token)
+            _ = try await exchange(request, token: token, instance: instance)
             throw SyncTransportError.network("injected: the connection broke after the server applied the request")
         case .badGateway:
-            _ = try await exchange(request, token: token)
+            _ = try await exchange(request, token: token, instance: instance)
             throw SyncTransportError.status(502, "injected: bad gateway after the server applied the request")
         case .duplicate:
-            _ = try await exchange(request, token: token)
-            return try await exchange(request, token: token)
+            _ = try await exchange(request, token: token, instance: instance)
+            return try await exchange(request, token: token, instance: instance)
         case .killBefore:
-            try await server.restart()
+            try await server.restart(instance)
             throw SyncTransportError.network("injected: the server was killed before the request reached it")
         case .killAfter:
-            _ = try await exchange(request, token: token)
-            try await server.restart()
+            _ = try await exchange(request, token: token, instance: instance)
+            try await server.restart(instance)
             throw SyncTransportError.network("injected: the server was killed after it applied the request, before it answered")
         case .pass:
-            return try await exchange(request, token: token)
+            return try await exchange(request, token: token, instance: instance)
         }
     }
 
-    private func exchange(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
-        let response = try await server.transport().send(request, token: token)
+    private func exchange(_ request: SyncRequest, token: String?, instance: Int) async throws -> SyncResponse {
+        let response = try await server.transport(instance).send(request, token: token)
         controller.count(request, response)
         return controller.tamper(controller.corrupt(response), replica: replica)
     }

@@ -128,6 +128,12 @@ public actor SyncEngine {
     /// Set once the server refused a version-2 request: it is an older release, which reads
     /// only version 1 (and does not collect tombstones). Kept for the engine's life.
     private var serverReadsVersion1Only = false
+    /// The last request serial sent (``SyncRequest/serial``), and the highest reserved in the
+    /// database (`nil`: not read yet). Serials are reserved in blocks, so that numbering
+    /// costs a write per block, not per request, and still never repeats after a crash.
+    private var lastSerial: UInt64 = 0
+    private var reservedSerial: UInt64?
+    private static let serialBlock: UInt64 = 256
     private let applying = Flag()
 
     /// - Parameters:
@@ -587,15 +593,33 @@ public actor SyncEngine {
         }
     }
 
+    /// The next request serial, reserving a block first when the reserved ones are used up.
+    private func nextSerial() throws -> UInt64 {
+        let peer = configuration.peer
+        var reserved = try reservedSerial ?? SyncLog.reservedSerial(for: peer, in: database.writer)
+        if reservedSerial == nil { lastSerial = reserved }
+        if lastSerial >= reserved {
+            reserved = lastSerial + Self.serialBlock
+            try SyncLog.reserveSerials(upTo: reserved, for: peer, in: database.writer)
+        }
+        reservedSerial = reserved
+        lastSerial += 1
+        return lastSerial
+    }
+
     /// Sends one request, retrying transient failures with backoff; on 401 refreshes the
     /// token once.
     private func send(_ request: SyncRequest, report: inout SyncReport) async throws -> SyncResponse {
         var attempt = 0
         var refreshed = false
+        var staleRefusals = 0
         while true {
             attempt += 1
             let failure: SyncError
-            let request = serverReadsVersion1Only ? request.asVersion1 : request
+            // Each attempt is a new request: a retry of one the server applied is not stale.
+            var request = request
+            request.serial = try nextSerial()
+            if serverReadsVersion1Only { request = request.asVersion1 }
             do {
                 try Task.checkCancellation()
                 let response = try await transport.send(request, token: token)
@@ -617,6 +641,14 @@ public actor SyncEngine {
                     throw SyncError.forbidden(message)
                 case .status(410, let message):
                     throw SyncError.resetRequired(message)
+                case .status(409, let message):
+                    // Stale: an earlier copy of this request (a duplicate on the way) was
+                    // served first. Sent again it is a new request, with a new serial: a
+                    // join is idempotent. The copies stop once one is served.
+                    guard staleRefusals < 3 else { throw SyncError.rejected(status: 409, message: message) }
+                    staleRefusals += 1
+                    attempt -= 1
+                    continue
                 case .status(400, let message) where request.version > 1 && message.contains("unsupported sync request version"):
                     // An older server: speak version 1 to it from now on (no collection).
                     serverReadsVersion1Only = true

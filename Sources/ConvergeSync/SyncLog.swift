@@ -54,6 +54,9 @@ public enum SyncLog {
                     key,
                     reason TEXT NOT NULL,
                     received_at REAL NOT NULL);
+                CREATE TABLE IF NOT EXISTS converge_sync_serials(
+                    peer TEXT PRIMARY KEY NOT NULL,
+                    reserved INTEGER NOT NULL);
                 """)
             // Columns added by later releases.
             let state = try db.columns(in: "converge_sync_state").map(\.name)
@@ -83,6 +86,23 @@ public enum SyncLog {
     static func collectedSeen(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
         try reader.read { db in
             UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT collected_seen FROM converge_sync_state WHERE peer = ?", arguments: [peer]) ?? 0)
+        }
+    }
+
+    /// The request serials reserved for `peer` (0 if none): every serial at or below it may
+    /// have been sent, so numbering goes on above it.
+    static func reservedSerial(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
+        try reader.read { db in
+            UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT reserved FROM converge_sync_serials WHERE peer = ?", arguments: [peer]) ?? 0)
+        }
+    }
+
+    /// Reserves the request serials up to `serial` for `peer`, before any of them is sent.
+    static func reserveSerials(upTo serial: UInt64, for peer: String, in writer: any DatabaseWriter) throws {
+        try writer.write { db in
+            try db.execute(
+                sql: "INSERT INTO converge_sync_serials(peer, reserved) VALUES (?, ?) ON CONFLICT(peer) DO UPDATE SET reserved = max(reserved, excluded.reserved)",
+                arguments: [peer, Int64(clamping: serial)])
         }
     }
 

@@ -40,6 +40,15 @@ struct ConvergeSim: ParsableCommand {
     @Option(help: "memory (the simulator's network) or http (the real sync server on loopback; needs --store sqlite and --topology hub).")
     var transport: String = "memory"
 
+    @Option(help: "With --transport http: the server's storage, sqlite (one file per namespace) or postgres (ConvergePostgres, the database of --postgres).")
+    var storage: String = "sqlite"
+
+    @Option(help: "With --storage postgres: server instances on the one database; each device's requests go to them in turn.")
+    var servers: Int = 1
+
+    @Option(help: "With --storage postgres: the database URL (default: $CONVERGE_POSTGRES_URL). Each run makes a schema of its own there and drops it after.")
+    var postgres: String?
+
     @Option(help: "none, all, or a list of drop,dup,reorder,delay,partition,skew,jump,crash.")
     var faults: String = "all"
 
@@ -94,6 +103,13 @@ struct ConvergeSim: ParsableCommand {
             throw ValidationError(error.description)
         }
         options.files = files
+        guard let storageKind = ServerStorageKind(rawValue: storage) else { throw ValidationError("--storage must be sqlite or postgres (got '\(storage)')") }
+        options.serverStorage = storageKind
+        options.servers = servers
+        options.postgresURL = postgres ?? ProcessInfo.processInfo.environment["CONVERGE_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        if storageKind == .postgres && options.postgresURL == nil {
+            throw ValidationError("--storage postgres needs a database: --postgres URL, or CONVERGE_POSTGRES_URL in the environment")
+        }
         options.unique = unique
         options.collect = collect
         options.retentionMilliseconds = retentionMs

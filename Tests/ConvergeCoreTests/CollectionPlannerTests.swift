@@ -149,4 +149,57 @@ struct CollectionPlannerTests {
         // It comes back as the device showed it.
         #expect(device.row(table: "items", key: .text("k")) == ["name": .text("theirs"), "qty": .integer(2)])
     }
+
+    @Test("a hub drops the parts of a collected life a device relays, and nothing of a later life")
+    func withoutCollectedLives() {
+        var device = replica(a)
+        device.perform([.insert(table: "notes", key: .text("k"), values: ["title": .text("old"), "body": .text("b")])], physicalMilliseconds: 1_000)
+        device.perform([.delete(table: "notes", key: .text("k"))], physicalMilliseconds: 1_001)
+        let address = RecordAddress(table: "notes", key: .text("k"))
+        let tombstone = device.state.state(of: address)!
+        let collected = tombstone.membership.context
+        // The new life: inserted again by a replica that never saw the old one, then deleted.
+        var other = replica(b)
+        let insert = other.perform([.insert(table: "notes", key: .text("k"), values: ["title": .text("new")])], physicalMilliseconds: 2_000)
+        let delete = other.perform([.delete(table: "notes", key: .text("k"))], physicalMilliseconds: 2_001)
+        let pushed = Changeset(records: [RecordDelta(table: "notes", key: .text("k"), state: tombstone)] + insert.records + delete.records)
+        let kept = CollectionPlanner.withoutCollectedLives(pushed, logged: [address: [collected]])
+        #expect(kept.records == insert.records + delete.records, "only the old tombstone goes")
+        #expect(CollectionPlanner.withoutCollectedLives(pushed, logged: [:]) == pushed)
+        // An entry logged without a context (an older release): only live states stay.
+        #expect(CollectionPlanner.withoutCollectedLives(pushed, logged: [address: [nil]]).records == insert.records)
+    }
+
+    @Test("a causal context packs into 24 bytes an entry and reads back; bad bytes are refused")
+    func packedContext() throws {
+        let context = CausalContext([.init(replica: b, hlc: HLC(rawValue: 7)), .init(replica: a, hlc: HLC(rawValue: 1 << 40))])
+        #expect(context.packedBytes.count == 48)
+        #expect(try CausalContext(packedBytes: context.packedBytes) == context)
+        #expect(try CausalContext(packedBytes: []) == CausalContext())
+        #expect(throws: InvariantViolation.self) { try CausalContext(packedBytes: context.packedBytes.dropLast()) }
+        // Entries out of order, or at zero.
+        let swapped = Array(context.packedBytes[24...]) + Array(context.packedBytes[..<24])
+        #expect(throws: InvariantViolation.self) { try CausalContext(packedBytes: swapped) }
+        #expect(throws: InvariantViolation.self) { try CausalContext(packedBytes: a.bytes + Array(repeating: 0, count: 8)) }
+    }
+
+    @Test("the author check takes foreign context entries within the collected clock as held, and nothing more")
+    func collectedClockInTheAuthorCheck() throws {
+        var old = replica(a)
+        old.perform([.insert(table: "notes", key: .text("k"), values: ["title": .text("old")])], physicalMilliseconds: 1_000)
+        old.perform([.delete(table: "notes", key: .text("k"))], physicalMilliseconds: 1_001)
+        var state = old.state.state(of: RecordAddress(table: "notes", key: .text("k")))!
+        let collectedClock = state.membership.context
+        let delta = state.insert(["title": .text("again")], at: Stamp(hlc: HLC(rawValue: 5_000 << 16), replica: b), schema: Self.notes)
+        let push = Changeset(records: [RecordDelta(table: "notes", key: .text("k"), state: delta)])
+        var context = ApplyPlanner.Context(replica: c, clock: .zero, physicalMilliseconds: 5_000, schemas: ["notes": Self.notes], author: b)
+        #expect(throws: ApplyPlanner.Refusal.self) { try ApplyPlanner.plan(push, stored: [:], quarantined: [:], context: context) }
+        context.collectedClock = collectedClock
+        #expect(try ApplyPlanner.plan(push, stored: [:], quarantined: [:], context: context).changes.count == 1)
+        // An entry beyond it is a claim on a future event of `a`: refused.
+        var beyond = delta
+        beyond.membership = ORSet(dots: delta.membership.dots, context: delta.membership.context.recording([Stamp(hlc: HLC(rawValue: 9_000 << 16), replica: a)]))
+        let forged = Changeset(records: [RecordDelta(table: "notes", key: .text("k"), state: beyond)])
+        #expect(throws: ApplyPlanner.Refusal.self) { try ApplyPlanner.plan(forged, stored: [:], quarantined: [:], context: context) }
+    }
 }

@@ -20,11 +20,14 @@ final class ServerClock: Sendable {
 @Suite(.serialized) struct CollectionTests {
     static let retentionSeconds: UInt64 = 3_600
 
-    func withServer(_ body: (TestServer, URL, ServerClock) async throws -> Void) async throws {
+    static let adminToken = String(repeating: "k", count: 40)
+
+    func withServer(_ backend: Backend = .sqlite, _ body: (TestServer, URL, ServerClock) async throws -> Void) async throws {
         let clock = ServerClock()
-        let server = try await TestServer.start(configure: { configuration in
+        let server = try await TestServer.start(backend, configure: { configuration in
             configuration.store = ReplicatedDatabase.Configuration(physicalTime: { clock.now })
             configuration.collection = .init(retentionSeconds: Self.retentionSeconds)
+            configuration.adminToken = Self.adminToken
         })
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -39,6 +42,16 @@ final class ServerClock: Sendable {
 
     func serverDatabase(_ server: TestServer) async throws -> ReplicatedDatabase {
         try #require(try await server.store() as? SQLiteNamespaceStore).database
+    }
+
+    /// The server's merge states, on either backend.
+    func serverSnapshot(_ server: TestServer) async throws -> Changeset {
+        try await server.store().snapshot()
+    }
+
+    /// The deleted records the server still holds metadata for, on either backend.
+    func serverTombstones(_ server: TestServer) async throws -> Int {
+        try await serverSnapshot(server).records.count { !$0.state.isAlive }
     }
 
     @Test func protocolVersionTwoRoundTripsAndVersionOneStaysReadable() throws {
@@ -69,8 +82,8 @@ final class ServerClock: Sendable {
         #expect(throws: SyncProtocolError.self) { try SyncResponse(decoding: truncated) }
     }
 
-    @Test func churnLeavesOnlyLiveRecordsEverywhere() async throws {
-        try await withServer { server, directory, _ in
+    @Test(arguments: Backend.available) func churnLeavesOnlyLiveRecordsEverywhere(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, _ in
             var devices = [Device]()
             for name in ["a", "b", "c"] { devices.append(try await Device.make(name, server: server, in: directory)) }
             for round in 0..<2 {
@@ -91,22 +104,22 @@ final class ServerClock: Sendable {
             }
             // A device hears of what the server collected on its next sync.
             for device in devices { try await device.sync() }
-            let database = try await serverDatabase(server)
-            #expect(try database.tombstoneCount() == 0)
+            let snapshot = try await serverSnapshot(server)
+            #expect(try await serverTombstones(server) == 0)
             let live = 2 * 3  // each round keeps record 0 of each device
-            #expect(try database.snapshot().records.count == live)
+            #expect(snapshot.records.count == live)
             for device in devices {
                 #expect(try device.database.tombstoneCount() == 0, "device \(device.name)")
                 #expect(try device.rows("notes").count == live)
                 #expect(try device.rows("notes") == devices[0].rows("notes"))
-                #expect(try device.database.snapshot() == database.snapshot())
+                #expect(try device.database.snapshot() == snapshot)
             }
             #expect(try devices[0].engine.log(limit: 100).reduce(0) { $0 + $1.collectedRecords } > 0)
         }
     }
 
-    @Test func aDeviceOfflineDuringADeleteRevivesTheRecordWhole() async throws {
-        try await withServer { server, directory, clock in
+    @Test(arguments: Backend.available) func aDeviceOfflineDuringADeleteRevivesTheRecordWhole(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, clock in
             let a = try await Device.make("a", server: server, in: directory)
             let b = try await Device.make("b", server: server, in: directory)
             try a.execute("INSERT INTO notes(id, title, body) VALUES ('n', 'title', 'body')")
@@ -119,7 +132,7 @@ final class ServerClock: Sendable {
                 try await a.sync()
                 clock.advance(seconds: Self.retentionSeconds / 4)
             }
-            #expect(try await serverDatabase(server).tombstoneCount() == 1, "b holds the frontier: nothing collected")
+            #expect(try await serverTombstones(server) == 1, "b holds the frontier: nothing collected")
             try await b.sync()
             try await a.sync()
             for device in [a, b] {
@@ -128,8 +141,8 @@ final class ServerClock: Sendable {
         }
     }
 
-    @Test func aDeviceOfflinePastTheRetentionWindowResetsAndKeepsWhatItTyped() async throws {
-        try await withServer { server, directory, clock in
+    @Test(arguments: Backend.available) func aDeviceOfflinePastTheRetentionWindowResetsAndKeepsWhatItTyped(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, clock in
             let a = try await Device.make("a", server: server, in: directory)
             let b = try await Device.make("b", server: server, in: directory)
             for id in ["kept", "edited", "deleted", "deletedEditedByB"] {
@@ -148,7 +161,7 @@ final class ServerClock: Sendable {
             clock.advance(seconds: Self.retentionSeconds + 60)
             try await a.sync()  // b is retired now; the deletes are collected
             try await a.sync()
-            #expect(try await serverDatabase(server).tombstoneCount() == 0)
+            #expect(try await serverTombstones(server) == 0)
 
             let report = try await b.sync()
             #expect(report.reset?.reappliedRecords == 3)
@@ -171,10 +184,10 @@ final class ServerClock: Sendable {
         }
     }
 
-    @Test func anAdminCanRetireADevice() async throws {
+    @Test(arguments: Backend.available) func anAdminCanRetireADevice(backend: Backend) async throws {
         let adminToken = String(repeating: "k", count: 40)
         let clock = ServerClock()
-        let server = try await TestServer.start(configure: { configuration in
+        let server = try await TestServer.start(backend, configure: { configuration in
             configuration.store = ReplicatedDatabase.Configuration(physicalTime: { clock.now })
             configuration.adminToken = adminToken
         })
@@ -195,8 +208,8 @@ final class ServerClock: Sendable {
         await server.stop()
     }
 
-    @Test func aVersionOneClientKeepsSyncingAndHoldsCollectionBack() async throws {
-        try await withServer { server, directory, _ in
+    @Test(arguments: Backend.available) func aVersionOneClientKeepsSyncingAndHoldsCollectionBack(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, _ in
             let a = try await Device.make("a", server: server, in: directory)
             try a.execute("INSERT INTO notes(id, title) VALUES ('n', 'x')")
             try await a.sync()
@@ -210,7 +223,7 @@ final class ServerClock: Sendable {
             #expect(response.frontier == nil && response.encoded()[4] == 1)
             try a.execute("DELETE FROM notes WHERE id = 'n'")
             for _ in 0..<3 { try await a.sync() }
-            #expect(try await serverDatabase(server).tombstoneCount() == 1, "the old client holds the frontier")
+            #expect(try await serverTombstones(server) == 1, "the old client holds the frontier")
         }
     }
 
@@ -244,29 +257,33 @@ final class ServerClock: Sendable {
         await server.stop(keepData: true)
     }
 
-    @Test func aPushOlderThanOneAppliedIsRefusedAndARetryIsAcknowledged() async throws {
-        try await withServer { server, _, clock in
+    @Test(arguments: Backend.available) func aPushOlderThanOneAppliedIsRefusedAndARetryIsAcknowledged(backend: Backend) async throws {
+        try await withServer(backend) { server, _, clock in
             var phone = Replica(id: ReplicaID(high: 0x1234, low: 0x5678))
             phone.replicate(TableSchema(name: "notes", primaryKey: "id", columns: ["title", "body", "amount"], policies: ["amount": .critical]))
             let first = phone.perform([.insert(table: "notes", key: .text("n"), values: ["title": .text("one")])], physicalMilliseconds: clock.now)
             let second = phone.perform([.update(table: "notes", key: .text("n"), values: ["title": .text("two")])], physicalMilliseconds: clock.now + 1)
             let token = "Bearer \(try await server.token(device: "phone"))"
-            func push(_ changeset: Changeset, upTo position: UInt64) async -> Int {
-                let request = SyncRequest(replica: phone.id, pushUpTo: position, changeset: WireEncoder.encode(changeset), collectedAfter: 0)
+            func push(_ changeset: Changeset, upTo position: UInt64, serial: UInt64) async -> Int {
+                let request = SyncRequest(replica: phone.id, pushUpTo: position, changeset: WireEncoder.encode(changeset), collectedAfter: 0, serial: serial)
                 return await server.service.sync(body: request.encoded(), authorization: token).status
             }
-            #expect(await push(first, upTo: 1) == 200)
-            #expect(await push(second, upTo: 2) == 200)
-            #expect(await push(second, upTo: 2) == 200, "a retry of the last batch is applied again: a join is idempotent")
+            #expect(await push(first, upTo: 1, serial: 1) == 200)
+            #expect(await push(second, upTo: 2, serial: 2) == 200)
+            #expect(await push(second, upTo: 2, serial: 3) == 200, "a retry of the last batch is applied again: a join is idempotent")
+            // A paged push cut short starts again from the device's acknowledged cursor, below
+            // the pages the server applied: a new request, so it is applied.
+            #expect(await push(first, upTo: 1, serial: 4) == 200, "a restart from an older cursor is a new request")
             // The first request again, delayed past everything: refused, nothing applied.
-            let before = try await serverDatabase(server).snapshot()
-            #expect(await push(first, upTo: 1) == 409)
-            #expect(try await serverDatabase(server).snapshot() == before)
+            let before = try await serverSnapshot(server)
+            #expect(await push(first, upTo: 1, serial: 1) == 409)
+            #expect(await push(second, upTo: 2, serial: 4) == 409, "a duplicate of the last request is refused too")
+            #expect(try await serverSnapshot(server) == before)
         }
     }
 
-    @Test func aDeviceStillHoldingACollectedTombstoneCanInsertTheKeyAgain() async throws {
-        try await withServer { server, directory, _ in
+    @Test(arguments: Backend.available) func aDeviceStillHoldingACollectedTombstoneCanInsertTheKeyAgain(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, _ in
             let a = try await Device.make("a", server: server, in: directory)
             let b = try await Device.make("b", server: server, in: directory)
             let c = try await Device.make("c", server: server, in: directory)
@@ -277,7 +294,7 @@ final class ServerClock: Sendable {
             for device in [b, a, c] { try await device.sync() }
             // Every stable position passes the delete in this round; c's round collects.
             for device in [b, a, c] { try await device.sync() }
-            #expect(try await serverDatabase(server).tombstoneCount() == 0)
+            #expect(try await serverTombstones(server) == 0)
             #expect(try c.database.tombstoneCount() == 0)
             #expect(try a.database.tombstoneCount() == 1, "a has not heard yet")
             // a inserts the same key again: its context covers b's delete, which the server
@@ -288,6 +305,130 @@ final class ServerClock: Sendable {
             for device in [a, b, c] {
                 #expect(try device.rows("notes") == ["[id:\"sku-1\" title:\"second\" body:NULL amount:NULL]"], "device \(device.name)")
             }
+        }
+    }
+
+    /// Syncs every device in turn, `rounds` times: stable positions pass what was deleted
+    /// before, the server collects, and devices hear of it.
+    func settle(_ devices: [Device], rounds: Int = 3) async throws {
+        for _ in 0..<rounds { for device in devices { try await device.sync() } }
+    }
+
+    @Test(arguments: Backend.available) func aKeyInsertedAgainWhileItsOldLifeIsListedCanBeDeletedAndEdited(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, _ in
+            let a = try await Device.make("a", server: server, in: directory)
+            let b = try await Device.make("b", server: server, in: directory)
+            let c = try await Device.make("c", server: server, in: directory)
+            try a.execute("INSERT INTO notes(id, title) VALUES ('k', 'first life')")
+            try await settle([a, b, c], rounds: 1)
+            try a.execute("DELETE FROM notes WHERE id = 'k'")
+            for device in [a, b, c] { try await device.sync() }
+            for device in [b, a, c] { try await device.sync() }
+            // Collected in that last pass (c's round); b has not heard yet, so the old life
+            // stays listed.
+            #expect(try await serverTombstones(server) == 0)
+            #expect(try await server.store().collected(after: 0, limit: 10).map(\.key) == [.text("k")])
+            // a, which dropped the old life, starts a new one and deletes it, then starts a
+            // third and edits it: none of these is a part of the collected life.
+            try await a.sync()
+            try a.execute("INSERT INTO notes(id, title) VALUES ('k', 'second life')")
+            try await a.sync()
+            try a.execute("DELETE FROM notes WHERE id = 'k'")
+            try await a.sync()
+            try await b.sync()
+            #expect(try b.rows("notes") == [], "the new life's delete reached the server")
+            try a.execute("INSERT INTO notes(id, title) VALUES ('k', 'third life')")
+            try await a.sync()
+            try a.execute("UPDATE notes SET body = 'edited' WHERE id = 'k'")
+            try await a.sync()
+            try await settle([b, c, a], rounds: 1)
+            for device in [a, b, c] {
+                #expect(try device.rows("notes") == ["[id:\"k\" title:\"third life\" body:\"edited\" amount:NULL]"], "device \(device.name)")
+            }
+        }
+    }
+
+    @Test(arguments: Backend.available) func aLateRequestOfAReplicaADeviceLeftDoesNotTakeItBack(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, _ in
+            let a = try await Device.make("a", server: server, in: directory)
+            try a.execute("INSERT INTO notes(id, title) VALUES ('n', 'x')")
+            try await a.sync()
+            let left = a.database.replicaID
+            let token = "Bearer \(try await server.token(device: "a"))"
+            // A request of a's first identity, delayed on the way: sent now, delivered later.
+            var old = Replica(id: left)
+            old.replicate(TableSchema(name: "notes", primaryKey: "id", columns: ["title", "body", "amount"], policies: ["amount": .critical]))
+            let late = SyncRequest(
+                replica: left, pushUpTo: 1, changeset: WireEncoder.encode(old.perform([.insert(table: "notes", key: .text("late"), values: ["title": .text("late")])], physicalMilliseconds: 1)),
+                collectedAfter: 0, serial: 1)
+
+            func retire() async {
+                let answer = await server.service.adminRetire(authorization: "Bearer \(Self.adminToken)", namespace: "team", device: "a")
+                #expect(answer.status == 200)
+            }
+            await retire()
+            try a.execute("UPDATE notes SET title = 'y' WHERE id = 'n'")
+            #expect(try await a.sync().reset != nil)
+            let second = a.database.replicaID
+            #expect(second != left)
+            // Retired again: the late request of the first identity arrives now.
+            await retire()
+            let before = try await serverSnapshot(server)
+            #expect(await server.service.sync(body: late.encoded(), authorization: token).status == 410)
+            #expect(try await serverSnapshot(server) == before)
+            #expect(try await server.store().boundReplica(of: "a") == second, "the device is still bound to its second identity")
+            // The device resets again and goes on: it is not locked out.
+            try a.execute("UPDATE notes SET title = 'z' WHERE id = 'n'")
+            #expect(try await a.sync().reset != nil)
+            try a.execute("UPDATE notes SET body = 'after' WHERE id = 'n'")
+            try await a.sync()
+            #expect(try await a.sync().requests > 0)
+            // And while active, a request of an identity it left is refused whole, pull too.
+            let pull = SyncRequest(replica: second, pullCursor: 0, collectedAfter: 0, serial: 1)
+            #expect(await server.service.sync(body: pull.encoded(), authorization: token).status == 403)
+            let b = try await Device.make("b", server: server, in: directory)
+            try await b.sync()
+            #expect(try b.rows("notes") == ["[id:\"n\" title:\"z\" body:\"after\" amount:NULL]"])
+        }
+    }
+
+    @Test(arguments: Backend.available) func aContextCoveringACollectedDeleteIsAcceptedAfterTheLogIsPruned(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, clock in
+            let a = try await Device.make("a", server: server, in: directory)
+            let b = try await Device.make("b", server: server, in: directory)
+            try a.execute("INSERT INTO notes(id, title) VALUES ('k', 'old')")
+            try await settle([a, b], rounds: 1)
+            try a.execute("DELETE FROM notes WHERE id = 'k'")
+            try await a.sync()
+            try await b.sync()
+            // b's tombstone as it holds it before the server collects.
+            let tombstone = try #require(try b.database.snapshot().records.first { $0.key == .text("k") }?.state)
+            #expect(!tombstone.isAlive)
+            try await settle([a, b], rounds: 4)
+            #expect(try await serverTombstones(server) == 0)
+            #expect(try await server.store().collected(after: 0, limit: 10).isEmpty, "every device dropped it: the log is pruned")
+            // A device that kept that tombstone (restored from a copy taken then) inserts the
+            // key again: its context covers a's add and delete, which the server dropped.
+            let tablet = ReplicaID(high: 0xABCD, low: 0xEF)
+            var state = tombstone
+            let schema = TableSchema(name: "notes", primaryKey: "id", columns: ["title", "body", "amount"], policies: ["amount": .critical])
+            let delta = state.insert(["title": .text("again")], at: Stamp(hlc: HLC(milliseconds: clock.now, counter: 0), replica: tablet), schema: schema)
+            let push = SyncRequest(
+                replica: tablet, pushUpTo: 1, changeset: WireEncoder.encode(Changeset(records: [RecordDelta(table: "notes", key: .text("k"), state: delta)])),
+                collectedAfter: 0, serial: 1)
+            let answer = await server.service.sync(body: push.encoded(), authorization: "Bearer \(try await server.token(device: "tablet"))")
+            #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
+            try await a.sync()
+            #expect(try a.rows("notes") == ["[id:\"k\" title:\"again\" body:NULL amount:NULL]"])
+            // A context entry beyond what any collected record had seen is still refused.
+            var forged = RecordState()
+            let ahead = Stamp(hlc: HLC(milliseconds: clock.now + 60_000, counter: 0), replica: a.database.replicaID)
+            forged.membership = ORSet(dots: [], context: CausalContext().recording([ahead]))
+            _ = forged.insert(["title": .text("forged")], at: Stamp(hlc: HLC(milliseconds: clock.now + 1, counter: 0), replica: tablet), schema: schema)
+            let forgery = SyncRequest(
+                replica: tablet, pushUpTo: 2, changeset: WireEncoder.encode(Changeset(records: [RecordDelta(table: "notes", key: .text("f"), state: forged)])),
+                collectedAfter: 0, serial: 2)
+            #expect(await server.service.sync(body: forgery.encoded(), authorization: "Bearer \(try await server.token(device: "tablet"))").status == 403)
         }
     }
 }

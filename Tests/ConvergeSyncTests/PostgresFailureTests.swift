@@ -59,8 +59,8 @@ struct PostgresFailureTests {
         let round = Task { try await engine.sync() }
         for _ in 0..<5_000 where try database.cursor(for: "server").sent == 0 { try await Task.sleep(for: .milliseconds(1)) }
         // At once (a blocking call of milliseconds): the later the kill, the more pages the
-        // server has acknowledged beyond the device's fixed push cursor, and a restart of the
-        // push from that cursor is then refused as stale (409, see #19's closing note).
+        // server has acknowledged beyond the device's fixed push cursor, which the restarted
+        // push must still get through.
         first.kill()
         let interrupted = await round.result
         let sentBeforeKill = try database.cursor(for: "server").sent
@@ -69,23 +69,17 @@ struct PostgresFailureTests {
         // load balancer does): the device's retry completes the push through it.
         let second = try KillableServer(executable: serverExecutable!, data: data, secret: secret, port: port, arguments: ["--postgres", url])
         _ = try await second.port()
-        // Known (#19): the device restarts its push from its fixed cursor, and when the server
-        // had acknowledged later pages before the kill, it refuses that restart as stale (409).
-        // Intermittent: when the kill comes before a second page, nothing is refused and every
-        // expectation below is checked.
-        try await withKnownIssue("a push restarted from the fixed cursor after later pages were acknowledged is refused as stale (409)", isIntermittent: true) {
-            try await engine.sync()
-            try await engine.sync()
-            let other = try await pulled(from: firstURL, token: try await authenticator.token(namespace: "team", device: "other"))
-            #expect(try other.snapshot() == database.snapshot(), "nothing lost, nothing doubled")
-            let count = try await other.writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM notes") }
-            #expect(count == 2_000)
-            if case .failure = interrupted {
-                #expect(sentBeforeKill > 0 && sentBeforeKill < 2_000)  // it was killed mid-push
-            }
-        } matching: { issue in
-            // Only the refusal is known: any other failure still fails the test.
-            issue.error.map { "\($0)".contains("(409)") } ?? false
+        // The device restarts its push from its fixed cursor, below the pages the killed
+        // instance acknowledged: a new request (a new serial), so it is applied, not refused
+        // as stale.
+        try await engine.sync()
+        try await engine.sync()
+        let other = try await pulled(from: firstURL, token: try await authenticator.token(namespace: "team", device: "other"))
+        #expect(try other.snapshot() == database.snapshot(), "nothing lost, nothing doubled")
+        let count = try await other.writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM notes") }
+        #expect(count == 2_000)
+        if case .failure = interrupted {
+            #expect(sentBeforeKill > 0 && sentBeforeKill < 2_000)  // it was killed mid-push
         }
         try await offload { second.kill() }
         await PostgresFixture.dropDatabase(url)

@@ -166,7 +166,9 @@ import FoundationNetworking
         let clock = ContinuousClock()
         let start = clock.now
         await server.stop()
-        #expect(clock.now - start < .seconds(5))
+        // Not a speed target, a hang guard: with a socket left open, the graceful shutdown
+        // would wait for it forever (a loaded 2-core run took 5 s to get here).
+        #expect(clock.now - start < .seconds(60))
         let end = try #require(await listener.end())
         #expect(try end.get()?.closeCode == .normalClosure)
         #expect(server.service.notifier.listenerCount("team") == 0)

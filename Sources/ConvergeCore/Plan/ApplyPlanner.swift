@@ -24,10 +24,16 @@ public enum ApplyPlanner {
         /// When set, every event of another replica in the changeset must already be held
         /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``): the sender's bound replica.
         public var author: ReplicaID?
-        /// Records the shell has collected (DESIGN §9), with the highest clock it holds of
-        /// each replica: the author check takes foreign context entries within those as held
-        /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``) at these addresses only.
-        public var collected: (addresses: Set<RecordAddress>, seen: [ReplicaID: HLC])?
+        /// The join of the membership contexts of every record the shell has collected
+        /// (DESIGN §9, ``CollectionPlanner/collectedClock(_:)``): the author check takes a
+        /// foreign context entry within it as held, on any record
+        /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``).
+        ///
+        /// A device that saw a collected delete may still relay its context (a key it
+        /// inserted again after the delete). Every event such an entry covers had reached
+        /// the hub before the collection (the frontier passed it), so the entry can cover no
+        /// event still on its way: accepting it forges nothing.
+        public var collectedClock = CausalContext()
         /// Release every quarantined state, due or not (an explicit release).
         public var releaseAll: Bool
         /// Whether the shell keeps app rows and a conflict list, so that the plan must say
@@ -154,8 +160,7 @@ public enum ApplyPlanner {
         if let author = context.author {
             for delta in changeset.records {
                 let address = RecordAddress(table: delta.table, key: delta.key)
-                let seen = context.collected.flatMap { $0.addresses.contains(address) ? $0.seen : nil } ?? [:]
-                if let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored[address] ?? RecordState(), seen: seen) {
+                if let stamp = delta.state.firstUnheldStamp(notBy: author, against: stored[address] ?? RecordState(), seen: context.collectedClock) {
                     throw .notAuthor(address: address, stamp: stamp)
                 }
             }

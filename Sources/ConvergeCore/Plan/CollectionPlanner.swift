@@ -164,4 +164,25 @@ public enum CollectionPlanner {
     public static func droppedEverywhere<S: Sequence>(_ standings: S) -> UInt64? where S.Element == Standing {
         standings.lazy.filter { !$0.retired }.map(\.collectedAfter).min()
     }
+
+    /// The pushed deltas a hub still applies, given the lives of their records it has
+    /// collected and not yet heard every device drop (`logged`: each entry's membership
+    /// context, `nil` for an entry logged without one, by a release that did not keep it).
+    ///
+    /// A device that has not dropped a collected record yet may still relay a part of the
+    /// collected life (its tombstone, or a change of it it had not pushed): that part goes,
+    /// as the hub dropped the rest. Everything else stays: a new life of the key (inserted
+    /// again, by a replica that saw the delete or one that never heard of the record), its
+    /// field edits and its deletes. An entry without a context can tell no life from
+    /// another: then, as before contexts were logged, only states that are alive stay.
+    public static func withoutCollectedLives(_ changeset: Changeset, logged: [RecordAddress: [CausalContext?]]) -> Changeset {
+        guard !logged.isEmpty else { return changeset }
+        return Changeset(records: changeset.records.filter { delta in
+            guard let lives = logged[RecordAddress(table: delta.table, key: delta.key)] else { return true }
+            return !lives.contains { context in
+                guard let context else { return !delta.state.isAlive }
+                return isCollectedLife(delta.state, collectedContext: context)
+            }
+        })
+    }
 }

@@ -18,14 +18,14 @@ extension RecordState {
     /// join drops them.
     ///
     /// `seen` raises what counts as held for foreign *context entries* (not for writes or
-    /// add-tags): an entry at or below `seen[replica]` passes. A server passes the highest
-    /// clock it holds of each replica for a record it has collected (DESIGN §9): a device
-    /// that still held the tombstone re-inserts the record with a context covering the
-    /// collected delete, which the server, having dropped the record, cannot check entry by
-    /// entry; an entry within what the server holds of that replica claims no future event.
+    /// add-tags): an entry at or below `seen[replica]` passes. A server passes the join of
+    /// the contexts of the records it has collected (DESIGN §9): a device that still held a
+    /// tombstone re-inserts the record with a context covering the collected delete, which
+    /// the server, having dropped the record, cannot check entry by entry. Every event such
+    /// an entry covers reached the server before the collection, so it claims no future event.
     ///
     /// - Complexity: O(e log s) for e events in `self` and s in `stored`.
-    public func firstUnheldStamp(notBy author: ReplicaID, against stored: RecordState, seen: [ReplicaID: HLC] = [:]) -> Stamp? {
+    public func firstUnheldStamp(notBy author: ReplicaID, against stored: RecordState, seen: CausalContext = CausalContext()) -> Stamp? {
         if let stamp = membership.firstUnheld(notBy: author, against: stored.membership, seen: seen) { return stamp }
         for (column, field) in fields {
             let held = stored.fields[column]
@@ -48,7 +48,7 @@ extension RecordState {
 }
 
 extension ORSet {
-    func firstUnheld(notBy author: ReplicaID, against stored: ORSet, seen: [ReplicaID: HLC]) -> Stamp? {
+    func firstUnheld(notBy author: ReplicaID, against stored: ORSet, seen: CausalContext) -> Stamp? {
         for dot in dots where dot.replica != author && !stored.context.covers(dot) { return dot }
         return context.firstAbove(stored.context, notBy: author, seen: seen)
     }
@@ -57,8 +57,8 @@ extension ORSet {
 extension CausalContext {
     /// The first entry of a replica other than `author` above what `stored` records (and
     /// above `seen`).
-    func firstAbove(_ stored: CausalContext, notBy author: ReplicaID, seen: [ReplicaID: HLC]) -> Stamp? {
-        for entry in entries where entry.replica != author && entry.hlc > max(stored[entry.replica], seen[entry.replica] ?? .zero) {
+    func firstAbove(_ stored: CausalContext, notBy author: ReplicaID, seen: CausalContext) -> Stamp? {
+        for entry in entries where entry.replica != author && entry.hlc > max(stored[entry.replica], seen[entry.replica]) {
             return Stamp(hlc: entry.hlc, replica: entry.replica)
         }
         return nil
@@ -66,7 +66,7 @@ extension CausalContext {
 }
 
 extension Register {
-    func firstUnheld(notBy author: ReplicaID, against stored: Register?, seen: [ReplicaID: HLC]) -> Stamp? {
+    func firstUnheld(notBy author: ReplicaID, against stored: Register?, seen: CausalContext) -> Stamp? {
         switch self {
         case .lww(let write):
             guard write.stamp.replica != author else { return nil }
@@ -88,7 +88,7 @@ extension Register {
 }
 
 extension MVRegister {
-    func firstUnheld(notBy author: ReplicaID, against stored: MVRegister, seen: [ReplicaID: HLC]) -> Stamp? {
+    func firstUnheld(notBy author: ReplicaID, against stored: MVRegister, seen: CausalContext) -> Stamp? {
         for sibling in siblings where sibling.stamp.replica != author {
             if let held = stored.sibling(at: sibling.stamp) {
                 if held.value != sibling.value { return sibling.stamp }

@@ -114,6 +114,37 @@ public struct CausalContext: Sendable, Hashable, Codable {
     /// The largest clock reading in the context (for advancing the local clock on apply).
     public var maxHLC: HLC { entries.lazy.map(\.hlc).max() ?? .zero }
 
+    /// The context as bytes for a store to keep: each entry as its replica's 16 bytes and
+    /// its clock reading as 8 bytes, big-endian, in replica order (24 bytes an entry).
+    public var packedBytes: [UInt8] {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(entries.count * 24)
+        for entry in entries {
+            bytes += entry.replica.bytes
+            withUnsafeBytes(of: entry.hlc.rawValue.bigEndian) { bytes += $0 }
+        }
+        return bytes
+    }
+
+    /// A context read back from ``packedBytes``; throws on bytes that are not one (a length
+    /// that is not a multiple of 24, entries out of order, duplicated or at zero).
+    public init(packedBytes bytes: some Collection<UInt8>) throws(InvariantViolation) {
+        let bytes = Array(bytes)
+        guard bytes.count % 24 == 0 else { throw InvariantViolation("a packed causal context of \(bytes.count) bytes (not a multiple of 24)") }
+        var entries = [Entry]()
+        entries.reserveCapacity(bytes.count / 24)
+        var offset = 0
+        while offset < bytes.count {
+            guard let replica = ReplicaID(bytes: bytes[offset..<offset + 16]) else { throw InvariantViolation("a packed causal context with a bad replica") }
+            let hlc = bytes[offset + 16..<offset + 24].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            entries.append(Entry(replica: replica, hlc: HLC(rawValue: hlc)))
+            offset += 24
+        }
+        self.init()
+        self.entries = entries
+        try checkInvariants()
+    }
+
     /// `entries` is sorted by replica, without duplicates or zero marks.
     public func checkInvariants() throws(InvariantViolation) {
         for index in entries.indices {

@@ -76,7 +76,7 @@ extension ReplicatedDatabase {
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
             for delta in changeset.records { try ReplicatedTable.checkAddress(delta, tables: metadata.tables) }
-            let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, collected: options.collected, in: metadata)
+            let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, collectedClock: options.collectedClock, in: metadata)
             var report = ApplyReport()
             report.feedBefore = metadata.sequence
             let settled = try write(plan, entries: entries, into: &metadata)
@@ -109,7 +109,7 @@ extension ReplicatedDatabase {
     @discardableResult
     public func releaseQuarantine(force: Bool = false) throws -> Int {
         try withMetadata { metadata in
-            let (plan, entries) = try planned(Changeset(), releaseAll: force, author: nil, collected: nil, in: metadata)
+            let (plan, entries) = try planned(Changeset(), releaseAll: force, author: nil, collectedClock: CausalContext(), in: metadata)
             try write(plan, entries: entries, into: &metadata)
             return plan.counts.releasedRecords
         }
@@ -123,14 +123,14 @@ extension ReplicatedDatabase {
     /// Loads what the planner needs (due quarantined records, those at the changeset's
     /// too-far-ahead addresses, the stored entries of every touched record) and plans.
     private func planned(
-        _ changeset: Changeset, releaseAll: Bool, author: ReplicaID?, collected: (addresses: Set<RecordAddress>, seen: [ReplicaID: HLC])?,
+        _ changeset: Changeset, releaseAll: Bool, author: ReplicaID?, collectedClock: CausalContext,
         in metadata: MetadataStore
     ) throws -> (ApplyPlanner.Plan, [RecordAddress: RecordEntry]) {
         var context = ApplyPlanner.Context(
             replica: source.replica, clock: source.clock.latest, physicalMilliseconds: configuration.physicalTime(),
             maxDriftMilliseconds: configuration.maxDriftMilliseconds, schemas: metadata.tables.mapValues(\.schema),
             authority: metadata.authority, author: author, releaseAll: releaseAll)
-        context.collected = collected
+        context.collectedClock = collectedClock
         var quarantined = try dueQuarantine(metadata.db, context: context)
         for delta in changeset.records where !context.isDue(delta.state) {
             let address = RecordAddress(table: delta.table, key: delta.key)

@@ -53,16 +53,18 @@ extension ReplicatedDatabase {
     /// ConvergeCore's `CollectionPlanner.mayDrop(_:sequence:quarantined:unchangedAfter:)`.
     ///
     /// The visible state does not change: only deleted records go, and they show nothing.
-    /// `beforeCommit` runs in the same transaction with the records dropped (a server logs
-    /// them for its devices there).
+    /// `beforeCommit` runs in the same transaction with the records dropped and the
+    /// membership context each had (a server logs them for its devices there: the context
+    /// tells the collected life from a later one of the same key).
     @discardableResult
     public func collect(
         _ addresses: [RecordAddress], unchangedAfter: UInt64? = nil, keepingQuarantined: Bool = true,
-        beforeCommit: ((Database, [RecordAddress]) throws -> Void)? = nil
+        beforeCommit: ((Database, [(address: RecordAddress, context: CausalContext)]) throws -> Void)? = nil
     ) throws -> CollectionReport {
         guard !addresses.isEmpty else { return CollectionReport() }
         var report = try withMetadata { metadata -> CollectionReport in
             var report = CollectionReport()
+            var contexts = [(address: RecordAddress, context: CausalContext)]()
             let db = metadata.db
             let entries = try metadata.load(Array(Set(addresses)).sorted())
             for (address, entry) in entries.sorted(by: { $0.key < $1.key }) {
@@ -75,8 +77,9 @@ extension ReplicatedDatabase {
                 try db.cachedStatement(sql: "DELETE FROM converge_conflicts WHERE tbl = ? AND key = ?").execute(arguments: arguments)
                 try db.cachedStatement(sql: "DELETE FROM converge_claims WHERE tbl = ? AND key = ?").execute(arguments: arguments)
                 report.collected.append(address)
+                contexts.append((address, entry.state.membership.context))
             }
-            try beforeCommit?(db, report.collected)
+            try beforeCommit?(db, contexts)
             return report
         }
         if !report.collected.isEmpty {
