@@ -16,6 +16,11 @@ struct MaterializedTables: Sendable {
         var keyType: ColumnType
         /// The app columns, in the schema's order (``TableSchema/columns``).
         var columnTypes: [ColumnType]
+        /// Each app column's default, when the schema declares a constant one (`DEFAULT 'open'`,
+        /// `DEFAULT 0`): what a row shows in a column no write reached, as in SQLite. A
+        /// default SQLite computes per row (`CURRENT_TIMESTAMP`, an expression) is `nil`: each
+        /// store would compute its own, so it stays NULL here.
+        var defaults: [Value?]
         var schema: TableSchema { replicated.schema }
     }
 
@@ -67,19 +72,32 @@ struct MaterializedTables: Sendable {
                 allowUniqueIndexes: !table.uniqueIndexes.isEmpty)
         }
         let declared = try queue.read { db in
-            try schema.tables.reduce(into: [String: [String: String]]()) { result, table in
-                result[table.name] = Dictionary(try db.columns(in: table.name).map { ($0.name, $0.type) }, uniquingKeysWith: { first, _ in first })
+            try schema.tables.reduce(into: [String: [String: ColumnInfo]]()) { result, table in
+                result[table.name] = Dictionary(try db.columns(in: table.name).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             }
         }
         for (name, replicated) in database.tableDescriptions {
-            let types = declared[name] ?? [:]
+            let columns = declared[name] ?? [:]
+            let defaults = try replicated.schema.columns.map { column in
+                try columns[column]?.defaultValueSQL.flatMap { try Self.constantDefault($0, in: queue) }
+            }
             tables[name] = Table(
                 replicated: replicated, keyType: ColumnType(declared: replicated.keyType),
-                columnTypes: replicated.schema.columns.map { ColumnType(declared: types[$0] ?? "") })
+                columnTypes: replicated.schema.columns.map { ColumnType(declared: columns[$0]?.type ?? "") }, defaults: defaults)
         }
         self.tables = tables
         self.descriptions = tables.mapValues(\.replicated)
         self.schemas = tables.mapValues(\.schema)
+    }
+
+    /// The value of a column's `DEFAULT` expression when it is a constant (a literal, maybe
+    /// signed or parenthesized), as SQLite evaluates it; `nil` for one it computes per row.
+    static func constantDefault(_ expression: String, in queue: DatabaseQueue) throws -> Value? {
+        let upper = expression.uppercased()
+        guard !upper.contains("CURRENT_"), !upper.contains("RANDOM"), !expression.contains("(") || expression.hasPrefix("(") && !expression.dropFirst().contains("(") else { return nil }
+        return try queue.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(expression)").map { Value($0[0] as DatabaseValue) }
+        }
     }
 
     /// The statements that create (or extend, for columns added to the schema later) the
@@ -127,30 +145,38 @@ struct MaterializedTables: Sendable {
                     PostgresQuery(unsafeSQL: "DELETE FROM \(quoted(name)) WHERE namespace = $1 AND \(quoted(table.schema.primaryKey)) IN (\(marks))", binds: binds),
                     logger: logger)
             }
-            let upserts = changes.compactMap { key, row -> (Value, [Value?])? in
-                if case .upsert(let values) = row { return (key, values) }
-                return nil
+            // A column no write reached (`nil`) takes its default on insert and keeps its value
+            // on update, as in the SQLite store: rows are grouped by which columns they leave
+            // unwritten, so that each statement updates only the others.
+            var byUnwritten = [[Bool]: [(Value, [Value?])]]()
+            for (key, row) in changes {
+                guard case .upsert(let values) = row else { continue }
+                byUnwritten[values.map { $0 == nil }, default: []].append((key, values))
             }
             let perRow = table.schema.columns.count + 2
-            for chunk in stride(from: 0, to: upserts.count, by: max(1, 30_000 / perRow)).map({ Array(upserts[$0..<min($0 + max(1, 30_000 / perRow), upserts.count)]) }) {
-                var binds = PostgresBindings()
-                var tuples = [String]()
-                for (key, values) in chunk {
-                    let base = binds.count
-                    binds.append(namespace)
-                    Self.bind(key, as: table.keyType, into: &binds)
-                    for (value, type) in zip(values, table.columnTypes) { Self.bind(value ?? .null, as: type, into: &binds) }
-                    let types = [table.keyType] + table.columnTypes
-                    tuples.append("($\(base + 1), " + types.enumerated().map { "$\(base + $0.offset + 2)::\($0.element.rawValue)" }.joined(separator: ", ") + ")")
+            for (unwritten, upserts) in byUnwritten.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) { !$0 && $1 } }) {
+                for chunk in stride(from: 0, to: upserts.count, by: max(1, 30_000 / perRow)).map({ Array(upserts[$0..<min($0 + max(1, 30_000 / perRow), upserts.count)]) }) {
+                    var binds = PostgresBindings()
+                    var tuples = [String]()
+                    for (key, values) in chunk {
+                        let base = binds.count
+                        binds.append(namespace)
+                        Self.bind(key, as: table.keyType, into: &binds)
+                        for (index, type) in table.columnTypes.enumerated() {
+                            Self.bind(values[index] ?? table.defaults[index] ?? .null, as: type, into: &binds)
+                        }
+                        let types = [table.keyType] + table.columnTypes
+                        tuples.append("($\(base + 1), " + types.enumerated().map { "$\(base + $0.offset + 2)::\($0.element.rawValue)" }.joined(separator: ", ") + ")")
+                    }
+                    let columns = ["namespace", table.schema.primaryKey] + table.schema.columns
+                    let assignments = zip(table.schema.columns, unwritten).filter { !$0.1 }.map { "\(quoted($0.0)) = excluded.\(quoted($0.0))" }
+                    let conflict = assignments.isEmpty ? "DO NOTHING" : "DO UPDATE SET " + assignments.joined(separator: ", ")
+                    try await connection.query(
+                        PostgresQuery(
+                            unsafeSQL: "INSERT INTO \(quoted(name))(\(columns.map(quoted).joined(separator: ", "))) VALUES \(tuples.joined(separator: ", ")) ON CONFLICT (namespace, \(quoted(table.schema.primaryKey))) \(conflict)",
+                            binds: binds),
+                        logger: logger)
                 }
-                let columns = ["namespace", table.schema.primaryKey] + table.schema.columns
-                let assignments = table.schema.columns.map { "\(quoted($0)) = excluded.\(quoted($0))" }
-                let conflict = assignments.isEmpty ? "DO NOTHING" : "DO UPDATE SET " + assignments.joined(separator: ", ")
-                try await connection.query(
-                    PostgresQuery(
-                        unsafeSQL: "INSERT INTO \(quoted(name))(\(columns.map(quoted).joined(separator: ", "))) VALUES \(tuples.joined(separator: ", ")) ON CONFLICT (namespace, \(quoted(table.schema.primaryKey))) \(conflict)",
-                        binds: binds),
-                    logger: logger)
             }
         }
     }

@@ -593,6 +593,13 @@ public actor SyncEngine {
         }
     }
 
+    /// The serial a 409 `stale_push` answer says the server served (its message ends
+    /// "overtaken by request N, …"), if it says.
+    static func servedSerial(in message: String) -> UInt64? {
+        guard let range = message.range(of: "overtaken by request ") else { return nil }
+        return UInt64(message[range.upperBound...].prefix { $0.isNumber })
+    }
+
     /// The next request serial, reserving a block first when the reserved ones are used up.
     private func nextSerial() throws -> UInt64 {
         let peer = configuration.peer
@@ -645,8 +652,11 @@ public actor SyncEngine {
                     // Stale: an earlier copy of this request (a duplicate on the way) was
                     // served first. Sent again it is a new request, with a new serial: a
                     // join is idempotent. The copies stop once one is served.
+                    // A database restored from a backup numbers from an older block: the
+                    // answer names the serial served, and numbering goes on above it.
                     guard staleRefusals < 3 else { throw SyncError.rejected(status: 409, message: message) }
                     staleRefusals += 1
+                    if let served = Self.servedSerial(in: message) { lastSerial = max(lastSerial, served) }
                     attempt -= 1
                     continue
                 case .status(400, let message) where request.version > 1 && message.contains("unsupported sync request version"):

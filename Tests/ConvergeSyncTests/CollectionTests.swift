@@ -431,4 +431,27 @@ final class ServerClock: Sendable {
             #expect(await server.service.sync(body: forgery.encoded(), authorization: "Bearer \(try await server.token(device: "tablet"))").status == 403)
         }
     }
+
+    @Test(arguments: Backend.available) func aDatabaseRestoredWithOlderRequestSerialsCatchesUp(backend: Backend) async throws {
+        try await withServer(backend) { server, directory, _ in
+            let a = try await Device.make("a", server: server, in: directory)
+            for index in 0..<3 {
+                try a.execute("INSERT INTO notes(id, title) VALUES (?, 'x')", ["n\(index)"])
+                try await a.sync()
+            }
+            #expect(try await server.store().standing(of: "a")?.serial ?? 0 >= 3)
+            // As in a copy of the file taken before those rounds: the reservation goes back,
+            // and a new engine numbers from there, below what the server served.
+            try a.execute("DELETE FROM converge_sync_serials")
+            let engine = try SyncEngine(
+                database: a.database, transport: HTTPSyncTransport(baseURL: server.baseURL),
+                configuration: SyncEngine.Configuration(retry: Fixtures.quickRetry), token: try await server.token(device: "a"))
+            try a.execute("INSERT INTO notes(id, title) VALUES ('after', 'restored')")
+            let report = try await engine.sync()
+            #expect(report.pushedRecords == 1, "the stale answer named the serial served, and the push went on above it")
+            let b = try await Device.make("b", server: server, in: directory)
+            try await b.sync()
+            #expect(try b.rows("notes").count == 4)
+        }
+    }
 }

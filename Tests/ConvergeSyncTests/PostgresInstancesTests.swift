@@ -138,4 +138,27 @@ struct PostgresInstancesTests {
             #expect(try device.database.snapshot() == (try await servers[1].store().snapshot()))
         }
     }
+
+    @Test func unwrittenColumnsShowTheirConstantDefaultsAndKeepTheirValuesOnUpdate() async throws {
+        let schema = ServerSchema(tables: [
+            ServerSchema.Table(
+                name: "tasks",
+                create: "CREATE TABLE tasks(id TEXT PRIMARY KEY NOT NULL, title TEXT, status TEXT DEFAULT 'open', priority INTEGER DEFAULT (3), created TEXT DEFAULT CURRENT_TIMESTAMP)")
+        ])
+        let server = try await TestServer.start(.postgres, schema: schema)
+        do {
+            let store = try #require(try await server.store() as? PostgresNamespaceStore)
+            try await server.service.write(.upsert(table: "tasks", key: .text("t"), values: ["title": .text("first")]), in: "team")
+            #expect(try await store.materializedRows(of: "tasks") == [
+                .text("t"): ["title": .text("first"), "status": .text("open"), "priority": .integer(3), "created": .null],
+            ], "constant defaults as in SQLite; a default computed per row stays NULL")
+            try await server.service.write(.upsert(table: "tasks", key: .text("t"), values: ["status": .text("done")]), in: "team")
+            try await server.service.write(.upsert(table: "tasks", key: .text("t"), values: ["title": .text("second")]), in: "team")
+            #expect(try await store.materializedRows(of: "tasks")[.text("t")] == ["title": .text("second"), "status": .text("done"), "priority": .integer(3), "created": .null])
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }
