@@ -34,6 +34,11 @@ let package = Package(
         // Already in the graph through jwt-kit; the token tests sign raw JWS with it.
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // HTTPS on the server (already in the graph through postgres-nio); the TLS tests make
+        // their certificates with swift-certificates and talk through async-http-client.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // The pure model: no dependencies, no I/O, no clock reads.
@@ -71,6 +76,9 @@ let package = Package(
             dependencies: [
                 "ConvergeCore", "ConvergeProtocol", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                // Field-level encryption (DESIGN §11): `Crypto` has no NIO, and forwards to
+                // CryptoKit on Apple platforms.
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // The sync server (Hummingbird 2): one replicated SQLite store per namespace.
         .target(
@@ -84,6 +92,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "CompressNIO", package: "compress-nio"),
@@ -124,6 +134,10 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // The `converge` inspector of a device's database file: the logic as a library the

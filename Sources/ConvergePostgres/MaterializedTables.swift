@@ -69,21 +69,25 @@ struct MaterializedTables: Sendable {
             for statement in table.uniqueIndexStatements { try queue.write { db in try db.execute(sql: statement) } }
             try database.replicate(
                 table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy,
-                allowUniqueIndexes: !table.uniqueIndexes.isEmpty)
+                allowUniqueIndexes: !table.uniqueIndexes.isEmpty, encrypted: Set(table.encrypted))
         }
         let declared = try queue.read { db in
             try schema.tables.reduce(into: [String: [String: ColumnInfo]]()) { result, table in
                 result[table.name] = Dictionary(try db.columns(in: table.name).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             }
         }
+        let encrypted = Dictionary(schema.tables.map { ($0.name, Set($0.encrypted)) }, uniquingKeysWith: { first, _ in first })
         for (name, replicated) in database.tableDescriptions {
             let columns = declared[name] ?? [:]
+            let sealed = encrypted[name] ?? []
             let defaults = try replicated.schema.columns.map { column in
                 try columns[column]?.defaultValueSQL.flatMap { try Self.constantDefault($0, in: queue) }
             }
             tables[name] = Table(
                 replicated: replicated, keyType: ColumnType(declared: replicated.keyType),
-                columnTypes: replicated.schema.columns.map { ColumnType(declared: columns[$0]?.type ?? "") }, defaults: defaults)
+                // An encrypted column holds ciphertext whatever type it declares (DESIGN §11).
+                columnTypes: replicated.schema.columns.map { sealed.contains($0) ? .blob : ColumnType(declared: columns[$0]?.type ?? "") },
+                defaults: zip(replicated.schema.columns, defaults).map { sealed.contains($0.0) ? nil : $0.1 })
         }
         self.tables = tables
         self.descriptions = tables.mapValues(\.replicated)

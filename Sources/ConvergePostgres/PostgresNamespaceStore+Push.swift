@@ -7,7 +7,7 @@ import PostgresNIO
 
 extension PostgresNamespaceStore {
     /// Applies a push in one transaction, with the namespace's head row locked: the same
-    /// checks, planner and answers as the SQLite store (see ``NamespaceStore/push(_:replica:device:validate:)``).
+    /// checks, planner and answers as the SQLite store (see ConvergeServer's `NamespaceStore.push(_:replica:device:validate:)`).
     public func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
     ) async throws -> ReplicatedDatabase.ApplyReport {
@@ -160,7 +160,9 @@ extension PostgresNamespaceStore {
     /// Releases the quarantined records whose time has come, as a push does before its own
     /// changes: one transaction with the head row locked, the same planner.
     public func releaseDueQuarantine() async throws -> Int {
-        try await transaction { connection in
+        // Most namespaces hold nothing in quarantine: one read decides, without the head lock.
+        guard try await quarantinedCount() > 0 else { return 0 }
+        return try await transaction { connection in
             var head = try await self.lockHead(connection)
             let now = self.storage.configuration.physicalTime()
             let context = ApplyPlanner.Context(

@@ -12,6 +12,7 @@ import PostgresNIO
 /// of server instances can serve the namespace at once.
 public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
     let storage: PostgresStorage
+    /// The namespace this store serves.
     public let namespace: String
     private let lock = NSLock()
     private var replica: ReplicaID
@@ -196,6 +197,7 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
         }
     }
 
+    /// The namespace's open conflicts: critical fields in conflict and unique-index clashes.
     public func conflicts() async throws -> [Conflict] {
         let schemas = tables.schemas
         let states = try await read { client in
@@ -223,6 +225,8 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
         return result + (try await constraintConflicts())
     }
 
+    /// The records the namespace holds in quarantine (stamped too far ahead of the server's
+    /// time).
     public func quarantinedCount() async throws -> Int {
         try await read { client in
             Int(try await client.query("SELECT count(*)::int8 FROM converge_quarantine WHERE namespace = \(self.namespace)", logger: self.logger)

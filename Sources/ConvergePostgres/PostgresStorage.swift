@@ -20,14 +20,19 @@ import PostgresNIO
 ///   only loads the states a changeset touches (one batched query), calls the planner and
 ///   writes the plan back (batched), in one transaction.
 /// - A lost connection is retried; when retries do not bring it back the request fails with
-///   ``StorageUnavailable`` (HTTP 503, which devices retry), never with a half-applied push.
-public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
+///   `StorageUnavailable` (HTTP 503, which devices retry), never with a half-applied push.
+public final class PostgresStorage: NamespaceInventory, @unchecked Sendable {
     /// Where the database is, from a `postgres://user:password@host:port/database` URL.
     public struct Location: Sendable, Hashable, CustomStringConvertible {
+        /// The server's host name or address.
         public var host: String
+        /// The server's port (5432 when the URL names none).
         public var port: Int
+        /// The user to connect as.
         public var username: String
+        /// The user's password, if the URL has one.
         public var password: String?
+        /// The database (the user's name when the URL names none).
         public var database: String
         /// `sslmode=require` in the URL's query: refuse a connection without TLS.
         public var requireTLS: Bool
@@ -58,9 +63,14 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
         }
     }
 
+    /// Where the database is.
     public let location: Location
+    /// The server's schema: the tables it replicates and materializes.
     public let schema: ServerSchema
+    /// The store options every namespace is merged with (drift allowance, quotas).
     public let configuration: ReplicatedDatabase.Configuration
+    /// The most namespaces the database may hold (`nil`: no bound); a push that would
+    /// create one more is refused.
     public let maxNamespaces: Int?
     /// The PostgreSQL schema holding Converge's tables (`nil`: the connection's default,
     /// usually `public`): several deployments, or test runs, can share one database.
@@ -187,6 +197,35 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
         }
     }
 
+    // MARK: What the operator page lists
+
+    /// The namespaces stored, sorted, at most `limit`, and how many there are.
+    public func namespaces(limit: Int) async throws -> (names: [String], total: Int) {
+        try await retrying {
+            let names = try await self.client.query(
+                "SELECT namespace FROM converge_namespaces ORDER BY namespace LIMIT \(Int64(max(0, limit)))", logger: self.logger
+            ).all(String.self)
+            let total = try await self.client.query("SELECT count(*)::int8 FROM converge_namespaces", logger: self.logger).single(Int64.self) ?? 0
+            return (names, Int(total))
+        }
+    }
+
+    /// The bytes of the namespace's rows in the shared tables (record states, quarantine,
+    /// claims), as PostgreSQL stores them (`pg_column_size`); `nil` for a namespace that
+    /// does not exist. The materialized app tables are left out: they are the app's rows.
+    public func storedBytes(of namespace: String) async throws -> Int64? {
+        try await retrying {
+            guard try await self.headReplica(of: namespace) != nil else { return nil }
+            return try await self.client.query(
+                """
+                SELECT (coalesce((SELECT sum(pg_column_size(r.*)) FROM converge_records r WHERE r.namespace = \(namespace)), 0)
+                    + coalesce((SELECT sum(pg_column_size(q.*)) FROM converge_quarantine q WHERE q.namespace = \(namespace)), 0)
+                    + coalesce((SELECT sum(pg_column_size(c.*)) FROM converge_claims c WHERE c.namespace = \(namespace)), 0))::int8
+                """, logger: self.logger
+            ).single(Int64.self)
+        }
+    }
+
     // MARK: Notifications across instances
 
     public func relayChanges(to notifier: ChangeNotifier) async {
@@ -296,13 +335,16 @@ public final class PostgresStorage: NamespaceStorage, @unchecked Sendable {
 /// The storage cannot hold what it was configured with (a malformed URL, a schema this
 /// backend does not support yet).
 public struct PostgresConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong.
     public let message: String
+    /// An error saying `message`.
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
 
 /// A stored row Converge cannot read (a corrupt or foreign database).
 public struct StorageCorruption: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What was found.
     public let message: String
     init(_ message: String) { self.message = message }
     public var description: String { "corrupt Converge data in PostgreSQL: \(message)" }

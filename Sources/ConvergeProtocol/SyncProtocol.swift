@@ -39,6 +39,7 @@ public enum SyncProtocol {
     public static let version: UInt8 = 2
     /// Every version this release reads.
     public static let versions: ClosedRange<UInt8> = 1...2
+    /// The HTTP content type of sync requests and responses.
     public static let contentType = "application/x-converge-sync"
     static let requestMagic: [UInt8] = Array("CVRQ".utf8)
     static let responseMagic: [UInt8] = Array("CVRS".utf8)
@@ -46,9 +47,12 @@ public enum SyncProtocol {
 
 /// Why bytes did not decode as a sync message, and where.
 public struct SyncProtocolError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What was wrong.
     public let reason: String
+    /// The byte offset where decoding failed.
     public let offset: Int
 
+    /// An error saying `reason` at byte `offset`.
     public init(_ reason: String, offset: Int) {
         self.reason = reason
         self.offset = offset
@@ -75,6 +79,7 @@ public struct SyncRequest: Sendable, Hashable {
     public var pullAfter: UInt64?
     /// Bounds of the page asked for (the server may lower them).
     public var pullMaxRecords: UInt64
+    /// See ``pullMaxRecords``.
     public var pullMaxBytes: UInt64
     /// The last rejection of this device's changes the client has recorded; the server
     /// answers with the later ones. `nil`: the client does not take rejections.
@@ -94,6 +99,8 @@ public struct SyncRequest: Sendable, Hashable {
     /// `nil`: the client does not number its requests (nothing is refused as stale).
     public var serial: UInt64?
 
+    /// A request of `replica`; every part but the replica has a default (pull from the
+    /// start, push nothing).
     public init(
         replica: ReplicaID, pushUpTo: UInt64 = 0, changeset: [UInt8] = [], pull: Bool = true,
         pullCursor: UInt64 = 0, pullAfter: UInt64? = nil, pullMaxRecords: UInt64 = 1_000, pullMaxBytes: UInt64 = 1 << 20,
@@ -126,6 +133,7 @@ public struct SyncRequest: Sendable, Hashable {
         return request
     }
 
+    /// The request's bytes, in ``version``.
     public func encoded() -> [UInt8] {
         var out = SyncProtocol.requestMagic
         out.reserveCapacity(64 + changeset.count)
@@ -145,6 +153,7 @@ public struct SyncRequest: Sendable, Hashable {
         return out
     }
 
+    /// Decodes a request; throws ``SyncProtocolError`` for bytes that are not one.
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
         let (version, flags) = try reader.header(magic: SyncProtocol.requestMagic, what: "sync request")
@@ -194,6 +203,7 @@ public struct SyncResponse: Sendable, Hashable {
     /// client drops each one it holds deleted (and keeps one it revived since).
     public var collected: [SyncCollected]
 
+    /// An answer of the server `serverReplica`.
     public init(
         serverReplica: ReplicaID, acknowledged: UInt64, changeset: [UInt8], next: UInt64, hasMore: Bool,
         rejections: [SyncRejection] = [], pushedRange: ClosedRange<UInt64>? = nil, frontier: UInt64? = nil,
@@ -213,6 +223,7 @@ public struct SyncResponse: Sendable, Hashable {
     /// The version the message is written in: 2 only when it carries a frontier.
     public var version: UInt8 { frontier != nil ? 2 : 1 }
 
+    /// The response's bytes, in ``version``.
     public func encoded() -> [UInt8] {
         var out = SyncProtocol.responseMagic
         out.reserveCapacity(48 + changeset.count)
@@ -248,6 +259,7 @@ public struct SyncResponse: Sendable, Hashable {
         return out
     }
 
+    /// Decodes a response; throws ``SyncProtocolError`` for bytes that are not one.
     public init(decoding bytes: [UInt8]) throws(SyncProtocolError) {
         var reader = MessageReader(bytes)
         let (version, flags) = try reader.header(magic: SyncProtocol.responseMagic, what: "sync response")
@@ -311,10 +323,14 @@ public struct SyncResponse: Sendable, Hashable {
 public struct SyncRejection: Sendable, Hashable {
     /// The server's number for it, increasing per namespace.
     public var id: UInt64
+    /// The refused record's table.
     public var table: String
+    /// The refused record's primary key.
     public var key: Value
+    /// The server's reason, meant for the user.
     public var reason: String
 
+    /// A rejection as the server numbered it.
     public init(id: UInt64, table: String, key: Value, reason: String) {
         self.id = id
         self.table = table
@@ -327,9 +343,12 @@ public struct SyncRejection: Sendable, Hashable {
 public struct SyncCollected: Sendable, Hashable {
     /// The server's number for it, increasing per namespace.
     public var id: UInt64
+    /// The collected record's table.
     public var table: String
+    /// The collected record's primary key.
     public var key: Value
 
+    /// A collected record as the server numbered it.
     public init(id: UInt64, table: String, key: Value) {
         self.id = id
         self.table = table

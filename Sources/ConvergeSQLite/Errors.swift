@@ -29,6 +29,15 @@ public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
         case tooManyColumns(Int)
         /// A table's delete policy cannot change once it is replicated.
         case deletePolicyChanged(from: DeletePolicy, to: DeletePolicy)
+        /// An encrypted column that is also an `.authority` column: the server's writes
+        /// and choices need to read the values it resolves, and it never holds the key.
+        case encryptedAuthority(String)
+        /// An encrypted column in a UNIQUE index: the server would compare ciphertexts,
+        /// which never collide, while devices compare plaintexts, so the two would show
+        /// different holders of the same value.
+        case encryptedUniqueIndex(column: String, index: String)
+        /// The primary key cannot be encrypted: it addresses the record on the server.
+        case encryptedPrimaryKey(String)
     }
 
     public let table: String

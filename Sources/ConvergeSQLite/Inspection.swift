@@ -12,13 +12,16 @@ import GRDB
 extension ReplicatedDatabase {
     /// The identity row as stored.
     public struct StoredIdentity: Sendable, Hashable {
+        /// The replica identity.
         public var replica: ReplicaID
         /// The clock's saved high-water mark (local writes captured but not folded yet may
         /// carry larger stamps: see ``ReplicatedDatabase/capturedWrites(_:table:replica:)``).
         public var clock: HLC
         /// The last local sequence number taken: the feed's head once the log is folded.
         public var sequence: UInt64
+        /// The version of Converge's metadata schema the file holds.
         public var schemaVersion: Int
+        /// The replica whose concurrent writes show in `.authority` columns, once learned.
         public var authority: ReplicaID?
         /// `path|device|inode` of the file the identity was made for.
         public var fingerprint: String?
@@ -26,6 +29,7 @@ extension ReplicatedDatabase {
 
     /// A replicated table as recorded: its merge schema and its key's declared SQL type.
     public struct StoredTable: Sendable, Hashable {
+        /// The table's merge schema: columns, policies, delete policy, unique indexes.
         public var schema: TableSchema
         /// Upper-cased, as declared ("TEXT", "BLOB", ...; empty when undeclared).
         public var keyType: String
@@ -33,8 +37,11 @@ extension ReplicatedDatabase {
 
     /// One record's metadata row.
     public struct StoredRecord: Sendable, Hashable {
+        /// The record's table.
         public var table: String
+        /// The record's primary key.
         public var key: Value
+        /// The record's merge state.
         public var state: RecordState
         /// The local sequence number at which anything in the record last changed.
         public var sequence: UInt64
@@ -46,8 +53,11 @@ extension ReplicatedDatabase {
 
     /// A remote record state held back because it was stamped too far ahead.
     public struct QuarantinedRecord: Sendable, Hashable {
+        /// The record's table.
         public var table: String
+        /// The record's primary key.
         public var key: Value
+        /// The held state, joined over everything quarantined for the record.
         public var state: RecordState
     }
 
@@ -59,8 +69,11 @@ extension ReplicatedDatabase {
         public var recordBytes: Int
         /// Local writes captured and not yet folded, per replicated table.
         public var capturedWritesByTable: [String: Int]
+        /// Records held in quarantine.
         public var quarantinedRecords: Int
+        /// Rejections recorded (see ``ReplicatedDatabase/rejections(origin:after:limit:)``).
         public var rejections: Int
+        /// Open conflicts, field and constraint ones.
         public var openConflicts: Int
     }
 

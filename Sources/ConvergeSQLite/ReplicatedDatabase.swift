@@ -47,6 +47,8 @@ public final class ReplicatedDatabase: Sendable {
         /// back to the file system (``reclaimSpace()``) instead of only being reused.
         public var incrementalVacuum: Bool
 
+        /// The default options: five minutes of drift, system time, 10,000 quarantined and
+        /// 100,000 parked records at most, random identities, incremental vacuum.
         public init(
             maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
             physicalTime: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
@@ -84,6 +86,7 @@ public final class ReplicatedDatabase: Sendable {
         /// with the merge or not at all (a server binds a device to its replica here).
         public var beforeCommit: ((Database) throws -> Void)?
 
+        /// Options for an apply from `origin`, checked by `validate` and, when set, `author`.
         public init(
             origin: String? = nil, validate: ((ProposedChange) throws -> String?)? = nil, author: ReplicaID? = nil,
             beforeCommit: ((Database) throws -> Void)? = nil
@@ -97,12 +100,14 @@ public final class ReplicatedDatabase: Sendable {
 
     /// A page of the change feed.
     public struct ChangeBatch: Sendable, Hashable {
+        /// The changes of the page: per-field deltas of the records changed after the cursor.
         public var changeset: Changeset
         /// The cursor to continue from.
         public var next: UInt64
         /// Whether more changes follow `next`.
         public var hasMore: Bool
 
+        /// A page of `changeset`, to continue from `next`.
         public init(changeset: Changeset, next: UInt64, hasMore: Bool) {
             self.changeset = changeset
             self.next = next
@@ -126,10 +131,12 @@ public final class ReplicatedDatabase: Sendable {
         /// up to `feedAfter` too when the changeset came from it: move the cursor there, and
         /// what was just pulled is not pushed back.
         public var feedBefore: UInt64 = 0
+        /// See ``feedBefore``.
         public var feedAfter: UInt64 = 0
         /// Changes refused by the validator and undone by compensating writes.
         public var rejections: [ChangeRejection] = []
 
+        /// A report of an apply that did nothing.
         public init() {}
     }
 
@@ -139,13 +146,17 @@ public final class ReplicatedDatabase: Sendable {
         public var sent: UInt64
         /// The peer's feed position we have applied.
         public var received: UInt64
+        /// A cursor at `sent` and `received` (nothing exchanged yet by default).
         public init(sent: UInt64 = 0, received: UInt64 = 0) {
             self.sent = sent
             self.received = received
         }
     }
 
+    /// The app's database writer, on which Converge installed its capture functions: write
+    /// replicated tables through it.
     public let writer: any DatabaseWriter
+    /// The options the database was opened with.
     public let configuration: Configuration
     let source: StampSource
     private let tablesLock = NSLock()

@@ -6,6 +6,7 @@ import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
 /// The HTTP face of a ``SyncService`` (Hummingbird 2).
@@ -29,6 +30,8 @@ import ServiceLifecycle
 ///   header wins; URLs may end up in proxy logs). Without an upgrade request: 426.
 /// - `GET /health`: `{"status":"ok"}`.
 /// - `GET /metrics`: Prometheus text format.
+/// - `GET /admin`: the operator page (HTML, behind a login with the admin token), and
+///   `/admin/v1/...`, the admin API (see ``SyncService/adminDevices(authorization:namespace:)``).
 ///
 /// Sync request bodies may be gzip- or deflate-encoded (`Content-Encoding`; the limit
 /// applies before and after decompression); answers are gzip- or deflate-encoded when the
@@ -46,13 +49,17 @@ import ServiceLifecycle
 public enum ConvergeHTTPServer {
     /// The Hummingbird application serving `service` on `host:port` (port 0: any free
     /// port); `onListening` receives the bound port once the server runs.
+    ///
+    /// With ``ServerConfiguration/tls`` it serves HTTPS only; throws ``TLSFileError`` when
+    /// the certificate or key cannot be used, before anything listens.
     public static func application(
         service: SyncService,
         host: String = "127.0.0.1",
         port: Int = 8080,
         logger: Logger = Logger(label: "converge-server"),
         onListening: @escaping @Sendable (_ port: Int) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
+    ) throws(TLSFileError) -> some ApplicationProtocol {
+        let tls = try service.configuration.tls.map { settings throws(TLSFileError) in try TLSContextStore(settings: settings) }
         let router = Router()
         router.get("/health") { _, _ in
             response(ServiceResponse(status: 200, contentType: "application/json", body: Array(#"{"status":"ok"}"#.utf8)))
@@ -66,6 +73,8 @@ public enum ConvergeHTTPServer {
             do {
                 principal = try await service.authenticate(authorization)
             } catch let error as ServiceError {
+                // Counted like the rounds that fail later (the operator page shows them).
+                service.metrics.round(result: "unauthorized", duration: .zero, recordsIn: 0, fieldsIn: 0, recordsOut: 0, fieldsOut: 0)
                 return response(error.response)
             }
             let limit = service.configuration.maxBodyBytes
@@ -159,6 +168,7 @@ public enum ConvergeHTTPServer {
                 authorization: request.headers[.authorization], namespace: context.parameters.get("namespace") ?? "",
                 device: context.parameters.get("device") ?? ""))
         }
+        OperatorPage.addRoutes(to: router, service: service)
         router.get("/v1/conflicts") { request, _ in
             response(await service.conflicts(authorization: request.headers[.authorization]))
         }
@@ -174,10 +184,15 @@ public enum ConvergeHTTPServer {
             answer.headers[.connection] = "Upgrade"
             return answer
         }
+        var services: [any Service] = []
+        if let tls, let seconds = tls.settings.reloadCheckSeconds {
+            services.append(TLSReloadService(store: tls, seconds: seconds, logger: logger))
+        }
         return Application(
             router: router,
-            server: server(service: service, logger: logger),
+            server: server(service: service, tls: tls, logger: logger),
             configuration: .init(address: .hostname(host, port: port), serverName: "converge-server"),
+            services: services,
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
     }
@@ -187,7 +202,9 @@ public enum ConvergeHTTPServer {
     /// The HTTP/1 channel of `.http1(...)` that also takes WebSocket upgrades (requests that
     /// do not ask for one go to the router), behind the connection limits of the
     /// configuration: see ``GuardedHTTPChannel``.
-    private static func server(service: SyncService, logger: Logger) -> HTTPServerBuilder {
+    /// With `tls`, each connection starts with a TLS handshake on the context current when
+    /// it opened.
+    private static func server(service: SyncService, tls: TLSContextStore?, logger: Logger) -> HTTPServerBuilder {
         let configuration = service.configuration
         let maxConnections = ConnectionRegistry.effectiveMaxConnections(
             configured: configuration.maxConnections, openFilesLimit: ConnectionRegistry.openFilesLimit())
@@ -210,7 +227,7 @@ public enum ConvergeHTTPServer {
                 http: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: channel) { request, channel, _ in
                     await webSocketUpgrade(request, channel: channel, service: service)
                 },
-                registry: registry, limits: limits)
+                registry: registry, limits: limits, tls: tls)
         }
     }
 
@@ -247,8 +264,8 @@ public enum ConvergeHTTPServer {
 
     /// Refuses an upgrade with `error`'s answer (status and JSON body). Hummingbird answers
     /// a refused upgrade with an empty 400 and closes the connection; a handler put at the
-    /// head of the connection's pipeline (plain HTTP: no TLS handler before it) writes this
-    /// answer in its place.
+    /// head of the connection's pipeline (just after the TLS handler, on HTTPS, so that the
+    /// answer is encrypted) writes this answer in its place.
     private static func refuse(_ channel: any Channel, _ error: ServiceError) async -> WebSocketDecision {
         let answer = error.response
         let reason = switch answer.status {
@@ -262,7 +279,12 @@ public enum ConvergeHTTPServer {
         let bytes = Array((head + "\r\n").utf8) + answer.body
         // Fails only if the client is already gone.
         try? await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.addHandler(RefusedUpgradeAnswer(bytes: bytes), position: .first)
+            let pipeline = channel.pipeline.syncOperations
+            if let tls = try? pipeline.handler(type: NIOSSLServerHandler.self) {
+                try pipeline.addHandler(RefusedUpgradeAnswer(bytes: bytes), position: .after(tls))
+            } else {
+                try pipeline.addHandler(RefusedUpgradeAnswer(bytes: bytes), position: .first)
+            }
         }.get()
         return .dontUpgrade
     }
@@ -366,7 +388,9 @@ public final class RunningServer: Sendable {
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
-    public var baseURL: URL { URL(string: "http://\(host):\(port)")! }
+    /// `https://host:port` when the service's configuration has ``ServerConfiguration/tls``,
+    /// else `http://host:port`.
+    public var baseURL: URL { URL(string: "\(service.configuration.tls == nil ? "http" : "https")://\(host):\(port)")! }
 
     private init(service: SyncService, host: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
         self.service = service
@@ -376,12 +400,13 @@ public final class RunningServer: Sendable {
         self.task = task
     }
 
-    /// Starts serving `service` and returns once it listens.
+    /// Starts serving `service` and returns once it listens; throws ``TLSFileError`` when its
+    /// TLS certificate or key cannot be used.
     public static func start(
         service: SyncService, host: String = "127.0.0.1", port: Int = 0, logger: Logger = Logger(label: "converge-server")
     ) async throws -> RunningServer {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let app = ConvergeHTTPServer.application(service: service, host: host, port: port, logger: logger) { port in
+        let app = try ConvergeHTTPServer.application(service: service, host: host, port: port, logger: logger) { port in
             continuation.yield(port)
             continuation.finish()
         }

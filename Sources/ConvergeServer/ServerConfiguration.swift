@@ -16,6 +16,9 @@ public struct ServerConfiguration: Sendable {
     /// The admin API's credential (`Authorization: Bearer <it>`), at least 32 bytes; `nil`
     /// turns the admin API off. Never a device token: see ``SyncService/adminDevices(authorization:namespace:)``.
     public var adminToken: String?
+    /// HTTPS: the certificate and key files (PEM) the server terminates TLS with; `nil`
+    /// serves plain HTTP (behind a proxy that terminates TLS, or on loopback).
+    public var tls: TLSSettings?
     /// The largest request body accepted (larger ones get 413).
     public var maxBodyBytes: Int
     /// Caps on one pulled page, whatever the client asks.
@@ -212,16 +215,22 @@ public struct ServerSchema: Sendable, Hashable, Codable {
         /// UNIQUE indexes beyond the key, created with the table and replicated as
         /// constraint conflicts (see ``ServerSchema``).
         public var uniqueIndexes: [UniqueIndex]
+        /// Columns the devices encrypt (DESIGN §11): the server stores, merges and forwards
+        /// their ciphertext (blobs) without the key. Declared here so that what would need
+        /// to read them is refused at load: an `"authority"` policy or a unique index on
+        /// one. A validator sees their ciphertext, never their values.
+        public var encrypted: [String]
 
         public init(
             name: String, create: String, policies: [String: Policy] = [:], deletePolicy: DeletePolicy = .updateWins,
-            uniqueIndexes: [UniqueIndex] = []
+            uniqueIndexes: [UniqueIndex] = [], encrypted: [String] = []
         ) {
             self.name = name
             self.create = create
             self.policies = policies
             self.deletePolicy = deletePolicy
             self.uniqueIndexes = uniqueIndexes
+            self.encrypted = encrypted
         }
 
         /// The statements creating ``uniqueIndexes`` (when they do not exist yet).
@@ -238,6 +247,7 @@ public struct ServerSchema: Sendable, Hashable, Codable {
             policies = try container.decodeIfPresent([String: Policy].self, forKey: .policies) ?? [:]
             deletePolicy = try container.decodeIfPresent(DeletePolicy.self, forKey: .deletePolicy) ?? .updateWins
             uniqueIndexes = try container.decodeIfPresent([UniqueIndex].self, forKey: .uniqueIndexes) ?? []
+            encrypted = try container.decodeIfPresent([String].self, forKey: .encrypted) ?? []
         }
     }
 

@@ -22,7 +22,8 @@ extension ServerSchema {
     /// Besides the JSON's shape it checks what the server relies on: table names are plain
     /// identifiers, unique, and not Converge's own; `create` creates that very table; policy
     /// keys are identifiers; unique indexes have identifiers for names (not Converge's or
-    /// SQLite's own, each name once) and one or more identifiers for columns.
+    /// SQLite's own, each name once) and one or more identifiers for columns; `encrypted`
+    /// columns are identifiers, neither `"authority"` nor in a unique index.
     public static func load(from url: URL) throws(ServerSchemaError) -> ServerSchema {
         let data: Data
         do {
@@ -78,6 +79,20 @@ extension ServerSchema {
                 guard !index.columns.isEmpty else { throw ServerSchemaError(path: "\(at).columns", message: "expected one column or more") }
                 for column in index.columns where !isIdentifier(column) {
                     throw ServerSchemaError(path: "\(at).columns", message: "\"\(column)\" is not a column name")
+                }
+            }
+            // DESIGN §11: the server never holds the key, so nothing it decides may read an
+            // encrypted column.
+            for (position, column) in table.encrypted.enumerated() {
+                let at = "\(path).encrypted[\(position)]"
+                guard isIdentifier(column) else { throw ServerSchemaError(path: at, message: "\"\(column)\" is not a column name") }
+                if table.policies[column] == .authority {
+                    throw ServerSchemaError(
+                        path: at, message: "column \(column) is encrypted and \"authority\": the server cannot resolve values it cannot read (use lww or critical)")
+                }
+                if let index = table.uniqueIndexes.first(where: { $0.columns.contains(column) }) {
+                    throw ServerSchemaError(
+                        path: at, message: "column \(column) is encrypted and in unique index \(index.name): the server would compare ciphertexts, which never collide")
                 }
             }
         }

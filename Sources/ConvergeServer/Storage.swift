@@ -114,7 +114,7 @@ public protocol NamespaceStore: Sendable {
     /// feed up to `pullCursor` is here, so that becomes its stable position (never beyond
     /// the feed's head). `collectedAfter` is the last collected record it dropped.
     ///
-    /// `serial` is the request's number (``SyncRequest/serial``): the highest of `replica`
+    /// `serial` is the request's number (`SyncRequest.serial`): the highest of `replica`
     /// is kept as the device's ``DeviceStanding/serial``.
     func noteRound(
         of device: String, replica: ReplicaID, pullCursor: UInt64, pushComplete: Bool, collectedAfter: UInt64?, serial: UInt64?,
@@ -154,7 +154,7 @@ public struct DeviceStanding: Sendable, Hashable {
     public var lastSeenMilliseconds: UInt64
     /// When it was retired, if it is.
     public var retiredMilliseconds: UInt64?
-    /// The highest request serial of `replica` the server served (``SyncRequest/serial``).
+    /// The highest request serial of `replica` the server served (`SyncRequest.serial`).
     /// A push numbered at or below it was delayed past a later request: applying its old
     /// states after their records were collected would bring deleted records back.
     public var serial: UInt64
@@ -329,7 +329,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             for table in schema.tables {
                 try database.replicate(
                     table: table.name, policies: table.policies.mapValues(\.columnPolicy), deletePolicy: table.deletePolicy,
-                    allowUniqueIndexes: !table.uniqueIndexes.isEmpty)
+                    allowUniqueIndexes: !table.uniqueIndexes.isEmpty, encrypted: Set(table.encrypted))
             }
             // The server owns `.authority` columns in its namespaces.
             try database.setAuthority(database.replicaID)
@@ -499,7 +499,8 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     }
 
     public func releaseDueQuarantine() async throws -> Int {
-        try await run { try self.database.releaseQuarantine(force: false) }
+        // Most namespaces hold nothing in quarantine: a read decides, not a write transaction.
+        try await run { try self.database.quarantinedCount() == 0 ? 0 : self.database.releaseQuarantine(force: false) }
     }
 
     public func snapshot() async throws -> Changeset {

@@ -190,6 +190,11 @@ public final class SyncService: Sendable {
         var next = request.pullCursor
         var hasMore = false
         if request.pull {
+            // Changes held in quarantine whose time has come go into the feed now, even
+            // when nobody pushes to the namespace (a push releases them too).
+            if pushed.isEmpty, try await store.releaseDueQuarantine() > 0 {
+                notifier.publish(.init(device: "server"), in: principal.namespace)
+            }
             let batch = try await store.changes(
                 since: request.pullCursor, after: request.pullAfter,
                 maxRecords: Int(min(UInt64(configuration.maxPullRecords), max(1, request.pullMaxRecords))),
@@ -260,7 +265,18 @@ public final class SyncService: Sendable {
         guard let after = request.collectedAfter else { return response }
         var answer = response
         answer.frontier = frontier
-        answer.collected = try await store.collected(after: after, limit: policy.maxCollectedPerAnswer)
+        let listed = try await store.collected(after: after, limit: policy.maxCollectedPerAnswer + 1)
+        answer.collected = Array(listed.prefix(policy.maxCollectedPerAnswer))
+        if listed.count > policy.maxCollectedPerAnswer, request.pull {
+            // The device must drop every collected life before it pulls what follows: a
+            // page may carry a key inserted again, whose new life would merge into the old
+            // tombstone the device still holds (and show the old life's fields). So while
+            // the list does not fit, the answer carries it alone, and the page is asked
+            // for again from where it was.
+            answer.changeset = []
+            answer.next = request.pullAfter ?? request.pullCursor
+            answer.hasMore = true
+        }
         return answer
     }
 

@@ -34,7 +34,9 @@ public protocol SimulationHub: AnyObject {
     func serverSnapshot() throws -> Changeset
     /// The server's visible rows of `table`, by key.
     func serverVisibleRows(table: String) throws -> [Value: [String: Value]]
+    /// The server's open conflicts in the namespace.
     func serverConflicts() throws -> [Conflict]
+    /// The records the server holds in quarantine in the namespace.
     func serverQuarantinedCount() throws -> Int
     /// Stops the server and removes its files (idempotent).
     func stop()
@@ -49,6 +51,7 @@ public struct HubRound: Sendable, Hashable {
     /// The replica is cut off from the server by a partition.
     public var offline: Bool
 
+    /// Describes a round at operation `op`.
     public init(op: Int, faulty: Bool, offline: Bool) {
         self.op = op
         self.faulty = faulty
@@ -58,10 +61,13 @@ public struct HubRound: Sendable, Hashable {
 
 /// What one round did.
 public struct HubRoundOutcome: Sendable {
+    /// Records the replica pushed.
     public var pushedRecords = 0
+    /// Records the replica pulled.
     public var pulledRecords = 0
     /// Pulled records that changed the replica's store.
     public var appliedRecords = 0
+    /// Pulled records the replica quarantined (stamped beyond its drift allowance).
     public var quarantinedRecords = 0
     /// Why the round failed, when an injected fault made it give up (`nil`: it completed).
     public var failure: String?
@@ -80,6 +86,7 @@ public struct HubRoundOutcome: Sendable {
     /// `--collect`: records the engine dropped.
     public var droppedRecords = 0
 
+    /// Describes a round with the given counts (all zero by default) and failure.
     public init(pushedRecords: Int = 0, pulledRecords: Int = 0, appliedRecords: Int = 0, quarantinedRecords: Int = 0, failure: String? = nil) {
         self.pushedRecords = pushedRecords
         self.pulledRecords = pulledRecords
@@ -120,6 +127,7 @@ public struct HubTraffic: Sendable, Hashable {
     /// Faults injected, by kind.
     public var faults: [String: Int] = [:]
 
+    /// No traffic yet.
     public init() {}
 }
 

@@ -236,8 +236,10 @@ public final class VirtualClockBox: @unchecked Sendable {
     private let lock = NSLock()
     private var value: UInt64 = 0
 
+    /// A clock at 0 until the simulator sets it.
     public init() {}
 
+    /// Virtual physical time, in milliseconds since 1970.
     public var milliseconds: UInt64 {
         get { lock.withLock { value } }
         set { lock.withLock { value = newValue } }

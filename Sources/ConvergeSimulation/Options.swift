@@ -37,8 +37,13 @@ public enum ServerStorageKind: String, Sendable, Hashable, CaseIterable, Codable
 
 /// The faults a simulation can inject, each with its own rate.
 public enum FaultKind: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
+    /// `drop`: messages lost; `dup`: delivered twice; `reorder`: out of order; `delay`: held
+    /// back; `partition`: replicas cut off from each other for a while; `skew`: steady clock
+    /// offsets; `jump`: clock jumps, some far beyond the drift allowance; `crash`:
+    /// crash-restarts on durable stores (and, over HTTP, server kills). Rates in ``FaultRates``.
     case drop, dup, reorder, delay, partition, skew, jump, crash
 
+    /// Orders kinds as `allCases` lists them.
     public static func < (lhs: FaultKind, rhs: FaultKind) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
     }
@@ -130,17 +135,25 @@ public enum WorkloadKind: String, Sendable, Hashable, CaseIterable, Codable {
 
 /// A bad option value.
 public struct OptionError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong, in the words of the command line's flags.
     public let description: String
+    /// An error saying `description`.
     public init(_ description: String) { self.description = description }
 }
 
 /// Everything that determines a run: the same options replay the same run, event for event.
 public struct SimulationOptions: Sendable, Hashable, Codable {
+    /// The seed of the run's one generator: the same options and seed replay the same run.
     public var seed: UInt64 = 1
+    /// Replicas in the run (at least 2); in a hub over memory, replica 0 is the hub.
     public var replicas: Int = 6
+    /// Local write operations in the writing phase.
     public var ops: Int = 300
+    /// The replicas' implementation.
     public var store: StoreKind = .core
+    /// Who syncs with whom.
     public var topology: Topology = .hub
+    /// The faults injected while writing (all by default).
     public var faults: Set<FaultKind> = Set(FaultKind.allCases)
     /// SQLite stores on temporary files instead of in memory (forced on by crash faults).
     public var files: Bool = false
@@ -177,6 +190,8 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
     /// `CONVERGE_POSTGRES_URL`). Each run makes a schema of its own in it and drops it after.
     public var postgresURL: String?
 
+    /// Options of a run. The defaults make a small run: six core replicas in a hub, 300
+    /// operations, every fault on, seed 1. Set the other properties afterwards.
     public init(
         seed: UInt64 = 1, replicas: Int = 6, ops: Int = 300, store: StoreKind = .core,
         topology: Topology = .hub, faults: Set<FaultKind> = Set(FaultKind.allCases), files: Bool = false,
@@ -238,6 +253,7 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         }
     }
 
+    /// Whether the run injects `fault`.
     public func has(_ fault: FaultKind) -> Bool { faults.contains(fault) }
 
     /// SQLite stores live on files when asked, when crashes must reopen them, or when they

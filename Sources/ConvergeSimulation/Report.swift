@@ -8,7 +8,9 @@ struct SimulationFailure: Error, CustomStringConvertible {
 
 /// The first place where replicas disagree with each other or with the oracle.
 public struct Divergence: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The table of the record where the replicas disagree.
     public var table: String
+    /// The record's primary key, as text.
     public var key: String
     /// The field, `(row)` for the row's presence, `(conflict)` for a sibling list,
     /// `(state)` for the merge metadata.
@@ -33,11 +35,17 @@ public struct Divergence: Sendable, Hashable, Codable, CustomStringConvertible {
 
 /// Live figures, for a progress line.
 public struct SimulationProgress: Sendable {
+    /// Operations done so far.
     public var opsDone: Int
+    /// Operations of the whole run.
     public var ops: Int
+    /// Replicas in the run.
     public var replicas: Int
+    /// Faults injected so far.
     public var faults: Int
+    /// Sync messages sent so far.
     public var messages: Int
+    /// The phase the run is in: writing, healing or checking.
     public var phase: String
 }
 
@@ -48,6 +56,7 @@ public struct CollectionStats: Sendable, Codable, Hashable {
     /// Records the hub (the simulator's, or the server) collected, in all and while the
     /// replicas were writing (before healing).
     public var collectedRecords = 0
+    /// Of ``collectedRecords``, those collected while the replicas were writing.
     public var collectedWhileWriting = 0
     /// Records devices dropped after the hub listed them.
     public var droppedByDevices = 0
@@ -56,9 +65,13 @@ public struct CollectionStats: Sendable, Codable, Hashable {
     /// Resets for resync, the local writes they withdrew (they never reached the hub), and
     /// the records the resets wrote again as new writes.
     public var resets = 0
+    /// Records the resets wrote again as new writes.
     public var reappliedRecords = 0
+    /// Local writes the resets withdrew because they never reached the hub (written again
+    /// as new writes).
     public var withdrawnWrites = 0
 
+    /// Makes the figures of a run with the given retention window (all counts zero by default).
     public init(retentionMilliseconds: UInt64, collectedRecords: Int = 0, collectedWhileWriting: Int = 0, droppedByDevices: Int = 0,
                 retirements: Int = 0, resets: Int = 0, reappliedRecords: Int = 0, withdrawnWrites: Int = 0) {
         self.retentionMilliseconds = retentionMilliseconds
@@ -74,38 +87,55 @@ public struct CollectionStats: Sendable, Codable, Hashable {
 
 /// The outcome of one run.
 public struct SimulationReport: Sendable, Codable {
+    /// The options of the run: ``SimulationOptions/replayCommand`` replays it.
     public var options: SimulationOptions
+    /// Whether every replica ended with the same merge state and with the rows and conflicts
+    /// the oracle expects (see ``passed`` for the session guarantees too).
     public var converged: Bool
+    /// Wall-clock seconds the run took.
     public var elapsedSeconds: Double
     /// Local transactions that stamped something (acknowledged writes).
     public var writes: Int
     /// Writes the workload issued that changed nothing (updates of absent rows...).
     public var noOpWrites: Int
+    /// Sync messages sent.
     public var messages: Int
+    /// Bytes of the sync messages sent.
     public var bytes: Int
+    /// Faults injected, in all.
     public var faults: Int
+    /// Faults injected, by kind.
     public var faultCounts: [String: Int]
     /// Writes whose effect the oracle says must be visible, and is not on some replica.
     public var lostWrites: Int
     /// Field writes still visible at the end (field winners and siblings).
     public var visibleWrites: Int
+    /// Rows visible at the end, over every table.
     public var visibleRows: Int
+    /// Critical fields still in conflict at the end.
     public var openConflicts: Int
     /// `--unique`: live records a unique index holds out of the app table (kept, not
     /// lost), and the clashes holding them (constraint conflicts), at the end.
     public var heldRecords = 0
+    /// Unique-index clashes open at the end (see ``heldRecords``).
     public var constraintConflicts = 0
+    /// Records quarantined while writing: stamped beyond a replica's drift allowance.
     public var quarantinedDuringRun: Int
+    /// Records still quarantined when healing began (released as virtual time moved on).
     public var quarantinedAtHeal: Int
+    /// Exchange rounds the healing phase took until nothing moved.
     public var healRounds: Int
     /// Sync round trips started, of which continuations (a page said more follows).
     public var roundTrips: Int
+    /// Of ``roundTrips``, the continuations: a page said more follows.
     public var continuations: Int
     /// Record deltas carried by all messages.
     public var recordsSent: Int
     /// FNV-1a of replica 0's final merge state: equal runs have equal digests.
     public var digest: String
+    /// The first divergence, when the run did not converge.
     public var divergence: Divergence?
+    /// Why the run stopped early (a store error, a broken expectation of the harness).
     public var failure: String?
     /// Fields (and, over HTTP, pull cursors) the session checker looked at, after every
     /// local write and every applied sync on every replica.

@@ -241,8 +241,11 @@ struct SessionChecker {
 public struct SessionViolation: Sendable, Hashable, Codable, CustomStringConvertible {
     /// `read-your-writes`, `monotonic reads` or `no reverted local write`.
     public var guarantee: String
+    /// The replica that broke it.
     public var replica: Int
+    /// The table of the record.
     public var table: String
+    /// The record's primary key, as text.
     public var key: String
     /// The column, `(row)` for the row's presence, `(pull cursor)` for the device's place
     /// in the server's feed.
@@ -253,6 +256,7 @@ public struct SessionViolation: Sendable, Hashable, Codable, CustomStringConvert
     public var shown: String
     /// The write it must not go below.
     public var before: String
+    /// More about the step, when there is something to say.
     public var note: String?
     /// The record's write history (small runs only).
     public var history: [String] = []

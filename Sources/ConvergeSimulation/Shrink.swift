@@ -2,7 +2,10 @@ import ConvergeCore
 
 /// The smallest failing options found from a failing run.
 public struct ShrinkResult: Sendable {
+    /// The smallest options found that still fail: a one-line reproducer
+    /// (``SimulationOptions/replayCommand``).
     public var options: SimulationOptions
+    /// The report of the run with ``options``.
     public var report: SimulationReport
     /// Runs tried.
     public var attempts: Int

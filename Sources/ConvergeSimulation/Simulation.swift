@@ -3,22 +3,31 @@ import Foundation
 
 /// Fault rates: each kind has its own.
 public struct FaultRates: Sendable, Hashable {
+    /// The chance that a message is lost.
     public var drop = 0.05
+    /// The chance that a message is delivered twice.
     public var duplicate = 0.03
+    /// The chance that a message is delivered out of order.
     public var reorder = 0.25
+    /// The chance that a message is held back for a while.
     public var delay = 0.02
     /// Expected partitions, crashes and clock jumps per run are derived from these.
     public var partitionsPer10kOps = 2.0
+    /// Expected clock jumps per replica in a run.
     public var jumpsPerReplica = 0.2
+    /// Expected crash-restarts per replica in a run.
     public var crashesPerReplica = 0.1
     /// The share of clock jumps that go beyond the drift allowance (far future).
     public var farFutureJumpShare = 0.35
+    /// The largest steady clock skew of a replica, either way.
     public var maxSkewMilliseconds: Int64 = 120_000
     /// Over HTTP, with crash faults: the chance that a request kills the server (before it
     /// reaches it, or after it applied it and before the answer), which restarts from its
     /// files; and the chance that a device fails to commit a pulled page (killed mid-apply).
     public var serverKill = 0.004
+    /// The chance that a device fails to commit a pulled page (see ``serverKill``).
     public var commitFailure = 0.03
+    /// The default rates, those of every `converge-sim` run.
     public init() {}
 }
 
@@ -37,7 +46,9 @@ public struct FaultRates: Sendable, Hashable {
 /// the network faults, healing syncs every device until nothing moves, and the server's
 /// own store is checked with the devices.
 public final class Simulation {
+    /// The options the run was made with.
     public let options: SimulationOptions
+    /// The fault rates; change them before ``run(progress:)``.
     public var rates = FaultRates()
     /// The replicated tables (with unique indexes under `--unique`).
     let schema: SimulationSchema
@@ -87,8 +98,12 @@ public final class Simulation {
     /// oracle needs to know of them (Simulation+Collection.swift).
     var collection: CollectionRun?
 
-    /// - Parameter hub: The real server, for `options.transport == .http`
-    ///   (ConvergeSimulationHTTP's `simulateOverHTTP` provides it).
+    /// Prepares a run; nothing happens until ``run(progress:)``.
+    ///
+    /// - Parameters:
+    ///   - options: Everything that determines the run.
+    ///   - hub: The real server, for `options.transport == .http`
+    ///     (ConvergeSimulationHTTP's `simulateOverHTTP` provides it).
     public init(options: SimulationOptions, hub: (any SimulationHub)? = nil) {
         self.options = options
         self.hub = hub

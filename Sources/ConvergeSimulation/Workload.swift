@@ -25,6 +25,7 @@ public struct SimulationSchema: Sendable {
     /// The tables of a run with `options`.
     public static func of(_ options: SimulationOptions) -> SimulationSchema { options.unique ? unique : standard }
 
+    /// The replicated tables, in the order replicas create them.
     public let tables: [TableSchema]
     private let byName: [String: TableSchema]
 
@@ -33,6 +34,7 @@ public struct SimulationSchema: Sendable {
         byName = Dictionary(uniqueKeysWithValues: tables.map { ($0.name, $0) })
     }
 
+    /// The table named `name`, if the run replicates it.
     public func table(named name: String) -> TableSchema? { byName[name] }
 
     /// Whether some table has a unique index.

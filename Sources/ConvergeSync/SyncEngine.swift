@@ -45,6 +45,11 @@ public actor SyncEngine {
         /// Where the engine logs: failed rounds at warning, rounds at debug. The app's
         /// logging backend decides where that goes (swift-log's `LoggingSystem`).
         public var logger = Logger(label: "converge.sync")
+        /// The keys of encrypted columns (DESIGN §11; see ``FieldKeys``): required to push
+        /// writes of a table with encrypted columns; without a key, values sealed with it
+        /// are held (``SyncEngine/heldFields()``). Change them later with
+        /// ``SyncEngine/setFieldKeys(_:)``.
+        public var fieldKeys: FieldKeys?
 
         public init(
             peer: String = "server",
@@ -134,7 +139,9 @@ public actor SyncEngine {
     private var lastSerial: UInt64 = 0
     private var reservedSerial: UInt64?
     private static let serialBlock: UInt64 = 256
-    private let applying = Flag()
+    let applying = Flag()
+    /// Seals and opens encrypted columns; `nil` until the app gives field keys.
+    var fieldCipher: FieldCipher?
 
     /// - Parameters:
     ///   - database: The replicated database to synchronize; its replicated tables are the
@@ -157,6 +164,8 @@ public actor SyncEngine {
         self.token = token
         self.refreshToken = refreshToken
         try SyncLog.install(in: database.writer)
+        try FieldVault.install(in: database.writer)
+        fieldCipher = configuration.fieldKeys.map(FieldCipher.init(keys:))
         var initial = SyncStatus()
         Self.refreshCounts(&initial, database: database, peer: configuration.peer)
         status = initial
@@ -201,6 +210,7 @@ public actor SyncEngine {
         if let conflicts = try? database.conflicts() { status.conflicts = conflicts.count }
         if let quarantined = try? database.quarantinedCount() { status.quarantined = quarantined }
         if let rejected = try? SyncLog.rejectionCount(in: database.writer) { status.rejected = rejected }
+        if let held = try? database.writer.read({ db in try FieldVault.heldCount(db) }) { status.heldFields = held }
         SyncMetrics.status(status)
     }
 
@@ -420,6 +430,8 @@ public actor SyncEngine {
         // when its turn comes. The cursors move to the end once the last page is through.
         var pushPosition: UInt64?
         var pullPosition: UInt64?
+        // Fields held for a key given since (in the configuration, before a restart).
+        report.releasedFields += try releaseHeldFields()
         while pushing || pulling {
             var batch: ReplicatedDatabase.ChangeBatch?
             // Whether this request's batch is cut from the feed now: only then may it say
@@ -440,7 +452,7 @@ public actor SyncEngine {
                 }
             }
             guard pushing || pulling else { break }
-            let payload = batch.map { WireEncoder.encode($0.changeset) } ?? []
+            let payload = try batch.map { WireEncoder.encode(try seal($0.changeset)) } ?? []
             // The push completes the feed, so the server may take the pull cursor as this
             // device's stable position (DESIGN §9), unless a change waits in quarantine: one
             // pulled but not applied (a delete stamped by a clock far ahead), so this device
@@ -509,7 +521,9 @@ public actor SyncEngine {
             // A change of one waiting in quarantine belongs to such a later life (this device
             // claims no stability while its quarantine holds anything): it stays there.
             if !response.collected.isEmpty {
-                let dropped = try database.collect(response.collected.map { RecordAddress(table: $0.table, key: $0.key) }, keepingQuarantined: false)
+                let collected = response.collected.map { RecordAddress(table: $0.table, key: $0.key) }
+                let dropped = try database.collect(collected, keepingQuarantined: false)
+                try dropHeldFields(of: collected)
                 report.collectedRecords += dropped.collected.count
                 collectedSeen = max(collectedSeen, response.collected.map(\.id).max() ?? 0)
                 try SyncLog.setCollectedSeen(collectedSeen, for: peer, in: database.writer)
@@ -523,12 +537,14 @@ public actor SyncEngine {
                     try database.setCursor(early, for: peer)
                 }
                 if !response.changeset.isEmpty {
-                    let changeset: Changeset
+                    let pulled: Changeset
                     do {
-                        changeset = try WireDecoder.decode(response.changeset)
+                        pulled = try WireDecoder.decode(response.changeset)
                     } catch {
                         throw SyncError.invalidResponse("pulled changeset: \(error)")
                     }
+                    // Encrypted columns open here; what does not open is held, not applied.
+                    let changeset = try open(pulled, report: &report)
                     applying.set(true)
                     defer { applying.set(false) }
                     // MUTATION (testing only): what is not pushed yet, read before the page.
@@ -541,7 +557,7 @@ public actor SyncEngine {
                     if pushPosition == nil && cursor.sent >= applied.feedBefore && applied.feedAfter > cursor.sent {
                         cursor.sent = applied.feedAfter
                     }
-                    report.pulledRecords += changeset.records.count
+                    report.pulledRecords += pulled.records.count
                     report.pulledBytes += response.changeset.count
                     report.appliedRecords += applied.changedRecords
                     report.quarantinedRecords += applied.quarantinedRecords

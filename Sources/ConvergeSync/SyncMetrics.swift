@@ -10,7 +10,8 @@ import Metrics
 /// - `converge_sync_pushed_records_total`, `converge_sync_pulled_records_total`,
 ///   `converge_sync_pushed_bytes_total`, `converge_sync_pulled_bytes_total`,
 ///   `converge_sync_retries_total`, `converge_sync_rejections_total` (counters);
-/// - `converge_sync_pending_changes`, `converge_sync_conflicts`, `converge_sync_quarantined`
+/// - `converge_sync_pending_changes`, `converge_sync_conflicts`, `converge_sync_quarantined`,
+///   `converge_sync_held_fields`
 ///   (gauges, refreshed with the status).
 enum SyncMetrics {
     static var roundSeconds: Timer { Timer(label: "converge_sync_round_seconds") }
@@ -23,6 +24,7 @@ enum SyncMetrics {
     static var pendingChanges: Gauge { Gauge(label: "converge_sync_pending_changes") }
     static var conflicts: Gauge { Gauge(label: "converge_sync_conflicts") }
     static var quarantined: Gauge { Gauge(label: "converge_sync_quarantined") }
+    static var heldFields: Gauge { Gauge(label: "converge_sync_held_fields") }
 
     static func round(_ result: String) -> Counter {
         Counter(label: "converge_sync_rounds_total", dimensions: [("result", result)])
@@ -43,6 +45,7 @@ enum SyncMetrics {
         pendingChanges.record(status.pendingChanges)
         conflicts.record(status.conflicts)
         quarantined.record(status.quarantined)
+        heldFields.record(status.heldFields)
     }
 }
 

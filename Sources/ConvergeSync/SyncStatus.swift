@@ -73,6 +73,10 @@ public struct SyncStatus: Sendable, Hashable {
     /// Changes of this device the server refused and undid, kept until dismissed (see
     /// ``SyncEngine/rejections()`` for their reasons).
     public var rejected = 0
+    /// Fields of encrypted columns received but not readable here (sealed with a key this
+    /// device lacks, or damaged): held, not dropped, and applied when a key opens them
+    /// (``SyncEngine/heldFields()``, ``SyncEngine/setFieldKeys(_:)``).
+    public var heldFields = 0
     /// The last time the server retired this device and the engine reset it: it took a new
     /// identity, pulled a fresh copy of the data, and wrote its user's unsent changes again
     /// as new writes. Tell the user when it happens (nothing they typed was lost, but a
@@ -113,6 +117,10 @@ public struct SyncReport: Sendable, Hashable {
     /// Deleted records dropped because the server collected them (their delete was
     /// causally stable).
     public var collectedRecords = 0
+    /// Fields of encrypted columns pulled this round that did not open, and were held.
+    public var heldFields = 0
+    /// Held fields that opened this round (their key had arrived) and were applied.
+    public var releasedFields = 0
     /// Set when the server had retired this device and the round reset it (see
     /// ``SyncStatus/lastReset``).
     public var reset: SyncReset?

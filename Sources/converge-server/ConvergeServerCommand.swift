@@ -12,7 +12,8 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set by an environment variable: CONVERGE_HOST, CONVERGE_PORT,
             CONVERGE_DATA, CONVERGE_POSTGRES_URL, CONVERGE_JWT_SECRET, CONVERGE_SCHEMA, CONVERGE_MAX_BODY_BYTES,
-            CONVERGE_MAX_CONNECTIONS, CONVERGE_REQUEST_HEAD_TIMEOUT_SECONDS, CONVERGE_MAX_HEADER_BYTES.
+            CONVERGE_MAX_CONNECTIONS, CONVERGE_REQUEST_HEAD_TIMEOUT_SECONDS, CONVERGE_MAX_HEADER_BYTES,
+            CONVERGE_TLS_CERT, CONVERGE_TLS_KEY, CONVERGE_ADMIN_TOKEN.
             Without a JWT secret the server makes a random one and prints a development token.
             """)
 
@@ -109,6 +110,12 @@ struct ConvergeServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-audience"), help: "Accept only tokens whose aud includes this (and sign tokens with it).")
     var tokenAudience: String?
 
+    @Option(name: .customLong("tls-cert"), help: "Serve HTTPS (TLS 1.2+) with this PEM certificate chain (or CONVERGE_TLS_CERT); needs --tls-key. Renewed files are taken without a restart.")
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert (or CONVERGE_TLS_KEY).")
+    var tlsKey: String?
+
     @Option(name: .customLong("admin-token"), help: "The admin API's bearer credential (32+ bytes; or CONVERGE_ADMIN_TOKEN). Without it the admin API is off.")
     var adminToken: String?
 
@@ -147,6 +154,13 @@ struct ConvergeServerCommand: AsyncParsableCommand {
         let retention = retentionDays ?? environment["CONVERGE_RETENTION_DAYS"].flatMap(Double.init) ?? 30
         guard retention.isFinite, retention > 0, retention <= 36_500 else { throw ValidationError("--retention-days must be between 0 and 36500 (got \(retention))") }
         configuration.collection = .init(enabled: !keepTombstones, retentionSeconds: UInt64(retention * 86_400))
+        switch (tlsCertificate ?? environment["CONVERGE_TLS_CERT"], tlsKey ?? environment["CONVERGE_TLS_KEY"]) {
+        case (nil, nil): break
+        case (let certificate?, let key?):
+            configuration.tls = TLSSettings(certificateFile: URL(fileURLWithPath: certificate), privateKeyFile: URL(fileURLWithPath: key))
+        case (nil, _?): throw ValidationError("--tls-key needs --tls-cert (the certificate of the key)")
+        case (_?, nil): throw ValidationError("--tls-cert needs --tls-key (the certificate's private key)")
+        }
         configuration.adminToken = adminToken ?? environment["CONVERGE_ADMIN_TOKEN"]
         if let token = configuration.adminToken, token.utf8.count < 32 {
             throw ValidationError("--admin-token must be at least 32 bytes long")
@@ -171,16 +185,30 @@ struct ConvergeServerCommand: AsyncParsableCommand {
                 maxNamespaces: configuration.maxNamespaces, databaseSchema: postgresSchema ?? environment["CONVERGE_POSTGRES_SCHEMA"])
         }
         let service = try await SyncService(configuration: configuration, storage: storage)
+        let host = self.host
+        let dataPath = storage.map { "PostgreSQL \($0.location)" } ?? configuration.dataDirectory.path
+        // Built before anything is printed: a certificate or key that cannot be used stops
+        // the server here, with the file and the problem (and a non-zero exit).
+        let https = configuration.tls != nil
+        let app: any ApplicationProtocol
+        do {
+            app = try ConvergeHTTPServer.application(service: service, host: host, port: port) { port in
+                // The first line says which protocol is served; scripts read the URL from it.
+                if !https {
+                    print("Converge server listening on http://\(host):\(port) (plain HTTP; data in \(dataPath))")
+                } else {
+                    print("Converge server listening on https://\(host):\(port) (HTTPS, TLS 1.2+; data in \(dataPath))")
+                }
+                fflush(nil)
+            }
+        } catch {
+            await storage?.shutdown()
+            throw error
+        }
         if jwtSecret == nil {
             let token = try await service.authenticator.token(namespace: "dev", device: "dev")
             print("No JWT secret given (--jwt-secret or CONVERGE_JWT_SECRET): using a random one for this run.")
             print("A token for namespace 'dev', device 'dev': \(token)")
-            fflush(nil)
-        }
-        let host = self.host
-        let dataPath = storage.map { "PostgreSQL \($0.location)" } ?? configuration.dataDirectory.path
-        let app = ConvergeHTTPServer.application(service: service, host: host, port: port) { port in
-            print("Converge server listening on http://\(host):\(port) (data in \(dataPath))")
             fflush(nil)
         }
         try await app.runService()

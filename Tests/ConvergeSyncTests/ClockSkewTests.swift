@@ -42,4 +42,27 @@ import Testing
             #expect(try honest.rows("notes").first?.contains("tomorrow") == true)
         }
     }
+
+    @Test(arguments: Backend.available) func aQuarantinedChangeWhoseTimeHasComeReachesAPullWithoutAnyPush(_ backend: Backend) async throws {
+        let clock = ServerClock()
+        try await TestServer.run(backend, configure: { configuration in
+            configuration.store = ReplicatedDatabase.Configuration(physicalTime: { clock.now })
+        }) { server, directory in
+            let hour: UInt64 = 3_600_000
+            let skewed = try await Device.make(
+                "skewed", server: server, in: directory, store: ReplicatedDatabase.Configuration(physicalTime: { clock.now + hour }))
+            let honest = try await Device.make("honest", server: server, in: directory, store: ReplicatedDatabase.Configuration(physicalTime: { clock.now }))
+            try skewed.execute("INSERT INTO notes(id, title) VALUES ('n', 'from an hour ahead')")
+            try await skewed.sync()
+            let store = try await server.store()
+            #expect(try await store.quarantinedCount() == 1)
+            try await honest.sync()
+            #expect(try honest.rows("notes") == [])
+            // The hour passes; nobody pushes. A pull alone releases it on the server.
+            clock.advance(seconds: 3_600)
+            try await honest.sync()
+            #expect(try await store.quarantinedCount() == 0)
+            #expect(try honest.rows("notes") == [#"[id:"n" title:"from an hour ahead" body:NULL amount:NULL]"#])
+        }
+    }
 }

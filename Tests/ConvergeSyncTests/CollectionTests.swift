@@ -454,4 +454,40 @@ final class ServerClock: Sendable {
             #expect(try b.rows("notes").count == 4)
         }
     }
+
+    @Test(arguments: Backend.available) func aDeviceDropsEveryCollectedLifeBeforeItPullsAKeyInsertedAgain(backend: Backend) async throws {
+        let clock = ServerClock()
+        let server = try await TestServer.start(backend, configure: { configuration in
+            configuration.store = ReplicatedDatabase.Configuration(physicalTime: { clock.now })
+            configuration.collection = .init(retentionSeconds: Self.retentionSeconds, maxCollectedPerAnswer: 2)
+        })
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        do {
+            let a = try await Device.make("a", server: server, in: directory)
+            let b = try await Device.make("b", server: server, in: directory)
+            for index in 1...5 { try a.execute("INSERT INTO notes(id, title, body) VALUES (?, 'old', 'old body')", ["k\(index)"]) }
+            try await settle([a, b], rounds: 1)
+            try a.execute("DELETE FROM notes")
+            try await a.sync()
+            // b pulls the deletes, then claims a stable position past them; a's next rounds
+            // pass them too and collect. b stays away while a inserts k5 again, without a body.
+            try await b.sync()
+            try await b.sync()
+            for _ in 0..<3 { try await a.sync() }
+            #expect(try await serverTombstones(server) == 0)
+            #expect(try b.database.tombstoneCount() > 2, "b has not heard of the collection yet")
+            try a.execute("INSERT INTO notes(id, title) VALUES ('k5', 'new life')")
+            try await a.sync()
+            // b hears of five collected records, two per answer, and pulls k5 only after.
+            try await b.sync()
+            #expect(try b.database.tombstoneCount() == 0)
+            #expect(try b.rows("notes") == ["[id:\"k5\" title:\"new life\" body:NULL amount:NULL]"])
+            #expect(try b.rows("notes") == a.rows("notes"))
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }

@@ -161,4 +161,20 @@ struct PostgresInstancesTests {
         }
         await server.stop()
     }
+
+    @Test func theOperatorPageListsNamespacesAndTheirSizeFromTheDatabase() async throws {
+        try await withInstances(2) { servers, directory, _ in
+            let storage = try #require(servers[0].service.storage as? PostgresStorage)
+            #expect(try await storage.namespaces(limit: 10).total == 0)
+            for namespace in ["team", "other"] {
+                let device = try await Device.make("d", server: servers[1], namespace: namespace, in: directory)
+                try device.execute("INSERT INTO notes(id, title) VALUES ('n', 'x')")
+                try await device.sync()
+            }
+            let listed = try await storage.namespaces(limit: 1)
+            #expect(listed.names == ["other"] && listed.total == 2)
+            #expect(try await storage.storedBytes(of: "team") ?? 0 > 0)
+            #expect(try await storage.storedBytes(of: "missing") == nil)
+        }
+    }
 }

@@ -174,9 +174,11 @@ final class TestServer: Sendable {
     /// the server and removes both, whether `body` succeeded or threw.
     static func run(
         _ backend: Backend = .sqlite, maxBodyBytes: Int = 8 << 20, schema: ServerSchema = Fixtures.schema,
-        validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20, _ body: (TestServer, URL) async throws -> Void
+        validator: ServerConfiguration.Validator? = nil, heartbeatSeconds: Int = 20, configure: (inout ServerConfiguration) -> Void = { _ in },
+        _ body: (TestServer, URL) async throws -> Void
     ) async throws {
-        let server = try await start(backend, maxBodyBytes: maxBodyBytes, schema: schema, validator: validator, heartbeatSeconds: heartbeatSeconds)
+        let server = try await start(
+            backend, maxBodyBytes: maxBodyBytes, schema: schema, validator: validator, heartbeatSeconds: heartbeatSeconds, configure: configure)
         let directory: URL
         do {
             directory = try Fixtures.temporaryDirectory()

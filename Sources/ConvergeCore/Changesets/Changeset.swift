@@ -1,9 +1,13 @@
 /// The change to one record: a state of the record lattice, usually partial.
 public struct RecordDelta: Sendable, Hashable, Codable {
+    /// The record's table.
     public var table: String
+    /// The record's primary key.
     public var key: Value
+    /// The part of the record's state the delta carries; joining it is the apply.
     public var state: RecordState
 
+    /// A delta of the record at `table` and `key`.
     public init(table: String, key: Value, state: RecordState) {
         self.table = table
         self.key = key
@@ -17,12 +21,15 @@ public struct RecordDelta: Sendable, Hashable, Codable {
 /// may arrive in any order, twice, or in part, and replicas that applied the same ones hold
 /// the same state.
 public struct Changeset: Sendable, Hashable, Codable {
+    /// The record deltas, in no required order (a record may appear more than once).
     public var records: [RecordDelta]
 
+    /// A changeset of `records` (empty by default).
     public init(records: [RecordDelta] = []) {
         self.records = records
     }
 
+    /// Whether it carries no record.
     public var isEmpty: Bool { records.isEmpty }
 
     /// The number of field states carried (the unit of the throughput figures).
@@ -48,6 +55,8 @@ public struct Changeset: Sendable, Hashable, Codable {
     /// The normalized form (``merging(_:)`` with the empty changeset).
     public var normalized: Changeset { merging(Changeset()) }
 
+    /// Checks every delta's state (see ``RecordState/checkInvariants()``); throws the first
+    /// broken invariant.
     public func checkInvariants() throws(InvariantViolation) {
         for delta in records { try delta.state.checkInvariants() }
     }
@@ -55,9 +64,12 @@ public struct Changeset: Sendable, Hashable, Codable {
 
 /// A record's address: its table and primary key.
 public struct RecordAddress: Sendable, Hashable, Comparable, Codable {
+    /// The record's table.
     public var table: String
+    /// The record's primary key.
     public var key: Value
 
+    /// The address of the record at `table` and `key`.
     public init(table: String, key: Value) {
         self.table = table
         self.key = key

@@ -5,17 +5,24 @@
 public struct Replica: Sendable {
     /// One local operation; a batch of them is one transaction with one stamp.
     public enum Operation: Sendable, Hashable {
+        /// Inserts the record (an add), or replaces it when it exists, with `values`.
         case insert(table: String, key: Value, values: [String: Value])
+        /// Sets `values` on a live record (an edit); a record that is absent is left alone.
         case update(table: String, key: Value, values: [String: Value])
+        /// Deletes the record: removes every add-tag it has seen.
         case delete(table: String, key: Value)
     }
 
     /// What ``apply(_:physicalMilliseconds:)`` did.
     public struct ApplyReport: Sendable, Hashable {
+        /// Records whose merge state changed.
         public var changedRecords = 0
+        /// Records held back because they were stamped too far in the future.
         public var quarantinedRecords = 0
+        /// Earlier quarantined records applied now that local time caught up.
         public var releasedRecords = 0
 
+        /// A report with the given counts.
         public init(changedRecords: Int = 0, quarantinedRecords: Int = 0, releasedRecords: Int = 0) {
             self.changedRecords = changedRecords
             self.quarantinedRecords = quarantinedRecords
@@ -25,12 +32,16 @@ public struct Replica: Sendable {
 
     /// This replica's identity; a reset for resync takes a new one (``resetForResync(acknowledged:newID:)``).
     public internal(set) var id: ReplicaID
+    /// The replica's hybrid logical clock.
     public internal(set) var clock: HybridClock
+    /// The replicated tables, by name.
     public private(set) var schemas: [String: TableSchema] = [:]
+    /// Every record's merge state and the change feed.
     public internal(set) var state = ReplicaState()
     /// Deltas held back because their stamps were too far ahead of local time: one joined
     /// state per record, so a resent change does not grow it.
     public internal(set) var quarantine: [RecordAddress: RecordState] = [:]
+    /// How far ahead of local time a remote stamp may be before its change is quarantined.
     public var maxDriftMilliseconds: UInt64
     /// The replica whose concurrent writes show in `.authority` columns (the server), once known.
     public var authority: ReplicaID?
@@ -38,6 +49,7 @@ public struct Replica: Sendable {
     /// is in (``reapplyKeptWrites(physicalMilliseconds:)``).
     public internal(set) var keptWrites: [(address: RecordAddress, operation: CapturePlanner.Operation)] = []
 
+    /// A replica with identity `id` and no tables yet (see ``replicate(_:)``).
     public init(id: ReplicaID, clock: HybridClock = HybridClock(), maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds) {
         self.id = id
         self.clock = clock

@@ -20,10 +20,13 @@ public struct ReplicaState: Sendable {
     /// The last local sequence number taken.
     public private(set) var sequence: UInt64 = 0
 
+    /// An empty state: no records, sequence 0.
     public init() {}
 
+    /// The number of records held, deleted ones included.
     public var recordCount: Int { records.count }
 
+    /// The merge state of the record at `address`, if held.
     public func state(of address: RecordAddress) -> RecordState? { records[address]?.state }
 
     /// All records, sorted by address.
@@ -143,6 +146,8 @@ public struct ReplicaState: Sendable {
         staleFeedCount = 0
     }
 
+    /// Checks every record's state and that no record is ahead of the sequence; throws the
+    /// first broken invariant.
     public func checkInvariants() throws(InvariantViolation) {
         for (address, entry) in records {
             try entry.state.checkInvariants()

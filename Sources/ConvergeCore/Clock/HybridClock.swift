@@ -11,6 +11,7 @@ public struct HybridClock: Sendable, Hashable, Codable {
     /// The largest reading issued or received so far: the clock's high-water mark.
     public private(set) var latest: HLC
 
+    /// A clock whose high-water mark is `latest`.
     public init(latest: HLC = .zero) {
         self.latest = latest
     }

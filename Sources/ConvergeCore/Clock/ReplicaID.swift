@@ -9,6 +9,7 @@ public struct ReplicaID: Sendable, Hashable, Comparable, Codable, CustomStringCo
     /// The least significant 64 bits.
     public let low: UInt64
 
+    /// The identity with these 128 bits.
     public init(high: UInt64, low: UInt64) {
         self.high = high
         self.low = low

@@ -4,9 +4,12 @@
 /// a replica never issues the same clock reading twice. A stamp is also a *dot* in the
 /// causal machinery of ``ORSet`` and ``MVRegister``.
 public struct Stamp: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
+    /// The clock reading.
     public let hlc: HLC
+    /// The replica that issued it.
     public let replica: ReplicaID
 
+    /// The stamp of `replica`'s event at `hlc`.
     public init(hlc: HLC, replica: ReplicaID) {
         self.hlc = hlc
         self.replica = replica

@@ -37,12 +37,16 @@ public enum Conflict: Sendable, Hashable, Codable {
 
 /// A critical field holding two or more concurrent values, waiting for someone to choose.
 public struct FieldConflict: Sendable, Hashable, Codable {
+    /// The record's table.
     public var table: String
+    /// The record's primary key.
     public var key: Value
+    /// The critical column in conflict.
     public var column: String
     /// Every concurrent write, oldest first; the last one's value is shown meanwhile.
     public var siblings: [MVRegister.Sibling]
 
+    /// A conflict of `column` in the record at `table` and `key`.
     public init(table: String, key: Value, column: String, siblings: [MVRegister.Sibling]) {
         self.table = table
         self.key = key
@@ -60,12 +64,14 @@ public struct FieldConflict: Sendable, Hashable, Codable {
 public struct ConstraintConflict: Sendable, Hashable, Codable {
     /// One record in the clash.
     public struct Claimant: Sendable, Hashable, Codable {
+        /// The record's primary key.
         public var key: Value
         /// Every column of the record as it would show (NULL where nothing was written).
         public var values: [String: Value]
         /// When the record last wrote one of the index's columns: the earliest claim holds.
         public var stamp: Stamp
 
+        /// A record in the clash.
         public init(key: Value, values: [String: Value], stamp: Stamp) {
             self.key = key
             self.values = values
@@ -73,9 +79,11 @@ public struct ConstraintConflict: Sendable, Hashable, Codable {
         }
     }
 
+    /// The table of the records.
     public var table: String
     /// The unique index's name and columns.
     public var index: String
+    /// The index's columns, in index order.
     public var columns: [String]
     /// The values the records clash on, one per column.
     public var values: [Value]
@@ -84,6 +92,7 @@ public struct ConstraintConflict: Sendable, Hashable, Codable {
     /// The later claims, in the order they would take over.
     public var held: [Claimant]
 
+    /// A clash on `index` of `table`.
     public init(table: String, index: String, columns: [String], values: [Value], holder: Claimant, held: [Claimant]) {
         self.table = table
         self.index = index

@@ -15,7 +15,10 @@ public enum ApplyPlanner {
         /// The clock's committed high-water mark before the apply: a changeset holding this
         /// replica's own stamps above it shows the replica was rewound (restored or copied).
         public var clock: HLC
+        /// Local physical time, in milliseconds since 1970.
         public var physicalMilliseconds: UInt64
+        /// How far ahead of ``physicalMilliseconds`` a stamp may be before its record is
+        /// quarantined.
         public var maxDriftMilliseconds: UInt64
         /// The replicated tables: records of other tables are kept (parked) but not shown.
         public var schemas: [String: TableSchema]
@@ -25,7 +28,7 @@ public enum ApplyPlanner {
         /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``): the sender's bound replica.
         public var author: ReplicaID?
         /// The join of the membership contexts of every record the shell has collected
-        /// (DESIGN §9, ``CollectionPlanner/collectedClock(_:)``): the author check takes a
+        /// (DESIGN §9; each store keeps it as it collects): the author check takes a
         /// foreign context entry within it as held, on any record
         /// (``RecordState/firstUnheldStamp(notBy:against:seen:)``).
         ///
@@ -41,6 +44,7 @@ public enum ApplyPlanner {
         /// ``Replica`` keeps neither and skips that work.
         public var materializes: Bool
 
+        /// The context of an apply by `replica`, whose clock stands at `clock`.
         public init(
             replica: ReplicaID, clock: HLC, physicalMilliseconds: UInt64,
             maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds,
@@ -77,9 +81,13 @@ public enum ApplyPlanner {
 
     /// One record the apply changed.
     public struct RecordChange: Sendable, Hashable {
+        /// The record.
         public var address: RecordAddress
+        /// Its stored state before the apply (bottom when it was not held).
         public var before: RecordState
+        /// Its state after the apply: store this.
         public var after: RecordState
+        /// What happens to its row in the app table.
         public var row: RowChange
         /// The critical columns in conflict after the apply, for tables that have critical
         /// columns (`nil` otherwise): the shell's conflict list for this record.
@@ -109,6 +117,7 @@ public enum ApplyPlanner {
         public var receive: HLC?
         /// The changeset holds this replica's own stamps beyond its clock: take a new identity.
         public var rewound = false
+        /// The figures of the apply, for its report.
         public var counts = Counts()
     }
 

@@ -11,14 +11,20 @@ public enum CapturePlanner {
         /// An update: the columns it changed (or resolved), and the whole row after it, in
         /// case the record turns out not to be alive (then the row is re-added whole).
         case update(changed: [String: Value], row: [String: Value])
+        /// A delete.
         case delete
     }
 
+    /// One captured local write, as the capture log holds it.
     public struct Write: Sendable, Hashable {
+        /// The record's primary key.
         public var key: Value
+        /// The stamp of the transaction that made it.
         public var stamp: Stamp
+        /// What it did.
         public var operation: Operation
 
+        /// The write `operation` of the record `key`, stamped `stamp`.
         public init(key: Value, stamp: Stamp, operation: Operation) {
             self.key = key
             self.stamp = stamp
@@ -28,8 +34,11 @@ public enum CapturePlanner {
 
     /// One record the fold changed.
     public struct Change: Sendable, Hashable {
+        /// The record's primary key.
         public var key: Value
+        /// Its state before the fold.
         public var before: RecordState
+        /// Its state after the fold.
         public var after: RecordState
     }
 

@@ -33,6 +33,7 @@ public enum CollectionPlanner {
         /// The last entry of the hub's collected log it has dropped.
         public var collectedAfter: UInt64
 
+        /// A device syncing as `replica`, last heard from at `lastSeenMilliseconds`.
         public init(replica: ReplicaID, stablePosition: UInt64 = 0, appliedSerial: UInt64 = 0, lastSeenMilliseconds: UInt64,
                     retired: Bool = false, collectedAfter: UInt64 = 0) {
             self.replica = replica
@@ -85,7 +86,9 @@ public enum CollectionPlanner {
 
     /// One record as the collection sees it.
     public struct Candidate: Sendable, Hashable {
+        /// The record.
         public var address: RecordAddress
+        /// Its merge state.
         public var state: RecordState
         /// The local sequence number (the hub's feed position) of its last change.
         public var sequence: UInt64
@@ -93,6 +96,7 @@ public enum CollectionPlanner {
         /// the delete, so the record stays until it is applied.
         public var quarantined: Bool
 
+        /// A record at `address`, last changed at feed position `sequence`.
         public init(address: RecordAddress, state: RecordState, sequence: UInt64, quarantined: Bool) {
             self.address = address
             self.state = state

@@ -17,10 +17,14 @@
 public enum UniquePlanner {
     /// The records of one table that claim the same values on one index.
     public struct Group: Sendable, Hashable, Comparable {
+        /// The table of the records.
         public var table: String
+        /// The unique index.
         public var index: String
+        /// The values claimed, one per index column.
         public var values: [Value]
 
+        /// The group of `table`'s records claiming `values` on `index`.
         public init(table: String, index: String, values: [Value]) {
             self.table = table
             self.index = index
@@ -36,9 +40,12 @@ public enum UniquePlanner {
 
     /// One record's claim in a group, ordered as the holder is chosen: stamp, then key.
     public struct Claimant: Sendable, Hashable, Comparable {
+        /// When the record claimed the values: the smallest stamp holds them.
         public var stamp: Stamp
+        /// The record's primary key (the tie-break).
         public var key: Value
 
+        /// The claim of record `key`, made at `stamp`.
         public init(stamp: Stamp, key: Value) {
             self.stamp = stamp
             self.key = key
@@ -99,13 +106,17 @@ public enum UniquePlanner {
 
     /// One record whose state changed.
     public struct Change: Sendable, Hashable {
+        /// The record.
         public var address: RecordAddress
+        /// Its state before the change.
         public var before: RecordState
+        /// Its state after the change.
         public var after: RecordState
         /// Whether the app table already holds the row of `after` (a captured local write
         /// made it) rather than what the unique rules showed for `before` (an apply).
         public var writtenByApp: Bool
 
+        /// A change of the record at `address`.
         public init(address: RecordAddress, before: RecordState, after: RecordState, writtenByApp: Bool) {
             self.address = address
             self.before = before
@@ -116,11 +127,15 @@ public enum UniquePlanner {
 
     /// A record whose shown row the settlement touches.
     public struct Settled: Sendable, Hashable {
+        /// The record.
         public var address: RecordAddress
+        /// Its state before the settlement.
         public var before: RecordState
+        /// Its state after it.
         public var after: RecordState
         /// Whether the record was shown before (by the unique rules) and is shown after.
         public var shownBefore: Bool
+        /// Whether it is shown after the settlement (see ``shownBefore``).
         public var shownAfter: Bool
         /// What to write into the app table.
         public var row: ApplyPlanner.RowChange
@@ -133,6 +148,7 @@ public enum UniquePlanner {
         public var rows: [Settled] = []
         /// Claims to remove from and add to the shell's claim index.
         public var removedClaims: [(group: Group, claimant: Claimant)] = []
+        /// Claims to add to the shell's claim index (after ``removedClaims``).
         public var addedClaims: [(group: Group, claimant: Claimant)] = []
     }
 

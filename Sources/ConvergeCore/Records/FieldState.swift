@@ -6,13 +6,18 @@
 /// incarnation that a delete removed never shows again, whatever its stamp, so a skewed
 /// clock's edit of a deleted row cannot overwrite the re-inserted row's value.
 public enum FieldState: Sendable, Hashable, Codable {
+    /// One register for the field, whatever the record's incarnation (`.updateWins`).
     case plain(Register)
     /// Registers keyed by incarnation, sorted by incarnation, one per incarnation.
     case incarnated([Incarnated])
 
+    /// The field's register under one incarnation of the record.
     public struct Incarnated: Sendable, Hashable, Codable {
+        /// The add dot of the incarnation.
         public let incarnation: Stamp
+        /// The field's register under it.
         public let register: Register
+        /// The register `register` under `incarnation`.
         public init(incarnation: Stamp, register: Register) {
             self.incarnation = incarnation
             self.register = register
@@ -82,6 +87,8 @@ public enum FieldState: Sendable, Hashable, Codable {
         }
     }
 
+    /// Checks every register's invariants and that incarnations are sorted without
+    /// duplicates; throws the first broken invariant.
     public func checkInvariants() throws(InvariantViolation) {
         switch self {
         case .plain(let register): try register.checkInvariants()

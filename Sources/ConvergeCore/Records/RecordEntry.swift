@@ -6,16 +6,21 @@
 /// in the blob formats of ``RecordEntry/encodeState(_:table:key:)`` and
 /// ``RecordEntry/encodeSequences()``, so the two backends read and write the same bytes.
 public struct RecordEntry: Sendable, Equatable {
+    /// The record's merge state.
     public var state: RecordState
+    /// The feed position at which the membership last changed.
     public var membershipSequence: UInt64
+    /// The feed position at which each field last changed.
     public var fieldSequences: [String: UInt64]
 
+    /// A record with `state`, last changed at these positions.
     public init(state: RecordState, membershipSequence: UInt64, fieldSequences: [String: UInt64]) {
         self.state = state
         self.membershipSequence = membershipSequence
         self.fieldSequences = fieldSequences
     }
 
+    /// A record never seen: bottom state, position 0.
     public static let empty = RecordEntry(state: RecordState(), membershipSequence: 0, fieldSequences: [:])
 
     /// The position at which anything last changed.
@@ -40,7 +45,9 @@ public struct RecordEntry: Sendable, Equatable {
 
 /// A stored record blob that cannot be read: the detail says what is wrong with it.
 public struct RecordBlobCorruption: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What is wrong with the blob.
     public let detail: String
+    /// An error saying `detail`.
     public init(_ detail: String) { self.detail = detail }
     public var description: String { detail }
 }

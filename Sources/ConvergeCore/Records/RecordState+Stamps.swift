@@ -18,6 +18,8 @@ extension FieldState {
 }
 
 extension Register {
+    /// Calls `body` with every stamp in the register (a multi-value one's siblings, then its
+    /// context's marks).
     @inlinable
     public func forEachStamp(_ body: (Stamp) -> Void) {
         switch self {
@@ -30,6 +32,7 @@ extension Register {
 }
 
 extension CausalContext {
+    /// Calls `body` with each entry's high-water mark, as a stamp.
     @inlinable
     public func forEachStamp(_ body: (Stamp) -> Void) {
         for entry in entries { body(Stamp(hlc: entry.hlc, replica: entry.replica)) }

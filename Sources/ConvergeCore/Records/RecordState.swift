@@ -8,7 +8,9 @@
 /// A *delta* is a record state too (typically with few fields, and a bottom membership
 /// when membership did not change), so applying a delta is the same join.
 public struct RecordState: Sendable, Hashable, Codable {
+    /// Whether the record exists: its add-tags and what it has seen.
     public var membership: ORSet
+    /// One state per column written (columns never written are absent).
     public var fields: [String: FieldState]
 
     /// The bottom state: nothing known.
@@ -17,13 +19,16 @@ public struct RecordState: Sendable, Hashable, Codable {
         fields = [:]
     }
 
+    /// A state from parts; under `.deleteWins`, registers of removed incarnations are dropped.
     public init(membership: ORSet, fields: [String: FieldState]) {
         self.membership = membership
         self.fields = fields
         prune()
     }
 
+    /// Whether the record exists (some add-tag is live).
     public var isAlive: Bool { membership.isAlive }
+    /// Whether nothing is known (the bottom of the lattice).
     public var isBottom: Bool { membership.isBottom && fields.isEmpty }
     /// Whether tombstone collection may drop this state once its delete is causally stable
     /// (DESIGN §9): it holds something but shows nothing.
@@ -38,6 +43,7 @@ public struct RecordState: Sendable, Hashable, Codable {
         return result
     }
 
+    /// Joins `other` into this state (``merging(_:)`` in place).
     public mutating func merge(_ other: RecordState) {
         let membershipChanged = !other.membership.isBottom && other.membership != membership
         if membershipChanged { membership.merge(other.membership) }

@@ -35,6 +35,11 @@ public struct TableSchema: Sendable, Hashable, Codable {
     /// The merge ignores them; only which records are *shown* depends on them
     /// (``UniquePlanner``).
     public var uniqueIndexes: [UniqueIndex]
+    /// Columns whose values travel encrypted (DESIGN §11): the sync engine seals them as
+    /// they leave the device and opens them as they arrive, so the server and the wire
+    /// only ever hold ciphertext. The merge never reads a value to order it, so it is
+    /// the same for these columns; only what the server *shows* in them is opaque.
+    public var encryptedColumns: Set<String>
 
     public init(
         name: String,
@@ -42,7 +47,8 @@ public struct TableSchema: Sendable, Hashable, Codable {
         columns: [String],
         policies: [String: ColumnPolicy] = [:],
         deletePolicy: DeletePolicy = .updateWins,
-        uniqueIndexes: [UniqueIndex] = []
+        uniqueIndexes: [UniqueIndex] = [],
+        encryptedColumns: Set<String> = []
     ) {
         self.name = name
         self.primaryKey = primaryKey
@@ -50,10 +56,11 @@ public struct TableSchema: Sendable, Hashable, Codable {
         self.policies = policies
         self.deletePolicy = deletePolicy
         self.uniqueIndexes = uniqueIndexes
+        self.encryptedColumns = encryptedColumns
     }
 
     private enum CodingKeys: String, CodingKey {
-        case name, primaryKey, columns, policies, deletePolicy, uniqueIndexes
+        case name, primaryKey, columns, policies, deletePolicy, uniqueIndexes, encryptedColumns
     }
 
     public init(from decoder: any Decoder) throws {
@@ -65,6 +72,8 @@ public struct TableSchema: Sendable, Hashable, Codable {
         deletePolicy = try container.decode(DeletePolicy.self, forKey: .deletePolicy)
         // Absent from schemas saved before constraint conflicts existed.
         uniqueIndexes = try container.decodeIfPresent([UniqueIndex].self, forKey: .uniqueIndexes) ?? []
+        // Absent from schemas saved before field-level encryption existed.
+        encryptedColumns = try container.decodeIfPresent(Set<String>.self, forKey: .encryptedColumns) ?? []
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -75,9 +84,16 @@ public struct TableSchema: Sendable, Hashable, Codable {
         try container.encode(policies, forKey: .policies)
         try container.encode(deletePolicy, forKey: .deletePolicy)
         if !uniqueIndexes.isEmpty { try container.encode(uniqueIndexes, forKey: .uniqueIndexes) }
+        // Sorted, so that the saved description of a table is the same on every launch.
+        if !encryptedColumns.isEmpty { try container.encode(encryptedColumns.sorted(), forKey: .encryptedColumns) }
     }
 
     public func policy(of column: String) -> ColumnPolicy {
         policies[column] ?? .lww
+    }
+
+    /// Whether `column`'s values travel encrypted (see ``encryptedColumns``).
+    public func isEncrypted(_ column: String) -> Bool {
+        encryptedColumns.contains(column)
     }
 }

@@ -6,6 +6,7 @@ public struct UniqueIndex: Sendable, Hashable, Codable {
     /// The indexed columns, in index order.
     public var columns: [String]
 
+    /// The index `name` on `columns`.
     public init(name: String, columns: [String]) {
         self.name = name
         self.columns = columns
@@ -21,6 +22,7 @@ public struct Claim: Sendable, Hashable {
     /// The latest stamp among the index's columns: a record claims a value when it writes it.
     public var stamp: Stamp
 
+    /// A claim on `values`, made at `stamp`.
     public init(values: [Value], stamp: Stamp) {
         self.values = values
         self.stamp = stamp

@@ -4,9 +4,12 @@
 /// differ anyway (only corruption can do that) the larger value in ``Value``'s order wins,
 /// so that every replica still picks the same one.
 public struct LWWRegister: Sendable, Hashable, Codable {
+    /// The value written.
     public var value: Value
+    /// The stamp of the write.
     public var stamp: Stamp
 
+    /// The register holding one write: `value` at `stamp`.
     public init(value: Value, stamp: Stamp) {
         self.value = value
         self.stamp = stamp
@@ -21,6 +24,7 @@ public struct LWWRegister: Sendable, Hashable, Codable {
         return value < other.value ? other : self
     }
 
+    /// Joins `other` into this register (``merging(_:)`` in place).
     public mutating func merge(_ other: LWWRegister) {
         if stamp < other.stamp || (stamp == other.stamp && value < other.value) { self = other }
     }

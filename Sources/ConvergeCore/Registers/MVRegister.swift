@@ -9,16 +9,22 @@
 ///
 /// Invariant: siblings sorted by stamp, one per stamp, each covered by the context.
 public struct MVRegister: Sendable, Hashable, Codable {
+    /// One write no other known write has observed.
     public struct Sibling: Sendable, Hashable, Codable {
+        /// The write's stamp.
         public let stamp: Stamp
+        /// The value written.
         public let value: Value
+        /// The write of `value` at `stamp`.
         public init(stamp: Stamp, value: Value) {
             self.stamp = stamp
             self.value = value
         }
     }
 
+    /// The concurrent writes, sorted by stamp: one when there is no conflict.
     public private(set) var siblings: [Sibling]
+    /// Every write this register has seen.
     public private(set) var context: CausalContext
 
     /// The bottom state: no write seen.
@@ -46,6 +52,7 @@ public struct MVRegister: Sendable, Hashable, Codable {
         self.init(siblings: [Sibling(stamp: stamp, value: value)], context: CausalContext())
     }
 
+    /// Whether no write was seen (the bottom of the lattice).
     public var isBottom: Bool { siblings.isEmpty && context.isEmpty }
 
     /// The value every replica shows while a conflict is open: the latest sibling's.
@@ -103,8 +110,11 @@ public struct MVRegister: Sendable, Hashable, Codable {
         return result
     }
 
+    /// Joins `other` into this register (``merging(_:)`` in place).
     public mutating func merge(_ other: MVRegister) { self = merging(other) }
 
+    /// Checks that the siblings are sorted, one per stamp, each covered by the context;
+    /// throws the first broken invariant.
     public func checkInvariants() throws(InvariantViolation) {
         try context.checkInvariants()
         for index in siblings.indices {

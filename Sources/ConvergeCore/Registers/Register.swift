@@ -7,9 +7,12 @@
 /// join a semilattice. The write that turned up as `.multi` was made after the policy
 /// change, on a replica that already showed the older value.
 public enum Register: Sendable, Hashable, Codable {
+    /// A last-writer-wins register (`.lww` columns).
     case lww(LWWRegister)
+    /// A multi-value register (`.critical` and `.authority` columns).
     case multi(MVRegister)
 
+    /// The join: of the registers when both have the same kind, else the `.multi` side.
     public func merging(_ other: Register) -> Register {
         switch (self, other) {
         case (.lww(let a), .lww(let b)): return .lww(a.merging(b))
@@ -48,6 +51,7 @@ public enum Register: Sendable, Hashable, Codable {
         }
     }
 
+    /// Checks a multi-value register's invariants (a last-writer-wins one has none).
     public func checkInvariants() throws(InvariantViolation) {
         if case .multi(let register) = self { try register.checkInvariants() }
     }

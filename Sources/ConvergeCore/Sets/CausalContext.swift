@@ -7,9 +7,13 @@
 /// Stored as an array sorted by replica: contexts hold one to a few entries, where a
 /// sorted array beats a dictionary on size, speed and deterministic encoding.
 public struct CausalContext: Sendable, Hashable, Codable {
+    /// One replica's high-water mark.
     public struct Entry: Sendable, Hashable, Codable {
+        /// The replica.
         public let replica: ReplicaID
+        /// The highest clock reading of its events seen.
         public let hlc: HLC
+        /// The mark `hlc` for `replica`.
         public init(replica: ReplicaID, hlc: HLC) {
             self.replica = replica
             self.hlc = hlc
@@ -56,6 +60,7 @@ public struct CausalContext: Sendable, Hashable, Codable {
         merging(CausalContext(dots.lazy.map { Entry(replica: $0.replica, hlc: $0.hlc) }))
     }
 
+    /// Whether nothing was seen (the bottom of the lattice).
     public var isEmpty: Bool { entries.isEmpty }
 
     /// The high-water mark for `replica`, `HLC.zero` when unseen.
@@ -109,6 +114,7 @@ public struct CausalContext: Sendable, Hashable, Codable {
         return merged
     }
 
+    /// Joins `other` into this context (``merging(_:)`` in place).
     public mutating func merge(_ other: CausalContext) { self = merging(other) }
 
     /// The largest clock reading in the context (for advancing the local clock on apply).
@@ -168,5 +174,6 @@ public struct CausalContext: Sendable, Hashable, Codable {
 /// A broken invariant of a lattice state: a bug or corrupt input, never a normal outcome.
 public struct InvariantViolation: Error, Sendable, Hashable, CustomStringConvertible {
     public let description: String
+    /// A violation described by `description`.
     public init(_ description: String) { self.description = description }
 }

@@ -9,6 +9,7 @@
 public struct ORSet: Sendable, Hashable, Codable {
     /// Live add-tags, sorted.
     public private(set) var dots: [Stamp]
+    /// Every add and remove this state has seen.
     public private(set) var context: CausalContext
 
     /// The bottom state: never added, nothing seen.
@@ -26,6 +27,7 @@ public struct ORSet: Sendable, Hashable, Codable {
         self.context = context
     }
 
+    /// Whether some add-tag is live: the record exists.
     public var isAlive: Bool { !dots.isEmpty }
     /// The bottom state, the join's identity: a delta that says nothing of membership.
     public var isBottom: Bool { dots.isEmpty && context.isEmpty }
@@ -84,8 +86,11 @@ public struct ORSet: Sendable, Hashable, Codable {
         return result
     }
 
+    /// Joins `other` into this set (``merging(_:)`` in place).
     public mutating func merge(_ other: ORSet) { self = merging(other) }
 
+    /// Checks that every dot is covered by the context and that dots are sorted without
+    /// duplicates; throws the first broken invariant.
     public func checkInvariants() throws(InvariantViolation) {
         try context.checkInvariants()
         for index in dots.indices {

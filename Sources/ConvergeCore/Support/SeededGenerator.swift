@@ -3,8 +3,10 @@
 /// The simulator, the tests and the fuzzers draw every random choice from one of these,
 /// so that a seed replays a run exactly on every platform.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    /// The generator's whole state: a copy continues the same sequence.
     public private(set) var state: UInt64
 
+    /// A generator whose sequence is fixed by `seed`.
     public init(seed: UInt64) { state = seed }
 
     public mutating func next() -> UInt64 {

@@ -8,10 +8,15 @@
 /// `totalOrder`, text and blobs by bytes), is total; it breaks ties between two writes
 /// that carry the same stamp, which only corruption can produce.
 public enum Value: Sendable, Codable, CustomStringConvertible {
+    /// SQL `NULL`.
     case null
+    /// A 64-bit signed integer.
     case integer(Int64)
+    /// An IEEE-754 double (SQLite stores NaN as NULL).
     case real(Double)
+    /// UTF-8 text.
     case text(String)
+    /// Bytes.
     case blob([UInt8])
 
     /// The rank of the storage class in the tie-break order.

@@ -31,6 +31,7 @@ public enum WireDecoder {
         /// by membership compares each of them with every dot, so this bounds its cost.
         public var maxDotsPerRecord: Int
 
+        /// Bounds on what one changeset may hold; each defaults to no bound.
         public init(
             maxReplicas: Int = .max, maxRecords: Int = .max, maxFields: Int = .max, maxKeyBytes: Int = .max, maxValueBytes: Int = .max,
             maxDotsPerRecord: Int = .max, maxNameBytes: Int = .max
@@ -50,12 +51,19 @@ public enum WireDecoder {
 
     /// Which of the ``Limits`` a changeset exceeded.
     public enum Limit: String, Sendable, Hashable {
+        /// ``Limits/maxReplicas``.
         case replicas
+        /// ``Limits/maxRecords``.
         case records
+        /// ``Limits/maxFields``.
         case fields
+        /// ``Limits/maxKeyBytes``.
         case keyBytes
+        /// ``Limits/maxValueBytes``.
         case valueBytes
+        /// ``Limits/maxDotsPerRecord``.
         case dotsPerRecord
+        /// ``Limits/maxNameBytes``.
         case nameBytes
     }
 

@@ -16,7 +16,9 @@
 /// Stamps are delta-encoded against the previous stamp in the stream, so fields written by
 /// one transaction cost one byte each for their stamp.
 public enum WireFormat {
+    /// The four bytes every changeset starts with: `CVGS`.
     public static let magic: [UInt8] = Array("CVGS".utf8)
+    /// The format version this encoder writes and this decoder reads.
     public static let version: UInt8 = 1
     /// Magic, version and checksum.
     public static let overheadBytes = 4 + 1 + 4

@@ -4,13 +4,16 @@ import GRDB
 
 /// What a remote changeset did to one row, shown to a validator before it commits.
 public struct ProposedChange: Sendable, Hashable {
+    /// The row's table.
     public let table: String
+    /// The row's primary key.
     public let key: Value
     /// The row before, or `nil` when there was none (or it was deleted).
     public let before: [String: Value]?
     /// The row after, or `nil` when the change deletes it.
     public let after: [String: Value]?
 
+    /// A change of the row at `table` and `key` from `before` to `after`.
     public init(table: String, key: Value, before: [String: Value]?, after: [String: Value]?) {
         self.table = table
         self.key = key
@@ -29,14 +32,18 @@ public struct ProposedChange: Sendable, Hashable {
 public struct ChangeRejection: Sendable, Hashable {
     /// Increasing, per database: a peer that delivers rejections keeps the last one it sent.
     public let id: Int64
+    /// The refused record's table.
     public let table: String
+    /// The refused record's primary key.
     public let key: Value
     /// The validator's reason, meant for the user.
     public let reason: String
     /// Who sent the refused change, as given to `apply`.
     public let origin: String?
+    /// When the change was refused.
     public let date: Date
 
+    /// A rejection as recorded.
     public init(id: Int64, table: String, key: Value, reason: String, origin: String?, date: Date) {
         self.id = id
         self.table = table

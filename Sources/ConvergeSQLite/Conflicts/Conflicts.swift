@@ -4,8 +4,11 @@ import GRDB
 
 /// A record that was not found where an operation needed it.
 public struct RecordNotFound: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The table searched.
     public let table: String
+    /// The key not found (or found deleted).
     public let key: Value
+    /// An error for the record at `table` and `key`.
     public init(table: String, key: Value) {
         self.table = table
         self.key = key

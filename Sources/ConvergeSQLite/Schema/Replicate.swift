@@ -29,15 +29,22 @@ extension ReplicatedDatabase {
     ///   - deletePolicy: What wins when an edit races a delete. Fixed once replicated.
     ///   - allowUniqueIndexes: Keep the table's UNIQUE indexes beyond the key, as constraint
     ///     conflicts; without it such an index is a ``SchemaError``.
+    ///   - encrypted: Columns whose values leave the device only encrypted (DESIGN §11),
+    ///     with either register policy: the sync engine seals them with the app's keys, so
+    ///     the server stores and forwards ciphertext it cannot read. This table keeps
+    ///     plaintext. An encrypted `.authority` column, key or UNIQUE-indexed column is a
+    ///     ``SchemaError``: the server would have to read it.
     public func replicate(
         table: String,
         policies: [String: ColumnPolicy] = [:],
         deletePolicy: DeletePolicy = .updateWins,
-        allowUniqueIndexes: Bool = false
+        allowUniqueIndexes: Bool = false,
+        encrypted: Set<String> = []
     ) throws {
         let previous = tables[table]
         let inspected = try writer.read { db in
-            try ReplicatedTable.inspect(db, table: table, policies: policies, deletePolicy: deletePolicy, allowUniqueIndexes: allowUniqueIndexes)
+            try ReplicatedTable.inspect(
+                db, table: table, policies: policies, deletePolicy: deletePolicy, allowUniqueIndexes: allowUniqueIndexes, encrypted: encrypted)
         }
         if let previous, previous.schema.deletePolicy != deletePolicy {
             throw SchemaError(table: table, reason: .deletePolicyChanged(from: previous.schema.deletePolicy, to: deletePolicy))

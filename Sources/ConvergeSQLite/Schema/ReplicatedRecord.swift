@@ -3,7 +3,7 @@ import GRDB
 
 /// How a table replicates: its columns' merge policies, its delete policy, and whether it
 /// may keep UNIQUE indexes. Declared beside a record type with ``ReplicatedRecord``, or
-/// given to ``ReplicatedDatabase/replicate(table:policies:deletePolicy:allowUniqueIndexes:)``
+/// given to ``ReplicatedDatabase/replicate(table:policies:deletePolicy:allowUniqueIndexes:encrypted:)``
 /// as strings for raw tables.
 ///
 /// ```swift
@@ -43,13 +43,23 @@ public struct Replication: Sendable, Hashable {
     public var policies: [String: ColumnPolicy]
     public var deletePolicy: DeletePolicy
     public var allowUniqueIndexes: Bool
+    /// Columns whose values leave the device only encrypted, whatever their policy (see
+    /// the `encrypted` parameter of ``ReplicatedDatabase/replicate(table:policies:deletePolicy:allowUniqueIndexes:encrypted:)``).
+    public var encryptedColumns: Set<String>
 
-    public init(columns: [ColumnRule] = [], deletePolicy: DeletePolicy = .updateWins, allowUniqueIndexes: Bool = false) {
+    /// - Parameters:
+    ///   - columns: Policies of the columns that are not last-writer-wins.
+    ///   - deletePolicy: What wins when an edit races a delete.
+    ///   - allowUniqueIndexes: Keep the table's UNIQUE indexes as constraint conflicts.
+    ///   - encrypted: Columns sealed with the app's keys before they leave the device, so
+    ///     that the server holds only ciphertext of them (`[Columns.notes]`).
+    public init(columns: [ColumnRule] = [], deletePolicy: DeletePolicy = .updateWins, allowUniqueIndexes: Bool = false, encrypted: [Column] = []) {
         var policies = [String: ColumnPolicy]()
         for rule in columns { policies[rule.column] = rule.policy }
         self.policies = policies
         self.deletePolicy = deletePolicy
         self.allowUniqueIndexes = allowUniqueIndexes
+        self.encryptedColumns = Set(encrypted.map(\.name))
     }
 }
 
@@ -62,13 +72,13 @@ extension ReplicatedDatabase {
     /// Starts replicating `Record`'s table (GRDB's `TableRecord.databaseTableName`) as its
     /// ``ReplicatedRecord/replication`` declares; call it on every launch, after migrations.
     ///
-    /// - Throws: ``SchemaError`` as ``replicate(table:policies:deletePolicy:allowUniqueIndexes:)``
+    /// - Throws: ``SchemaError`` as ``replicate(table:policies:deletePolicy:allowUniqueIndexes:encrypted:)``
     ///   does, including ``SchemaError/Reason/unknownColumn(_:)`` for a policy naming a
     ///   column the table does not have.
     public func replicate<Record: ReplicatedRecord>(_ record: Record.Type) throws {
         let replication = Record.replication
         try replicate(
             table: Record.databaseTableName, policies: replication.policies, deletePolicy: replication.deletePolicy,
-            allowUniqueIndexes: replication.allowUniqueIndexes)
+            allowUniqueIndexes: replication.allowUniqueIndexes, encrypted: replication.encryptedColumns)
     }
 }

@@ -64,7 +64,8 @@ public struct ReplicatedTable: Codable, Sendable, Hashable {
 
     /// Inspects an app table and checks that it can converge.
     static func inspect(
-        _ db: Database, table: String, policies: [String: ColumnPolicy], deletePolicy: DeletePolicy, allowUniqueIndexes: Bool
+        _ db: Database, table: String, policies: [String: ColumnPolicy], deletePolicy: DeletePolicy, allowUniqueIndexes: Bool,
+        encrypted: Set<String> = []
     ) throws -> ReplicatedTable {
         func refuse(_ reason: SchemaError.Reason) -> SchemaError { SchemaError(table: table, reason: reason) }
         guard isPlainIdentifier(table) else { throw refuse(.invalidIdentifier) }
@@ -95,9 +96,19 @@ public struct ReplicatedTable: Codable, Sendable, Hashable {
             }
         }
         let uniqueIndexes = allowUniqueIndexes ? try self.uniqueIndexes(db, table: table, key: key, refuse: refuse) : []
+        // DESIGN §11: the server never holds the key, so nothing it decides may read an
+        // encrypted value.
+        for column in encrypted.sorted() {
+            if column == key { throw refuse(.encryptedPrimaryKey(column)) }
+            guard names.contains(column) else { throw refuse(.unknownColumn(column)) }
+            if policies[column] == .authority { throw refuse(.encryptedAuthority(column)) }
+            if let index = uniqueIndexes.first(where: { $0.columns.contains(column) }) {
+                throw refuse(.encryptedUniqueIndex(column: column, index: index.name))
+            }
+        }
         let schema = TableSchema(
             name: table, primaryKey: key, columns: names, policies: policies.filter { $0.value != .lww }, deletePolicy: deletePolicy,
-            uniqueIndexes: uniqueIndexes)
+            uniqueIndexes: uniqueIndexes, encryptedColumns: encrypted)
         return ReplicatedTable(schema: schema, keyType: keyType)
     }
 

@@ -4,10 +4,13 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Hummingbird's HTTP/1 channel with WebSocket upgrades, behind the server's connection
 /// limits: a ``ConnectionRegistry`` admits each connection (or refuses it with 503), and a
 /// ``RequestHeadGuard`` after the HTTP decoder answers malformed and late request heads.
+/// On HTTPS a TLS handler comes first in every connection's pipeline, refused ones too (their
+/// 503 is encrypted like any answer); the head timeout then also bounds the handshake.
 struct GuardedHTTPChannel: ServerChildChannel {
     struct Value: ServerChildChannelValue {
         let channel: any Channel
@@ -19,9 +22,18 @@ struct GuardedHTTPChannel: ServerChildChannel {
     let http: HTTP1WebSocketUpgradeChannel
     let registry: ConnectionRegistry
     let limits: RequestHeadGuard.Limits
+    /// The certificate new connections are served with; `nil`: plain HTTP.
+    let tls: TLSContextStore?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let registry = self.registry
+        if let tls {
+            do {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }
         switch registry.admit(channel) {
         case .refused(let linger):
             logger.debug("connection limit reached, refusing a connection", metadata: ["limit": "\(registry.maxConnections)"])
