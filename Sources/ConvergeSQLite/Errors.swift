@@ -2,8 +2,11 @@ import ConvergeCore
 
 /// Why Converge refused to replicate a table.
 public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What about the table Converge could not accept.
     public enum Reason: Sendable, Hashable {
+        /// The table does not exist, or is not replicated.
         case noSuchTable
+        /// The table has no declared primary key (only SQLite's implicit rowid).
         case noPrimaryKey
         /// Composite keys are not supported yet: one column must identify a record.
         case compositePrimaryKey([String])
@@ -23,9 +26,13 @@ public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
         /// A NOT NULL column without a default: a record created elsewhere without it
         /// could not be inserted here.
         case notNullWithoutDefault(String)
+        /// The table name is reserved for Converge's or SQLite's own tables.
         case reservedName
+        /// A table or column name is not a plain SQL identifier.
         case invalidIdentifier
+        /// A policy, index or value names a column the table does not have.
         case unknownColumn(String)
+        /// The table has more non-key columns (the count given) than the 62 Converge can track.
         case tooManyColumns(Int)
         /// A table's delete policy cannot change once it is replicated.
         case deletePolicyChanged(from: DeletePolicy, to: DeletePolicy)
@@ -40,9 +47,12 @@ public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
         case encryptedPrimaryKey(String)
     }
 
+    /// The table that was refused.
     public let table: String
+    /// Why it was refused.
     public let reason: Reason
 
+    /// Makes the error for `table`.
     public init(table: String, reason: Reason) {
         self.table = table
         self.reason = reason
@@ -53,6 +63,7 @@ public struct SchemaError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// Why a changeset was refused. The database is left exactly as it was.
 public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What in the changeset Converge could not accept.
     public enum Reason: Sendable, Hashable {
         /// A table name that is not a plain identifier, or that names Converge's or
         /// SQLite's own tables.
@@ -75,10 +86,14 @@ public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
         case quotaExceeded(what: String, limit: Int)
     }
 
+    /// The table of the refused record, as the changeset names it.
     public let table: String
+    /// The refused record's key, or nil when the refusal is not about one record (a quota).
     public let key: Value?
+    /// Why the changeset was refused.
     public let reason: Reason
 
+    /// Makes the error for the record at `key` of `table` (nil for the whole changeset).
     public init(table: String, key: Value?, reason: Reason) {
         self.table = table
         self.key = key
@@ -92,8 +107,11 @@ public struct ApplyError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// Converge's own metadata is unreadable (a corrupt or foreign database).
 public struct MetadataCorruption: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The table (or Converge metadata table) whose metadata is unreadable.
     public let table: String
+    /// The affected record's key, or nil when the corruption is not about one record.
     public let key: Value?
+    /// What is wrong, for logs and bug reports.
     public let detail: String
 
     public var description: String { "corrupt Converge metadata for \(table)\(key.map { " key \($0)" } ?? ""): \(detail)" }

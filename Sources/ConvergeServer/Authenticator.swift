@@ -7,14 +7,22 @@ import JWTKit
 /// The time claims are checked by ``Authenticator`` with its ``TokenPolicy`` (clock leeway
 /// included), not here.
 public struct SyncClaims: JWTPayload, Equatable {
+    /// The namespace (one user's or team's data) the token may read and write.
     public var namespace: String
+    /// The device the token was issued to; the server binds it to one replica.
     public var device: String
+    /// When the token expires; required unless `TokenPolicy.requireExpiry` is off.
     public var exp: ExpirationClaim?
+    /// When the token was issued; refused if in the future (beyond the leeway).
     public var iat: IssuedAtClaim?
+    /// The token is refused before this time (beyond the leeway).
     public var nbf: NotBeforeClaim?
+    /// Who issued the token; checked only when `TokenPolicy.issuer` is set.
     public var iss: IssuerClaim?
+    /// Who the token is for; checked only when `TokenPolicy.audience` is set.
     public var aud: AudienceClaim?
 
+    /// Claims for `device` in `namespace`; each nil date or string leaves its claim out.
     public init(
         namespace: String, device: String, expires: Date? = nil, issuedAt: Date? = nil, notBefore: Date? = nil,
         issuer: String? = nil, audience: String? = nil
@@ -45,6 +53,7 @@ public struct TokenPolicy: Sendable, Hashable {
     /// The lifetime of tokens this server signs (``Authenticator/token(namespace:device:expires:)``).
     public var lifetimeSeconds: Int
 
+    /// Negative leeways count as 0, and lifetimes below 1 second as 1 second.
     public init(requireExpiry: Bool = true, leewaySeconds: Int = 60, issuer: String? = nil, audience: String? = nil, lifetimeSeconds: Int = 3_600) {
         self.requireExpiry = requireExpiry
         self.leewaySeconds = max(0, leewaySeconds)
@@ -56,7 +65,9 @@ public struct TokenPolicy: Sendable, Hashable {
 
 /// Who a request comes from.
 public struct Principal: Sendable, Hashable {
+    /// The namespace the request may read and write, from the token.
     public var namespace: String
+    /// The device the token names.
     public var device: String
 }
 
@@ -71,6 +82,7 @@ public struct Principal: Sendable, Hashable {
 public struct Authenticator: Sendable {
     private let keys: JWTKeyCollection
     private let es256Keys: JWTKeyCollection?
+    /// The rules tokens must pass beyond their signature.
     public let policy: TokenPolicy
     /// The wall clock; tests inject another.
     private let now: @Sendable () -> Date
@@ -177,10 +189,14 @@ public struct WeakSecret: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// An error answer: an HTTP status and `{"error": {"code": …, "message": …}}`.
 public struct ServiceError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The HTTP status of the answer.
     public var status: Int
+    /// A stable, machine-readable code (such as `"internal"`) that clients can match on.
     public var code: String
+    /// A human-readable explanation, for logs; not meant to be parsed.
     public var message: String
 
+    /// An error answer with `status` and the body's `code` and `message`.
     public init(status: Int, code: String, message: String) {
         self.status = status
         self.code = code

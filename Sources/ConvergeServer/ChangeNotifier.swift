@@ -5,13 +5,16 @@ import Foundation
 public final class ChangeNotifier: @unchecked Sendable {
     /// One notification: the device whose push brought the changes.
     public struct Event: Sendable, Hashable {
+        /// The device whose push brought the changes (sent along to listeners).
         public var device: String
+        /// A notification of changes pushed by `device`.
         public init(device: String) { self.device = device }
     }
 
     private let lock = NSLock()
     private var listeners: [String: [UUID: AsyncStream<Event>.Continuation]] = [:]
 
+    /// A notifier with no listeners.
     public init() {}
 
     /// The notifications of `namespace` from now on, until the stream is dropped.

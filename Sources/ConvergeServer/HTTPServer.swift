@@ -381,9 +381,11 @@ public enum ConvergeHTTPServer {
 /// A server running in the background of this process (embedding, tests, the simulator's
 /// hub mode): started on a port (0: any free one), stopped gracefully.
 public final class RunningServer: Sendable {
+    /// The service answering the server's requests.
     public let service: SyncService
     /// The port it listens on.
     public let port: Int
+    /// The host or address it listens on.
     public let host: String
     private let group: ServiceGroup
     private let task: Task<Void, any Error>

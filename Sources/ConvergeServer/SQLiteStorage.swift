@@ -4,8 +4,11 @@ import Foundation
 
 /// A push would create a namespace beyond the server's bound (HTTP 403).
 public struct NamespaceLimitExceeded: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The namespace that could not be created.
     public let namespace: String
+    /// The server's bound on namespaces, already reached.
     public let maxNamespaces: Int
+    /// The error for `namespace` on a server bounded to `maxNamespaces`.
     public init(namespace: String, maxNamespaces: Int) {
         self.namespace = namespace
         self.maxNamespaces = maxNamespaces
@@ -24,11 +27,17 @@ public struct NamespaceLimitExceeded: Error, Sendable, Hashable, CustomStringCon
 /// store back: one namespace never has two open stores, whose pushes would not be
 /// serialized with each other.
 public actor SQLiteStorage: NamespaceStorage {
+    /// Where the namespace files live, one `<namespace>.sqlite` each.
     public nonisolated let directory: URL
+    /// The tables every namespace replicates.
     public nonisolated let schema: ServerSchema
+    /// The configuration of each namespace's `ReplicatedDatabase` (quotas and limits).
     public nonisolated let configuration: ReplicatedDatabase.Configuration
+    /// The most stores kept open in the cache (at least 1); the least recently used go first.
     public nonisolated let maxOpenNamespaces: Int
+    /// How long an unused store stays in the cache (at least 1 ms).
     public nonisolated let idleTimeout: Duration
+    /// The most namespaces this server creates; nil for no bound. Beyond it, a push to a new namespace throws `NamespaceLimitExceeded`.
     public nonisolated let maxNamespaces: Int?
 
     private enum Slot {
@@ -53,6 +62,7 @@ public actor SQLiteStorage: NamespaceStorage {
     /// Stores dropped from the cache so far (LRU or idle), for tests and metrics.
     public private(set) var releasedStoreCount = 0
 
+    /// Creates `directory` if needed. Defaults keep 256 stores open, each for 5 minutes unused, with no bound on namespaces.
     public init(
         directory: URL, schema: ServerSchema = ServerSchema(), store configuration: ReplicatedDatabase.Configuration = .init(),
         maxOpenNamespaces: Int = 256, idleTimeout: Duration = .seconds(300), maxNamespaces: Int? = nil

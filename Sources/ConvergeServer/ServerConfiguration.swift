@@ -23,6 +23,7 @@ public struct ServerConfiguration: Sendable {
     public var maxBodyBytes: Int
     /// Caps on one pulled page, whatever the client asks.
     public var maxPullRecords: Int
+    /// The most changeset bytes in one pulled page (at least 1).
     public var maxPullBytes: Int
     /// The app's tables, created and replicated in every namespace.
     public var schema: ServerSchema
@@ -136,6 +137,7 @@ public struct ServerConfiguration: Sendable {
         /// The most collected records one sync answer lists for a device.
         public var maxCollectedPerAnswer: Int
 
+        /// Defaults collect deletes after 30 days, at most 10,000 records a round and 1,000 listed per answer; counts below 1 count as 1.
         public init(enabled: Bool = true, retentionSeconds: UInt64 = 30 * 24 * 60 * 60, maxRecordsPerRound: Int = 10_000, maxCollectedPerAnswer: Int = 1_000) {
             self.enabled = enabled
             let (milliseconds, overflow) = retentionSeconds.multipliedReportingOverflow(by: 1_000)
@@ -148,6 +150,7 @@ public struct ServerConfiguration: Sendable {
     /// A rule for pushed changes; see ``ServerConfiguration/validator``.
     public typealias Validator = @Sendable (_ change: ProposedChange, _ pusher: Principal) -> String?
 
+    /// A server storing its namespaces under `dataDirectory` and signing and verifying HS256 tokens with `jwtSecret` (at least 32 bytes). Sizes are in bytes and times in seconds; counts and timeouts below 1 (headers below 1 KiB) are raised to that minimum; `maxBodyBytes` is taken as given.
     public init(
         dataDirectory: URL,
         jwtSecret: String,
@@ -204,13 +207,16 @@ public struct ServerConfiguration: Sendable {
 /// constraint written in `create` itself is taken too once the table lists an index here;
 /// without any, a UNIQUE index beyond the key is refused, as by `replicate(table:)`.
 public struct ServerSchema: Sendable, Hashable, Codable {
+    /// One app table: how to create it and how its columns merge.
     public struct Table: Sendable, Hashable, Codable {
+        /// The table's name, as the devices name it.
         public var name: String
         /// The `CREATE TABLE` statement, run when the table does not exist yet.
         public var create: String
         /// Column policies: `"lww"` (the default), `"critical"` (concurrent values kept for
         /// the user to choose) or `"authority"` (concurrent values resolve to the server's).
         public var policies: [String: Policy]
+        /// What wins when an edit races a delete; must match the devices' (default `updateWins`).
         public var deletePolicy: DeletePolicy
         /// UNIQUE indexes beyond the key, created with the table and replicated as
         /// constraint conflicts (see ``ServerSchema``).
@@ -221,6 +227,7 @@ public struct ServerSchema: Sendable, Hashable, Codable {
         /// one. A validator sees their ciphertext, never their values.
         public var encrypted: [String]
 
+        /// A table created by `create`, merging as `policies` and `deletePolicy` say.
         public init(
             name: String, create: String, policies: [String: Policy] = [:], deletePolicy: DeletePolicy = .updateWins,
             uniqueIndexes: [UniqueIndex] = [], encrypted: [String] = []
@@ -251,11 +258,16 @@ public struct ServerSchema: Sendable, Hashable, Codable {
         }
     }
 
+    /// A column's merge policy as the JSON schema spells it.
     public enum Policy: String, Sendable, Hashable, Codable {
+        /// Last writer wins (`ColumnPolicy.lww`).
         case lww
+        /// Concurrent values kept for the user to choose (`ColumnPolicy.critical`).
         case critical
+        /// Concurrent values resolve to the server's (`ColumnPolicy.authority`).
         case authority
 
+        /// The same policy as the merge engine's `ColumnPolicy`.
         public var columnPolicy: ColumnPolicy {
             switch self {
             case .lww: return .lww
@@ -265,12 +277,15 @@ public struct ServerSchema: Sendable, Hashable, Codable {
         }
     }
 
+    /// The tables every namespace creates and replicates.
     public var tables: [Table]
 
+    /// A schema of `tables`; empty by default, where the server parks every table's changes.
     public init(tables: [Table] = []) {
         self.tables = tables
     }
 
+    /// Reads a schema from a JSON file (the `--schema` format above); throws if the file cannot be read or decoded.
     public init(contentsOf url: URL) throws {
         self = try JSONDecoder().decode(ServerSchema.self, from: Data(contentsOf: url))
     }

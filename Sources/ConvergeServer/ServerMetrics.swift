@@ -5,6 +5,7 @@ import Prometheus
 /// The server's Prometheus metrics, in their own registry (one per server, so several
 /// servers can run in one process).
 public final class ServerMetrics: Sendable {
+    /// The registry holding this server's metrics, to export (`GET /metrics`).
     public let registry = PrometheusCollectorRegistry()
     private let fieldsIn: Counter
     private let fieldsOut: Counter
@@ -16,6 +17,7 @@ public final class ServerMetrics: Sendable {
     /// while an operator asks "how many rounds a minute, and how many fail, right now".
     private let recent = NIOLockedValueBox(RecentActivity())
 
+    /// Metrics at zero, in a fresh registry.
     public init() {
         fieldsIn = registry.makeCounter(descriptor: Self.name("fields_in", "total", "Field states received in pushes"))
         fieldsOut = registry.makeCounter(descriptor: Self.name("fields_out", "total", "Field states sent in pulled pages"))

@@ -28,7 +28,9 @@ extension NamespaceStorage {
 /// The storage cannot be reached right now (a lost database connection that retries did not
 /// bring back): nothing was applied, and the same request may be sent again (HTTP 503).
 public struct StorageUnavailable: Error, Sendable, CustomStringConvertible {
+    /// What failed, for logs.
     public let message: String
+    /// The error, explained by `message`.
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
@@ -76,7 +78,9 @@ public protocol NamespaceStore: Sendable {
     /// Records changed after `cursor`.
     func changedRecordCount(since cursor: UInt64) async throws -> Int
 
+    /// The namespace's open conflicts: critical fields with concurrent values, and unique-index clashes.
     func conflicts() async throws -> [Conflict]
+    /// Records held back because their stamps are too far ahead of the server's clock.
     func quarantinedCount() async throws -> Int
 
     /// Applies the quarantined changes whose time has come (their stamps are no longer too
@@ -159,6 +163,7 @@ public struct DeviceStanding: Sendable, Hashable {
     /// states after their records were collected would bring deleted records back.
     public var serial: UInt64
 
+    /// A standing; `serial` 0 means no request of `replica` was served yet.
     public init(replica: ReplicaID?, stablePosition: UInt64, lastSeenMilliseconds: UInt64, retiredMilliseconds: UInt64?, serial: UInt64 = 0) {
         self.serial = serial
         self.replica = replica
@@ -170,18 +175,24 @@ public struct DeviceStanding: Sendable, Hashable {
 
 /// One device of a namespace, as the admin API lists it.
 public struct DeviceInfo: Sendable, Hashable, Encodable {
+    /// The device's name, from its tokens.
     public var device: String
     /// The replica its pushes are stamped by, once it pushed.
     public var replica: ReplicaID?
+    /// When the device was bound to its replica; nil if it never pushed.
     public var boundAt: Date?
     /// Activity since the store was opened (kept in memory: a restart forgets it).
     public var lastSeen: Date?
+    /// When it last pushed, since the store was opened.
     public var lastPush: Date?
+    /// When it last pulled, since the store was opened.
     public var lastPull: Date?
+    /// When the device was revoked; nil while it may still sync.
     public var revokedAt: Date?
     /// Its changes refused by validation and undone, as recorded.
     public var rejections: Int
 
+    /// Describes `device`; every unknown date is nil.
     public init(
         device: String, replica: ReplicaID? = nil, boundAt: Date? = nil, lastSeen: Date? = nil, lastPush: Date? = nil,
         lastPull: Date? = nil, revokedAt: Date? = nil, rejections: Int = 0
@@ -218,7 +229,9 @@ public struct DeviceInfo: Sendable, Hashable, Encodable {
 
 /// Why a push was refused (HTTP 403).
 public struct PushRefusal: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Why the push was refused, as the device is told.
     public let message: String
+    /// A refusal explained by `message`.
     public init(message: String) { self.message = message }
     public var description: String { message }
 }
@@ -239,6 +252,7 @@ public enum Namespace {
 /// One namespace in SQLite. Work runs on the namespace's serial queue, off the
 /// cooperative thread pool (SQLite calls block).
 public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
+    /// The namespace's replicated database.
     public let database: ReplicatedDatabase
     private let queue: DispatchQueue
     /// The highest clock reading of each replica whose events the server holds: no device
@@ -490,10 +504,12 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         try await run { try self.database.changedRecordCount(since: cursor) }
     }
 
+    /// The namespace's open conflicts: critical fields with concurrent values, and unique-index clashes.
     public func conflicts() async throws -> [Conflict] {
         try await run { try self.database.conflicts() }
     }
 
+    /// Records held back because their stamps are too far ahead of the server's clock.
     public func quarantinedCount() async throws -> Int {
         try await run { try self.database.quarantinedCount() }
     }

@@ -6,10 +6,14 @@ import GRDB
 
 /// An answer, independent of HTTP: the status, the content type and the body.
 public struct ServiceResponse: Sendable, Hashable {
+    /// The HTTP status code.
     public var status: Int
+    /// The body's media type (the `Content-Type` header).
     public var contentType: String
+    /// The encoded answer.
     public var body: [UInt8]
 
+    /// An answer with the given status, content type and body.
     public init(status: Int, contentType: String, body: [UInt8]) {
         self.status = status
         self.contentType = contentType
@@ -34,13 +38,18 @@ public struct ServiceResponse: Sendable, Hashable {
 /// Every refusal leaves storage as it was: the body is decoded and checked, and the push
 /// authorized, before anything is applied, and an apply is one transaction.
 public final class SyncService: Sendable {
+    /// The configuration the service was started with.
     public let configuration: ServerConfiguration
+    /// Where namespaces are kept: the given storage, or SQLite files under the configuration's data directory.
     public let storage: any NamespaceStorage
+    /// Verifies the bearer tokens of requests.
     public let authenticator: Authenticator
+    /// The service's Prometheus metrics.
     public let metrics: ServerMetrics
     /// Realtime notifications of new changes, per namespace.
     public let notifier = ChangeNotifier()
 
+    /// A service on `storage`, or, when nil, on SQLite files under the configuration's data directory. Throws when the configuration's keys are unusable (such as a secret under 32 bytes).
     public init(configuration: ServerConfiguration, storage: (any NamespaceStorage)? = nil) async throws {
         self.configuration = configuration
         self.storage = try storage ?? SQLiteStorage(

@@ -24,15 +24,19 @@ import Logging
 /// until it has no more; the push cursor moves only once the server acknowledged a batch,
 /// and the pull cursor only once a page was applied and committed. Rounds never overlap.
 public actor SyncEngine {
+    /// How an engine syncs: batch and page bounds, retries, automatic rounds and logging.
     public struct Configuration: Sendable {
         /// The name under which the server's cursors are kept in the store.
         public var peer: String
         /// Bounds of one pushed batch.
         public var pushBatchRecords: Int
+        /// The most changeset bytes in one pushed batch.
         public var pushBatchBytes: Int
         /// Bounds asked for one pulled page (the server may lower them).
         public var pullPageRecords: Int
+        /// The most changeset bytes asked for in one pulled page.
         public var pullPageBytes: Int
+        /// How requests that failed transiently are retried.
         public var retry: RetryPolicy
         /// Quiet time after a local write before an automatic round (see ``SyncEngine/start()``).
         public var debounce: Duration
@@ -51,6 +55,7 @@ public actor SyncEngine {
         /// ``SyncEngine/setFieldKeys(_:)``.
         public var fieldKeys: FieldKeys?
 
+        /// Defaults suit most apps: batches of 100 records and 1 MiB up, pages of 1,000 records and 1 MiB down. All bounds must be positive.
         public init(
             peer: String = "server",
             pushBatchRecords: Int = 100,
@@ -91,12 +96,16 @@ public actor SyncEngine {
     public struct RetryPolicy: Sendable {
         /// Tries per request, the first included.
         public var maxAttempts: Int
+        /// The wait before the first retry, before jitter.
         public var initialDelay: Duration
+        /// The cap on any one wait, before jitter.
         public var maxDelay: Duration
+        /// How much each wait grows over the previous one (at least 1).
         public var multiplier: Double
         /// The fraction of each delay drawn at random (0: none, 1: "full jitter").
         public var jitter: Double
 
+        /// Waits 0.5 s, then 1 s, 2 s, ... up to 30 s by default, over at most 6 tries. `maxAttempts` must be positive, `multiplier` at least 1 and `jitter` within 0...1.
         public init(maxAttempts: Int = 6, initialDelay: Duration = .milliseconds(500), maxDelay: Duration = .seconds(30), multiplier: Double = 2, jitter: Double = 0.5) {
             precondition(maxAttempts > 0 && multiplier >= 1 && (0...1).contains(jitter))
             self.maxAttempts = maxAttempts
@@ -114,7 +123,9 @@ public actor SyncEngine {
         }
     }
 
+    /// The replicated database this engine synchronizes.
     public nonisolated let database: ReplicatedDatabase
+    /// The configuration the engine was created with.
     public nonisolated let configuration: Configuration
     private let transport: any SyncTransport
     private var token: String?

@@ -8,17 +8,27 @@ import GRDB
 public enum SyncLog {
     /// One round.
     public struct Entry: Sendable, Hashable {
+        /// The row's id in `converge_sync_log`; later rounds have larger ids.
         public var id: Int64
+        /// The server the round synced with (`SyncEngine.Configuration.peer`).
         public var peer: String
+        /// When the round started.
         public var startedAt: Date
+        /// How long the round took, in seconds.
         public var durationSeconds: Double
+        /// Requests the round sent (retries not counted).
         public var requests: Int
+        /// Records pushed to the server.
         public var pushedRecords: Int
+        /// Bytes of changesets pushed.
         public var pushedBytes: Int
+        /// Records pulled from the server.
         public var pulledRecords: Int
+        /// Bytes of changesets pulled.
         public var pulledBytes: Int
         /// `"ok"` or `"error"`.
         public var result: String
+        /// Why the round failed; nil when it succeeded.
         public var error: String?
         /// Deleted records dropped because the server collected them.
         public var collectedRecords: Int

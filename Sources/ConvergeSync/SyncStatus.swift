@@ -46,7 +46,9 @@ public enum SyncError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// What an app shows about synchronization.
 public struct SyncStatus: Sendable, Hashable {
+    /// What the engine is doing now.
     public enum Phase: Sendable, Hashable {
+        /// No round is running, and the last one (if any) succeeded.
         case idle
         /// A round is running; records pushed and pulled so far.
         case syncing(pushed: Int, pulled: Int)
@@ -56,6 +58,7 @@ public struct SyncStatus: Sendable, Hashable {
         case error
     }
 
+    /// What the engine is doing now; starts `.idle`.
     public var phase: Phase = .idle
     /// Local records changed since the server last acknowledged (the pending uploads).
     public var pendingChanges = 0
@@ -83,15 +86,18 @@ public struct SyncStatus: Sendable, Hashable {
     /// record someone else deleted long ago may reappear if they had edited it).
     public var lastReset: SyncReset?
 
+    /// The status before any round: idle, nothing pending, no error.
     public init() {}
 }
 
 /// What a reset for resync did (DESIGN §9).
 public struct SyncReset: Sendable, Hashable {
+    /// When the reset happened.
     public var date: Date
     /// The records whose unsent local changes were written again as new writes.
     public var reappliedRecords: Int
 
+    /// Describes a reset at `date`.
     public init(date: Date, reappliedRecords: Int) {
         self.date = date
         self.reappliedRecords = reappliedRecords
@@ -102,9 +108,13 @@ public struct SyncReset: Sendable, Hashable {
 public struct SyncReport: Sendable, Hashable {
     /// Requests sent (retries not counted).
     public var requests = 0
+    /// Records pushed to the server.
     public var pushedRecords = 0
+    /// Bytes of changesets pushed.
     public var pushedBytes = 0
+    /// Records pulled from the server.
     public var pulledRecords = 0
+    /// Bytes of changesets pulled.
     public var pulledBytes = 0
     /// Pulled records that changed the local store.
     public var appliedRecords = 0
@@ -124,7 +134,9 @@ public struct SyncReport: Sendable, Hashable {
     /// Set when the server had retired this device and the round reset it (see
     /// ``SyncStatus/lastReset``).
     public var reset: SyncReset?
+    /// How long the round took.
     public var duration: Duration = .zero
 
+    /// An empty report: nothing done yet.
     public init() {}
 }

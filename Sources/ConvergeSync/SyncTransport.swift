@@ -9,6 +9,7 @@ import FoundationNetworking
 /// timeouts and 5xx/408/429 answers, refreshes the token once on 401, and stops on other
 /// 4xx answers. Any other error is treated as a network failure.
 public protocol SyncTransport: Sendable {
+    /// Sends `request` with `token` as bearer credential (nil: none) and returns the server's answer, or throws `SyncTransportError`.
     func send(_ request: SyncRequest, token: String?) async throws -> SyncResponse
 }
 
@@ -37,13 +38,16 @@ public enum SyncTransportError: Error, Sendable, Hashable, CustomStringConvertib
 /// simulator. The function answers as the HTTP endpoint would: a status and a body (a
 /// `SyncResponse` on 200, an error message otherwise).
 public struct InMemorySyncTransport: SyncTransport {
+    /// Takes the encoded request and the `Authorization` header value (nil without a token), and returns an HTTP status and body.
     public typealias Handler = @Sendable (_ body: [UInt8], _ authorization: String?) async -> (status: Int, body: [UInt8])
     private let handler: Handler
 
+    /// A transport that answers every request with `handler`.
     public init(handler: @escaping Handler) {
         self.handler = handler
     }
 
+    /// Encodes `request`, hands it to the handler, and decodes a 200 answer; any other status throws `SyncTransportError.status`.
     public func send(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
         let answer = await handler(request.encoded(), token.map { "Bearer \($0)" })
         guard answer.status == 200 else {
@@ -59,21 +63,25 @@ public struct InMemorySyncTransport: SyncTransport {
 
 /// The HTTP transport: `POST <baseURL>/v1/sync` through URLSession.
 public final class HTTPSyncTransport: SyncTransport {
+    /// Timeouts of the underlying URLSession.
     public struct Configuration: Sendable {
         /// How long to wait for data before giving up on a request.
         public var requestTimeout: TimeInterval
         /// The longest a whole request may take.
         public var resourceTimeout: TimeInterval
 
+        /// Defaults: 30 s without data, 120 s for a whole request.
         public init(requestTimeout: TimeInterval = 30, resourceTimeout: TimeInterval = 120) {
             self.requestTimeout = requestTimeout
             self.resourceTimeout = resourceTimeout
         }
     }
 
+    /// The server's root URL; requests go to `v1/sync` under it.
     public let baseURL: URL
     private let session: URLSession
 
+    /// A transport posting to `baseURL` through an ephemeral session that never caches.
     public init(baseURL: URL, configuration: Configuration = Configuration()) {
         self.baseURL = baseURL
         let sessionConfiguration = URLSessionConfiguration.ephemeral
@@ -85,6 +93,7 @@ public final class HTTPSyncTransport: SyncTransport {
 
     deinit { session.finishTasksAndInvalidate() }
 
+    /// Posts `request` with `token` as bearer credential, and decodes the answer; throws `SyncTransportError`.
     public func send(_ request: SyncRequest, token: String?) async throws -> SyncResponse {
         var urlRequest = URLRequest(url: baseURL.appendingPathComponent("v1").appendingPathComponent("sync"))
         urlRequest.httpMethod = "POST"

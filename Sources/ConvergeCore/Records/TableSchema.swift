@@ -24,12 +24,15 @@ public enum DeletePolicy: String, Sendable, Hashable, Codable, CaseIterable {
 
 /// The replicated shape of one table: its key, its columns and their merge policies.
 public struct TableSchema: Sendable, Hashable, Codable {
+    /// The app table's name, as it appears in SQL and in changesets.
     public var name: String
+    /// The single column that identifies a record on every replica.
     public var primaryKey: String
     /// The non-key columns, in table order.
     public var columns: [String]
     /// Policies of columns that are not `.lww`.
     public var policies: [String: ColumnPolicy]
+    /// What wins when an edit races a delete; fixed once the table is replicated.
     public var deletePolicy: DeletePolicy
     /// UNIQUE indexes beyond the key, the app's opt-in to constraint conflicts (DESIGN §4).
     /// The merge ignores them; only which records are *shown* depends on them
@@ -41,6 +44,7 @@ public struct TableSchema: Sendable, Hashable, Codable {
     /// the same for these columns; only what the server *shows* in them is opaque.
     public var encryptedColumns: Set<String>
 
+    /// Describes a table; columns absent from `policies` merge as `.lww`.
     public init(
         name: String,
         primaryKey: String,
@@ -88,6 +92,7 @@ public struct TableSchema: Sendable, Hashable, Codable {
         if !encryptedColumns.isEmpty { try container.encode(encryptedColumns.sorted(), forKey: .encryptedColumns) }
     }
 
+    /// The merge policy of `column`: its entry in `policies`, else `.lww`.
     public func policy(of column: String) -> ColumnPolicy {
         policies[column] ?? .lww
     }

@@ -24,9 +24,12 @@ public struct Replication: Sendable, Hashable {
     /// One column's policy, named by a GRDB column so that a renamed property is caught by
     /// the compiler, and a misnamed column by ``ReplicatedDatabase/replicate(_:)``.
     public struct ColumnRule: Sendable, Hashable {
+        /// The column's name.
         public var column: String
+        /// How the column's concurrent writes merge.
         public var policy: ColumnPolicy
 
+        /// A rule by column name; prefer `critical(_:)` and its siblings, which take a GRDB `Column`.
         public init(_ column: String, _ policy: ColumnPolicy) {
             self.column = column
             self.policy = policy
@@ -40,8 +43,11 @@ public struct Replication: Sendable, Hashable {
         public static func lastWriterWins(_ column: Column) -> ColumnRule { ColumnRule(column.name, .lww) }
     }
 
+    /// Policies of the columns that are not last-writer-wins, by column name.
     public var policies: [String: ColumnPolicy]
+    /// What wins when an edit races a delete.
     public var deletePolicy: DeletePolicy
+    /// Whether the table's UNIQUE indexes are kept as constraint conflicts; when false, such an index is refused.
     public var allowUniqueIndexes: Bool
     /// Columns whose values leave the device only encrypted, whatever their policy (see
     /// the `encrypted` parameter of ``ReplicatedDatabase/replicate(table:policies:deletePolicy:allowUniqueIndexes:encrypted:)``).
@@ -65,6 +71,7 @@ public struct Replication: Sendable, Hashable {
 
 /// A GRDB record type whose table Converge replicates, declaring how next to its definition.
 public protocol ReplicatedRecord: TableRecord {
+    /// How the record's table replicates.
     static var replication: Replication { get }
 }
 

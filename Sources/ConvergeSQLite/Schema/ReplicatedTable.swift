@@ -7,6 +7,7 @@ import GRDB
 /// Public so that other shells around the same planner (the PostgreSQL server storage)
 /// check incoming records exactly as this store does (``checkAddress(_:tables:)``).
 public struct ReplicatedTable: Codable, Sendable, Hashable {
+    /// The table's merge schema: key, columns, policies.
     public internal(set) var schema: TableSchema
     /// The primary key's declared SQL type, upper-cased ("TEXT", "BLOB", "INTEGER", ...).
     public internal(set) var keyType: String

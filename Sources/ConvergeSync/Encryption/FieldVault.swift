@@ -6,8 +6,11 @@ import GRDB
 /// A field of an encrypted column this device received but cannot read (DESIGN §11):
 /// held, never dropped, and applied once the keys that open it are given.
 public struct HeldEncryptedField: Sendable, Hashable {
+    /// The replicated table of the held field.
     public var table: String
+    /// The primary key of the record the field belongs to.
     public var key: Value
+    /// The encrypted column whose value is held.
     public var column: String
     /// Why it did not open: most often ``FieldEncryptionError/unknownKeyID(_:)``.
     public var reason: FieldEncryptionError
