@@ -305,7 +305,7 @@ extension PostgresNamespaceStore {
             SELECT \(namespace), * FROM unnest(
                 \(plan.quarantine.map(\.address.table))::text[], \(plan.quarantine.map { KeyCodec.encode($0.address.key) })::bytea[],
                 \(plan.quarantine.map { Int64(clamping: $0.state.maxHLC.rawValue) })::int8[],
-                \(plan.quarantine.map { ByteBuffer(bytes: RecordEntry.encodeState($0.state, table: $0.address.table, key: $0.address.key)) })::bytea[])
+                \(plan.quarantine.map { ByteBuffer(bytes: RecordEntry.encodeState($0.state)) })::bytea[])
             ON CONFLICT (namespace, tbl, key) DO UPDATE SET max_hlc = excluded.max_hlc, state = excluded.state
             """, logger: logger)
     }

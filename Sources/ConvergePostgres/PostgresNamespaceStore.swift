@@ -126,7 +126,7 @@ public final class PostgresNamespaceStore: NamespaceStore, @unchecked Sendable {
                 \(sorted.map(\.address.table))::text[], \(sorted.map { KeyCodec.encode($0.address.key) })::bytea[],
                 \(sorted.map { Int64(bitPattern: $0.entry.sequence) })::int8[], \(sorted.map(\.entry.state.isAlive))::bool[],
                 \(sorted.map(\.conflicted))::bool[],
-                \(sorted.map { ByteBuffer(bytes: RecordEntry.encodeState($0.entry.state, table: $0.address.table, key: $0.address.key)) })::bytea[],
+                \(sorted.map { ByteBuffer(bytes: RecordEntry.encodeState($0.entry.state)) })::bytea[],
                 \(sorted.map { ByteBuffer(bytes: $0.entry.encodeSequences()) })::bytea[])
             ON CONFLICT (namespace, tbl, key) DO UPDATE SET position = excluded.position, alive = excluded.alive,
                 conflicted = excluded.conflicted, state = excluded.state, seqs = excluded.seqs

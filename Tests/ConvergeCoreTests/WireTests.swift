@@ -15,6 +15,22 @@ import Testing
         }
     }
 
+    @Test func checksumMatchesTheStandardVectorAndTheBitwiseDefinition() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8]()) == 0)
+        var rng = SeededGenerator(seed: 11)
+        for length in 0..<80 {
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                crc ^= UInt32(byte)
+                for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+            }
+            #expect(CRC32C.checksum(bytes) == crc ^ 0xFFFF_FFFF, "length \(length)")
+            #expect(CRC32C.checksum(bytes[...]) == crc ^ 0xFFFF_FFFF)
+        }
+    }
+
     @Test func valuesRoundTripExactly() throws {
         let values: [Value] = [
             .null, .integer(0), .integer(.min), .integer(.max), .real(0), .real(-0.0), .real(12.34), .real(.pi),

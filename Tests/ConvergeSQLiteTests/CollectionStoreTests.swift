@@ -151,4 +151,37 @@ import Testing
         #expect(try reopened.tombstoneCount() == 1)
         #expect(try reopened.collectableRecords(through: .max).map(\.key) == [.text("x")])
     }
+
+    @Test func stateBlobsOfAnOlderDatabaseAreRewrittenOnOpen() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("converge-upgrade-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("a.sqlite").path
+        let before: Changeset
+        do {
+            let a = try StoreFixtures.makeStore(clock: clock, path: path)
+            try sql(a, "INSERT INTO notes(id, title, body) VALUES ('x', 't', 'b'), ('y', 'u', NULL)")
+            try sql(a, "DELETE FROM notes WHERE id = 'x'")
+            before = try a.changes(since: 0).changeset
+            // As a release before the state format left it: one-record wire changesets.
+            try a.writer.write { db in
+                let rows = try Row.fetchAll(db, sql: "SELECT tbl, key, state FROM converge_records")
+                for row in rows {
+                    let key = Value(row["key"] as DatabaseValue)
+                    let state = try RecordEntry.decodeState([UInt8](row["state"] as Data))
+                    let legacy = WireEncoder.encode(Changeset(records: [RecordDelta(table: row["tbl"], key: key, state: state)]))
+                    try db.execute(sql: "UPDATE converge_records SET state = ? WHERE tbl = ? AND key = ?", arguments: [Data(legacy), row["tbl"] as String, key.databaseValue])
+                }
+                try db.execute(sql: "UPDATE converge_identity SET schema_version = 4")
+            }
+            #expect(try a.writer.read { db in try Data.fetchAll(db, sql: "SELECT state FROM converge_records") }.allSatisfy { RecordEntry.isLegacyState([UInt8]($0)) })
+        }
+        let reopened = try StoreFixtures.makeStore(clock: clock, path: path)
+        let blobs = try reopened.writer.read { db in try Data.fetchAll(db, sql: "SELECT state FROM converge_records") }
+        #expect(blobs.count == 2)
+        #expect(blobs.allSatisfy { !RecordEntry.isLegacyState([UInt8]($0)) })
+        #expect(try reopened.changes(since: 0).changeset.normalized == before.normalized)
+        #expect(try reopened.tombstoneCount() == 1)
+        #expect(try StoreFixtures.rows(reopened, "notes") == [[.text("y"), .text("u"), .null, .null]])
+    }
 }

@@ -3,7 +3,7 @@
 /// a cursor (DESIGN §8: the feed is decided once, for every shell).
 ///
 /// Every store that serves a feed (SQLite, PostgreSQL) keeps its records in this shape and
-/// in the blob formats of ``RecordEntry/encodeState(_:table:key:)`` and
+/// in the blob formats of ``RecordEntry/encodeState(_:)`` and
 /// ``RecordEntry/encodeSequences()``, so the two backends read and write the same bytes.
 public struct RecordEntry: Sendable, Equatable {
     /// The record's merge state.
@@ -29,8 +29,16 @@ public struct RecordEntry: Sendable, Equatable {
     /// Records that `new` replaced `state` at `sequence`: the parts that differ take it.
     public mutating func update(to new: RecordState, at sequence: UInt64) {
         if new.membership != state.membership { membershipSequence = sequence }
-        for (column, field) in new.fields where state.fields[column] != field { fieldSequences[column] = sequence }
-        for column in fieldSequences.keys where new.fields[column] == nil { fieldSequences[column] = nil }
+        if state.fields.isEmpty {
+            // A new record: every field is new (the common case of an insert or a first apply).
+            fieldSequences.reserveCapacity(new.fields.count)
+            for column in new.fields.keys { fieldSequences[column] = sequence }
+        } else {
+            for (column, field) in new.fields where state.fields[column] != field { fieldSequences[column] = sequence }
+        }
+        if fieldSequences.count > new.fields.count {
+            for column in fieldSequences.keys where new.fields[column] == nil { fieldSequences[column] = nil }
+        }
         state = new
     }
 
@@ -53,13 +61,78 @@ public struct RecordBlobCorruption: Error, Sendable, Hashable, CustomStringConve
 }
 
 extension RecordEntry {
-    /// The state's blob: a one-record wire changeset (checksummed, so corruption is detected).
-    public static func encodeState(_ state: RecordState, table: String, key: Value) -> [UInt8] {
-        WireEncoder.encode(Changeset(records: [RecordDelta(table: table, key: key, state: state)]))
+    /// The state's blob, in the metadata row's own format (not the wire's):
+    ///
+    /// ```
+    /// state   := 0xC5 · version 1 · replicas · columns · body · crc32c (4 bytes, LE)
+    /// columns := varint c · c × string      (the written columns, in UTF-8 byte order)
+    /// body    := the wire format's record after its key (flags · [membership] · fields)
+    /// ```
+    ///
+    /// It shares the wire format's value, stamp and register encodings (one codec), but
+    /// leaves out what the row already holds (table and key) and the changeset's grouping,
+    /// so it costs a fraction of a one-record changeset to write. It is checksummed, so a
+    /// damaged row is reported, never misread. The same state always gives the same bytes.
+    public static func encodeState(_ state: RecordState) -> [UInt8] {
+        var writer = WireEncoder.Writer()
+        writer.bytes.reserveCapacity(32 + state.fields.count * 24)
+        writer.bytes.append(stateMagic)
+        writer.bytes.append(stateVersion)
+        let columns = state.fields.keys.sorted(by: utf8Less)
+        writer.noteReplicas(of: state.membership)
+        for column in columns { state.fields[column]!.forEachStamp { writer.note($0.replica) } }
+        writer.replicaTable()
+        writer.varint(UInt64(columns.count))
+        for column in columns { writer.string(column) }
+        writer.recordBody(state) { name in
+            // Binary search: the columns are sorted, and a wide table must not cost c² compares.
+            var low = 0, high = columns.count
+            while low < high {
+                let middle = (low + high) / 2
+                if utf8Less(columns[middle], name) { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+        writer.checksum()
+        return writer.bytes
     }
 
-    /// Reads a state blob written by ``encodeState(_:table:key:)``.
+    /// Reads a state blob: the current format of ``encodeState(_:)``, or the one-record wire
+    /// changeset that releases before it wrote (so a row not yet migrated still reads).
     public static func decodeState(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> RecordState {
+        if isLegacyState(bytes) { return try decodeLegacyState(bytes) }
+        guard bytes.count >= 2, bytes[0] == stateMagic else { throw RecordBlobCorruption("not a record state (first byte \(bytes.first ?? 0))") }
+        guard bytes[1] == stateVersion else { throw RecordBlobCorruption("record state format \(bytes[1]) is not known to this release") }
+        do throws(WireError) {
+            let end = try WireDecoder.checkedBodyEnd(bytes)
+            var reader = WireDecoder.Reader(bytes: bytes, position: 2, end: end, limits: .none)
+            try reader.replicaTable()
+            let columnCount = try reader.count("column count")
+            var columns = [String]()
+            columns.reserveCapacity(columnCount)
+            for _ in 0..<columnCount { columns.append(try reader.string("column name")) }
+            let state = try reader.recordBody(table: "record state", columns: columns)
+            guard reader.position == end else {
+                throw WireError(.trailingBytes(end - reader.position), offset: reader.position, context: "end of record state")
+            }
+            return state
+        } catch {
+            throw RecordBlobCorruption(error.description)
+        }
+    }
+
+    /// Whether `bytes` is a state blob of the format releases before ``encodeState(_:)``'s
+    /// wrote (a one-record wire changeset), which ``decodeState(_:)`` still reads.
+    public static func isLegacyState(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= WireFormat.magic.count && bytes[0..<WireFormat.magic.count].elementsEqual(WireFormat.magic)
+    }
+
+    /// The first byte of a state blob: `0xC5`, never the first byte of a wire changeset (`C`).
+    static let stateMagic: UInt8 = 0xC5
+    /// The state blob's format version.
+    static let stateVersion: UInt8 = 1
+
+    private static func decodeLegacyState(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> RecordState {
         let changeset: Changeset
         do {
             changeset = try WireDecoder.decode(bytes)

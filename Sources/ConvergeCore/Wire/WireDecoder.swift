@@ -78,13 +78,7 @@ public enum WireDecoder {
         guard bytes.count >= WireFormat.overheadBytes else { throw WireError(.tooShort, offset: 0, context: "header") }
         guard bytes[0..<4].elementsEqual(WireFormat.magic) else { throw WireError(.badMagic, offset: 0, context: "magic") }
         guard bytes[4] == WireFormat.version else { throw WireError(.unsupportedVersion(bytes[4]), offset: 4, context: "version") }
-        let bodyEnd = bytes.count - 4
-        var expected: UInt32 = 0
-        for index in 0..<4 { expected |= UInt32(bytes[bodyEnd + index]) << UInt32(8 * index) }
-        let actual = CRC32C.checksum(bytes[0..<bodyEnd])
-        guard expected == actual else {
-            throw WireError(.checksumMismatch(expected: expected, actual: actual), offset: bodyEnd, context: "checksum")
-        }
+        let bodyEnd = try checkedBodyEnd(bytes)
         var reader = Reader(bytes: bytes, position: 5, end: bodyEnd, limits: limits)
         let changeset = try reader.changeset()
         guard reader.position == bodyEnd else {
@@ -97,6 +91,20 @@ public enum WireDecoder {
             preconditionFailure("decoded changeset breaks an invariant: \(error)")
         }
         return changeset
+    }
+
+    /// Where the body of `bytes` ends: before its last four bytes, a CRC-32C of everything
+    /// before them, which must match.
+    static func checkedBodyEnd(_ bytes: [UInt8]) throws(WireError) -> Int {
+        guard bytes.count >= 4 else { throw WireError(.tooShort, offset: 0, context: "checksum") }
+        let bodyEnd = bytes.count - 4
+        var expected: UInt32 = 0
+        for index in 0..<4 { expected |= UInt32(bytes[bodyEnd + index]) << UInt32(8 * index) }
+        let actual = CRC32C.checksum(bytes[0..<bodyEnd])
+        guard expected == actual else {
+            throw WireError(.checksumMismatch(expected: expected, actual: actual), offset: bodyEnd, context: "checksum")
+        }
+        return bodyEnd
     }
 
     struct Reader {
@@ -264,7 +272,8 @@ public enum WireDecoder {
             }
         }
 
-        mutating func changeset() throws(WireError) -> Changeset {
+        /// The replica table that stamps index.
+        mutating func replicaTable() throws(WireError) {
             let replicaOffset = position
             let replicaCount = try count("replica table", minimumBytes: 16)
             try check(.replicas, replicaCount, offset: replicaOffset, "replica table")
@@ -272,6 +281,10 @@ public enum WireDecoder {
             for _ in 0..<replicaCount {
                 replicas.append(ReplicaID(bytes: try raw(16, "replica id"))!)
             }
+        }
+
+        mutating func changeset() throws(WireError) -> Changeset {
+            try replicaTable()
             let tableCount = try count("table count", minimumBytes: 3)
             var records = [RecordDelta]()
             var seenTables = Set<String>()
@@ -297,6 +310,12 @@ public enum WireDecoder {
 
         mutating func record(table: String, columns: [String]) throws(WireError) -> RecordDelta {
             let key = try value("record key in \(table)", limit: .keyBytes)
+            return RecordDelta(table: table, key: key, state: try recordBody(table: table, columns: columns))
+        }
+
+        /// A record's membership and fields (everything of `record` after its key), its
+        /// field headers numbering `columns`.
+        mutating func recordBody(table: String, columns: [String]) throws(WireError) -> RecordState {
             let flagsOffset = position
             let flags = try byte("record flags")
             guard flags & ~1 == 0 else { throw WireError(.invalidFlags(flags), offset: flagsOffset, context: "record flags") }
@@ -357,7 +376,7 @@ public enum WireDecoder {
                 if fields[column] == nil { fields[column] = state } else { repeated[column, default: []].append(state) }
             }
             for (column, states) in repeated { fields[column] = joined([fields[column]!] + states) { $0.merging($1) } }
-            return RecordDelta(table: table, key: key, state: RecordState(membership: membership, fields: fields))
+            return RecordState(membership: membership, fields: fields)
         }
     }
 

@@ -10,18 +10,6 @@ public enum WireEncoder {
         writer.bytes += WireFormat.magic
         writer.bytes.append(WireFormat.version)
 
-        var replicas = [ReplicaID]()
-        var replicaIndex = [ReplicaID: Int]()
-        func note(_ replica: ReplicaID) {
-            // Most changesets name a handful of replicas: a scan beats hashing until they grow.
-            if replicas.count < 16 {
-                if !replicas.contains(replica) { replicas.append(replica) }
-                if replicas.count == 16 { for (index, id) in replicas.enumerated() { replicaIndex[id] = index } }
-            } else if replicaIndex[replica] == nil {
-                replicaIndex[replica] = replicas.count
-                replicas.append(replica)
-            }
-        }
         var tableOrder = [String]()
         var recordsByTable = [String: [RecordDelta]]()
         for delta in changeset.records {
@@ -31,15 +19,11 @@ public enum WireEncoder {
         // Replica indexes follow the grouped order, so a decoded changeset re-encodes alike.
         for table in tableOrder {
             for delta in recordsByTable[table]! {
-                for dot in delta.state.membership.dots { note(dot.replica) }
-                for entry in delta.state.membership.context.entries { note(entry.replica) }
-                for column in delta.state.fields.keys.sorted(by: utf8Less) { delta.state.fields[column]!.forEachStamp { note($0.replica) } }
+                writer.noteReplicas(of: delta.state.membership)
+                for column in delta.state.fields.keys.sorted(by: utf8Less) { delta.state.fields[column]!.forEachStamp { writer.note($0.replica) } }
             }
         }
-        writer.varint(UInt64(replicas.count))
-        for replica in replicas { writer.bytes += replica.bytes }
-        writer.replicas = replicas
-        writer.replicaIndex = replicaIndex
+        writer.replicaTable()
 
         writer.varint(UInt64(tableOrder.count))
         for table in tableOrder {
@@ -58,46 +42,10 @@ public enum WireEncoder {
             writer.varint(UInt64(records.count))
             for delta in records {
                 writer.value(delta.key)
-                let membership = delta.state.membership
-                writer.bytes.append(membership.isBottom ? 0 : 1)
-                if !membership.isBottom {
-                    writer.varint(UInt64(membership.dots.count))
-                    for dot in membership.dots { writer.stamp(dot) }
-                    writer.context(membership.context)
-                }
-                let fields = delta.state.fields.sorted { columnIndex[$0.key]! < columnIndex[$1.key]! }
-                writer.varint(UInt64(fields.count))
-                for (column, state) in fields {
-                    let index = UInt64(columnIndex[column]!)
-                    switch state {
-                    case .plain(.lww(let register)):
-                        writer.varint(index << 2 | WireFormat.FieldKind.lww.rawValue)
-                        writer.value(register.value)
-                        writer.stamp(register.stamp)
-                    case .plain(.multi(let register)):
-                        writer.varint(index << 2 | WireFormat.FieldKind.multi.rawValue)
-                        writer.multiValue(register)
-                    case .incarnated(let entries):
-                        writer.varint(index << 2 | WireFormat.FieldKind.incarnated.rawValue)
-                        writer.varint(UInt64(entries.count))
-                        for entry in entries {
-                            writer.stamp(entry.incarnation)
-                            switch entry.register {
-                            case .lww(let register):
-                                writer.bytes.append(UInt8(WireFormat.FieldKind.lww.rawValue))
-                                writer.value(register.value)
-                                writer.stamp(register.stamp)
-                            case .multi(let register):
-                                writer.bytes.append(UInt8(WireFormat.FieldKind.multi.rawValue))
-                                writer.multiValue(register)
-                            }
-                        }
-                    }
-                }
+                writer.recordBody(delta.state) { columnIndex[$0]! }
             }
         }
-        let checksum = CRC32C.checksum(writer.bytes)
-        for shift in stride(from: 0, to: 32, by: 8) { writer.bytes.append(UInt8(truncatingIfNeeded: checksum >> UInt32(shift))) }
+        writer.checksum()
         return writer.bytes
     }
 
@@ -106,6 +54,80 @@ public enum WireEncoder {
         var replicas: [ReplicaID] = []
         var replicaIndex: [ReplicaID: Int] = [:]
         var previous = Stamp.zero
+
+        /// Adds `replica` to the replica table, if it is not there yet.
+        mutating func note(_ replica: ReplicaID) {
+            // Most changesets name a handful of replicas: a scan beats hashing until they grow.
+            if replicas.count < 16 {
+                if !replicas.contains(replica) { replicas.append(replica) }
+                if replicas.count == 16 { for (index, id) in replicas.enumerated() { replicaIndex[id] = index } }
+            } else if replicaIndex[replica] == nil {
+                replicaIndex[replica] = replicas.count
+                replicas.append(replica)
+            }
+        }
+
+        /// Notes the replicas of a membership's dots and context, in the order they are written.
+        mutating func noteReplicas(of membership: ORSet) {
+            for dot in membership.dots { note(dot.replica) }
+            for entry in membership.context.entries { note(entry.replica) }
+        }
+
+        /// Writes the replica table noted so far.
+        mutating func replicaTable() {
+            varint(UInt64(replicas.count))
+            for replica in replicas { bytes += replica.bytes }
+        }
+
+        /// A record's membership and fields (everything of `record` after its key), each field
+        /// under the column number `column` gives it, in ascending column number.
+        mutating func recordBody(_ state: RecordState, column: (String) -> Int) {
+            let membership = state.membership
+            bytes.append(membership.isBottom ? 0 : 1)
+            if !membership.isBottom {
+                varint(UInt64(membership.dots.count))
+                for dot in membership.dots { stamp(dot) }
+                context(membership.context)
+            }
+            var fields = [(index: Int, state: FieldState)]()
+            fields.reserveCapacity(state.fields.count)
+            for (name, field) in state.fields { fields.append((column(name), field)) }
+            fields.sort { $0.index < $1.index }
+            varint(UInt64(fields.count))
+            for (column, state) in fields {
+                let index = UInt64(column)
+                switch state {
+                case .plain(.lww(let register)):
+                    varint(index << 2 | WireFormat.FieldKind.lww.rawValue)
+                    value(register.value)
+                    stamp(register.stamp)
+                case .plain(.multi(let register)):
+                    varint(index << 2 | WireFormat.FieldKind.multi.rawValue)
+                    multiValue(register)
+                case .incarnated(let entries):
+                    varint(index << 2 | WireFormat.FieldKind.incarnated.rawValue)
+                    varint(UInt64(entries.count))
+                    for entry in entries {
+                        stamp(entry.incarnation)
+                        switch entry.register {
+                        case .lww(let register):
+                            bytes.append(UInt8(WireFormat.FieldKind.lww.rawValue))
+                            value(register.value)
+                            stamp(register.stamp)
+                        case .multi(let register):
+                            bytes.append(UInt8(WireFormat.FieldKind.multi.rawValue))
+                            multiValue(register)
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Ends the bytes with their CRC-32C, little-endian.
+        mutating func checksum() {
+            let checksum = CRC32C.checksum(bytes)
+            for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: checksum >> UInt32(shift))) }
+        }
 
         func index(of replica: ReplicaID) -> Int {
             if replicas.count < 16 { return replicas.firstIndex(of: replica)! }
@@ -208,6 +230,20 @@ func unzigzag(_ value: UInt64) -> Int64 {
     Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1)
 }
 
+/// Whether `a`'s UTF-8 bytes sort before `b`'s: the column order of the encodings (a
+/// byte order, so it is the same on every platform and Unicode version).
 func utf8Less(_ a: String, _ b: String) -> Bool {
-    a.utf8.lexicographicallyPrecedes(b.utf8)
+    var a = a, b = b
+    // Native strings are contiguous UTF-8 already: compare the buffers, not two iterators.
+    return a.withUTF8 { x in
+        b.withUTF8 { y in
+            let common = min(x.count, y.count)
+            var index = 0
+            while index < common {
+                if x[index] != y[index] { return x[index] < y[index] }
+                index += 1
+            }
+            return x.count < y.count
+        }
+    }
 }

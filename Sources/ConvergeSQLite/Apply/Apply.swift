@@ -165,7 +165,7 @@ extension ReplicatedDatabase {
         for (address, state) in plan.quarantine {
             try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_quarantine(tbl, key, max_hlc, state) VALUES (?, ?, ?, ?)").execute(arguments: [
                 address.table, address.key.databaseValue, MetadataSchema.sortable(state.maxHLC),
-                RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
+                RecordEntry.encodeState(state).databaseValue,
             ])
         }
         if let receive = plan.receive { source.receive(receive) }

@@ -23,7 +23,7 @@ enum LogFold {
         let log = quoted(MetadataSchema.logTable(name))
         let schema = table.schema
         var writes = [CapturePlanner.Write]()
-        var keys = Set<Value>()
+        var keys = [Value]()
         var latest = HLC.zero
         // Columns by position: id, hlc, op, mask, key, c0, c1, ...
         let rows = try Row.fetchCursor(metadata.db, sql: "SELECT * FROM \(log) ORDER BY id")
@@ -32,10 +32,12 @@ enum LogFold {
             latest = max(latest, hlc)
             let key = Value(row[4] as DatabaseValue)
             let mask: Int64 = row[3]
+            let operation = CaptureTriggers.Operation(rawValue: row[2]) ?? .update
             var values = [String: Value]()
             var changed = [String: Value]()
-            let operation = CaptureTriggers.Operation(rawValue: row[2]) ?? .update
             if operation != .delete {
+                values.reserveCapacity(schema.columns.count)
+                if operation == .update { changed.reserveCapacity(mask.nonzeroBitCount) }
                 for (index, column) in schema.columns.enumerated() {
                     let value = Value(row[5 + index] as DatabaseValue)
                     values[column] = value
@@ -48,13 +50,17 @@ enum LogFold {
             case .delete: .delete
             }
             writes.append(CapturePlanner.Write(key: key, stamp: Stamp(hlc: hlc, replica: replica), operation: captured))
-            keys.insert(key)
+            keys.append(key)
         }
         guard !writes.isEmpty else { return latest }
         let started = ContinuousClock.now
         defer { StoreMetrics.foldSeconds.record(duration: ContinuousClock.now - started) }
         // One batched, key-ordered read of the touched records, one key-ordered write back.
-        let entries = try metadata.load(keys.sorted().map { RecordAddress(table: name, key: $0) })
+        keys.sort()
+        var unique = [RecordAddress]()
+        unique.reserveCapacity(keys.count)
+        for key in keys where unique.last?.key != key { unique.append(RecordAddress(table: name, key: key)) }
+        let entries = try metadata.load(unique)
         var stored = [Value: RecordState]()
         for (address, entry) in entries { stored[address.key] = entry.state }
         let changes = CapturePlanner.fold(writes, schema: schema, stored: stored)

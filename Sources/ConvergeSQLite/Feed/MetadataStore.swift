@@ -45,12 +45,14 @@ struct MetadataStore {
             let marks = Array(repeating: "?", count: keys.count).joined(separator: ", ")
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
             let rows = try Row.fetchCursor(statement, arguments: StatementArguments([table.databaseValue] + keys))
-            let requested = Set(addresses[start..<end].map(\.key))
+            var requested: Set<Value>?  // built on the first row: a batch of new keys finds none
             while let row = try rows.next() {
-                var key = Value(row["key"] as DatabaseValue)
+                var key = Value(row[0] as DatabaseValue)
+                if requested == nil { requested = Set(addresses[start..<end].map(\.key)) }
+                let asked = requested!
                 // SQL's `IN` compares 3 and 3.0 as equal, as the point read did: answer for
                 // the key that was asked for.
-                if !requested.contains(key), let asked = requested.first(where: { Self.sqlEqual($0, key) }) { key = asked }
+                if !asked.contains(key), let match = asked.first(where: { Self.sqlEqual($0, key) }) { key = match }
                 let address = RecordAddress(table: table, key: key)
                 result[address] = try decode(row, address)
             }
@@ -119,7 +121,7 @@ struct MetadataStore {
         let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_records(tbl, key, seq, state, seqs) VALUES (?, ?, ?, ?, ?)")
         try statement.execute(arguments: [
             address.table, address.key.databaseValue, Int64(bitPattern: sequence),
-            RecordEntryCodec.encodeState(state, table: address.table, key: address.key).databaseValue,
+            RecordEntry.encodeState(state).databaseValue,
             RecordEntryCodec.encodeSequences(entry).databaseValue,
         ])
         // The deleted records, for tombstone collection: listed while dead, with the

@@ -3,10 +3,6 @@ import ConvergeCore
 /// The metadata row's blob formats, as ``RecordEntry`` (ConvergeCore) defines them, with
 /// an unreadable blob reported as this store's ``MetadataCorruption`` of the record.
 enum RecordEntryCodec {
-    static func encodeState(_ state: RecordState, table: String, key: Value) -> [UInt8] {
-        RecordEntry.encodeState(state, table: table, key: key)
-    }
-
     static func decodeState(_ bytes: [UInt8], table: String, key: Value) throws -> RecordState {
         do {
             return try RecordEntry.decodeState(bytes)

@@ -29,7 +29,9 @@ enum MetadataSchema {
     ///    conflicted critical field to its shown value.
     /// 4: `converge_dead` lists deleted records (for tombstone collection), filled from the
     ///    stored states.
-    static let version = 4
+    /// 5: state blobs in the metadata row's own format (``RecordEntry/encodeState(_:)``),
+    ///    rewritten from the one-record wire changesets of earlier releases.
+    static let version = 5
 
     /// An HLC as an integer whose signed order is the HLC's unsigned order (the sign bit
     /// flipped), for columns SQL compares. The plain bit pattern would make every reading
@@ -146,7 +148,29 @@ enum MetadataSchema {
                 try db.execute(sql: "INSERT OR REPLACE INTO converge_dead(tbl, key, seq) VALUES (?, ?, ?)", arguments: [table, key, seq])
             }
         }
+        if stored < 5 {
+            for table in ["converge_records", "converge_quarantine"] {
+                try rewriteLegacyStates(db, in: table)
+            }
+        }
         try db.execute(sql: "UPDATE converge_identity SET schema_version = ?", arguments: [version])
+    }
+
+    /// Rewrites every state blob of `table` still in the wire format of earlier releases in
+    /// the current one; a blob that reads in neither is reported as the record's corruption.
+    private static func rewriteLegacyStates(_ db: Database, in table: String) throws {
+        let rows = try Row.fetchCursor(db, sql: "SELECT tbl, key, state FROM \(table)")
+        var rewritten = [(String, DatabaseValue, [UInt8])]()
+        while let row = try rows.next() {
+            let bytes = row.bytes("state")
+            guard RecordEntry.isLegacyState(bytes) else { continue }
+            let name: String = row["tbl"]
+            let key = Value(row["key"] as DatabaseValue)
+            let state = try RecordEntryCodec.decodeState(bytes, table: name, key: key)
+            rewritten.append((name, key.databaseValue, RecordEntry.encodeState(state)))
+        }
+        let statement = try db.makeStatement(sql: "UPDATE \(table) SET state = ? WHERE tbl = ? AND key = ?")
+        for (name, key, bytes) in rewritten { try statement.execute(arguments: [bytes.databaseValue, name, key]) }
     }
 
     static func logTable(_ table: String) -> String { "converge_log_\(table)" }
