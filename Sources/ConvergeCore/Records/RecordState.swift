@@ -47,19 +47,28 @@ public struct RecordState: Sendable, Hashable, Codable {
     public mutating func merge(_ other: RecordState) {
         let membershipChanged = !other.membership.isBottom && other.membership != membership
         if membershipChanged { membership.merge(other.membership) }
+        var incarnated = false
         for (column, state) in other.fields {
             guard let index = fields.index(forKey: column) else {
                 fields[column] = state
+                if case .incarnated = state { incarnated = true }
                 continue
             }
+            // The common case, one write against another: the join keeps one of them
+            // (``LWWRegister/merge(_:)``), with no register built or compared whole.
+            if case .plain(.lww(let incoming)) = state, case .plain(.lww(let existing)) = fields.values[index] {
+                if existing.stamp < incoming.stamp || (existing.stamp == incoming.stamp && existing.value < incoming.value) {
+                    fields.values[index] = state
+                }
+                continue
+            }
+            if case .incarnated = state { incarnated = true }
             let existing = fields.values[index]
             if existing == state { continue }
             let merged = existing.merging(state)
             if merged != existing { fields.values[index] = merged }
         }
-        if membershipChanged || other.fields.values.contains(where: { if case .incarnated = $0 { true } else { false } }) {
-            prune()
-        }
+        if membershipChanged || incarnated { prune() }
     }
 
     /// Drops registers of removed incarnations (a no-op for `.updateWins` fields).
