@@ -384,23 +384,34 @@ enum MessageWriter {
     }
 }
 
-enum Varint {
-    static func append(_ value: UInt64, to out: inout [UInt8]) {
-        var value = value
-        while value >= 0x80 {
-            out.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        out.append(UInt8(value))
-    }
-}
-
-/// Bounds-checked reading of untrusted bytes: never traps, never over-allocates.
+/// Bounds-checked reading of untrusted bytes (core's ``ByteReader``, the one reader of every
+/// encoding), with its errors said as ``SyncProtocolError``s.
 struct MessageReader {
-    let bytes: [UInt8]
-    var offset = 0
+    var input: ByteReader
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(_ bytes: [UInt8]) { input = ByteReader(bytes) }
+
+    var bytes: [UInt8] { input.bytes }
+    var offset: Int { input.position }
+
+    /// The read of `body`, a failure of the shared reader said as this protocol's error.
+    private mutating func reading<T>(_ body: (inout ByteReader) throws(WireError) -> T) throws(SyncProtocolError) -> T {
+        do throws(WireError) {
+            return try body(&input)
+        } catch {
+            throw SyncProtocolError(Self.reason(error), offset: error.offset)
+        }
+    }
+
+    private static func reason(_ error: WireError) -> String {
+        switch error.reason {
+        case .truncated: return "truncated \(error.context)"
+        case .varintTooLong: return "\(error.context) overflows 64 bits"
+        case .countTooLarge(let count): return "\(error.context) length \(count) exceeds the bytes left"
+        case .invalidUTF8: return "\(error.context) is not valid UTF-8"
+        default: return "\(error.context): \(error.reason)"
+        }
+    }
 
     /// The message's version and flags.
     mutating func header(magic: [UInt8], what: String) throws(SyncProtocolError) -> (version: UInt8, flags: UInt8) {
@@ -409,32 +420,19 @@ struct MessageReader {
         guard SyncProtocol.versions.contains(bytes[magic.count]) else {
             throw SyncProtocolError("unsupported \(what) version \(bytes[magic.count])", offset: magic.count)
         }
-        offset = magic.count + 2
+        input.position = magic.count + 2
         return (bytes[magic.count], bytes[magic.count + 1])
     }
 
     mutating func replica() throws(SyncProtocolError) -> ReplicaID {
-        guard bytes.count - offset >= 16, let replica = ReplicaID(bytes: bytes[offset..<offset + 16]) else {
-            throw SyncProtocolError("truncated replica identity", offset: offset)
-        }
-        offset += 16
+        let start = offset
+        let raw = try reading { reader throws(WireError) in try reader.raw(16, "replica identity") }
+        guard let replica = ReplicaID(bytes: raw) else { throw SyncProtocolError("truncated replica identity", offset: start) }
         return replica
     }
 
     mutating func varint(_ what: String) throws(SyncProtocolError) -> UInt64 {
-        var result: UInt64 = 0
-        var shift: UInt64 = 0
-        let start = offset
-        while true {
-            guard offset < bytes.count else { throw SyncProtocolError("truncated \(what)", offset: start) }
-            let byte = bytes[offset]
-            offset += 1
-            if shift == 63 && byte > 1 { throw SyncProtocolError("\(what) overflows 64 bits", offset: start) }
-            result |= UInt64(byte & 0x7F) << shift
-            if byte & 0x80 == 0 { return result }
-            shift += 7
-            if shift > 63 { throw SyncProtocolError("\(what) varint too long", offset: start) }
-        }
+        try reading { reader throws(WireError) in try reader.varint(what) }
     }
 
     mutating func payload() throws(SyncProtocolError) -> [UInt8] {
@@ -442,38 +440,24 @@ struct MessageReader {
     }
 
     mutating func bytes(_ what: String) throws(SyncProtocolError) -> ArraySlice<UInt8> {
-        let start = offset
-        let length = try varint("\(what) length")
-        guard length <= UInt64(bytes.count - offset) else {
-            throw SyncProtocolError("\(what) length \(length) exceeds the \(bytes.count - offset) bytes left", offset: start)
-        }
-        let end = offset + Int(length)
-        defer { offset = end }
-        return bytes[offset..<end]
+        try reading { reader throws(WireError) in try reader.lengthPrefixed(what) }
     }
 
     mutating func string(_ what: String) throws(SyncProtocolError) -> String {
-        let start = offset
-        guard let string = String(validating: try bytes(what), as: UTF8.self) else {
-            throw SyncProtocolError("\(what) is not valid UTF-8", offset: start)
-        }
-        return string
+        try reading { reader throws(WireError) in try reader.string(what) }
     }
 
     mutating func value(_ what: String) throws(SyncProtocolError) -> Value {
-        guard offset < bytes.count else { throw SyncProtocolError("truncated \(what)", offset: offset) }
-        let tag = bytes[offset]
-        offset += 1
+        let tag = try reading { reader throws(WireError) in try reader.byte(what) }
         switch tag {
         case 0: return .null
         case 1:
             let zigzag = try varint(what)
             return .integer(Int64(bitPattern: zigzag >> 1) ^ -Int64(bitPattern: zigzag & 1))
         case 2:
-            guard bytes.count - offset >= 8 else { throw SyncProtocolError("truncated \(what)", offset: offset) }
+            let raw = try reading { reader throws(WireError) in try reader.raw(8, what) }
             var bits: UInt64 = 0
-            for index in 0..<8 { bits |= UInt64(bytes[offset + index]) << (8 * UInt64(index)) }
-            offset += 8
+            for (index, byte) in raw.enumerated() { bits |= UInt64(byte) << (8 * UInt64(index)) }
             return .real(Double(bitPattern: bits))
         case 3: return .text(try string(what))
         case 4: return .blob(Array(try bytes(what)))
@@ -482,6 +466,6 @@ struct MessageReader {
     }
 
     func end() throws(SyncProtocolError) {
-        guard offset == bytes.count else { throw SyncProtocolError("\(bytes.count - offset) trailing bytes", offset: offset) }
+        guard input.isAtEnd else { throw SyncProtocolError("\(input.remaining) trailing bytes", offset: offset) }
     }
 }

@@ -158,39 +158,25 @@ extension RecordEntry {
 
     /// Reads a sequences blob written by ``encodeSequences()``.
     public static func decodeSequences(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> (membership: UInt64, fields: [String: UInt64]) {
-        var position = 0
-        func varint() throws(RecordBlobCorruption) -> UInt64 {
-            var result: UInt64 = 0
-            var shift: UInt64 = 0
-            while position < bytes.count, shift < 64 {
-                let byte = bytes[position]
-                position += 1
-                result |= UInt64(byte & 0x7F) << shift
-                if byte & 0x80 == 0 { return result }
-                shift += 7
+        var reader = ByteReader(bytes)
+        do throws(WireError) {
+            let membership = try reader.varint("membership sequence")
+            let count = try reader.count("sequence count", minimumBytes: 2)
+            var fields = [String: UInt64]()
+            fields.reserveCapacity(count)
+            for _ in 0..<count {
+                // Names were written from Swift strings: decoded leniently, as before.
+                let name = String(decoding: try reader.lengthPrefixed("column name"), as: UTF8.self)
+                fields[name] = try reader.varint("sequence of \(name)")
             }
-            throw RecordBlobCorruption("truncated sequence list")
+            guard reader.isAtEnd else { throw WireError(.trailingBytes(reader.remaining), offset: reader.position, context: "end of sequences") }
+            return (membership, fields)
+        } catch {
+            throw RecordBlobCorruption(error.description)
         }
-        let membership = try varint()
-        let count = try varint()
-        guard count <= UInt64(bytes.count) else { throw RecordBlobCorruption("sequence count too large") }
-        var fields = [String: UInt64]()
-        for _ in 0..<count {
-            let length = Int(clamping: try varint())
-            guard length <= bytes.count - position else { throw RecordBlobCorruption("truncated column name") }
-            let name = String(decoding: bytes[position..<position + length], as: UTF8.self)
-            position += length
-            fields[name] = try varint()
-        }
-        return (membership, fields)
     }
 
     private static func appendVarint(_ value: UInt64, to bytes: inout [UInt8]) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
+        Varint.append(value, to: &bytes)
     }
 }

@@ -108,9 +108,8 @@ public enum WireDecoder {
     }
 
     struct Reader {
-        let bytes: [UInt8]
-        var position: Int
-        let end: Int
+        /// The bytes, read through the shared ``ByteReader``.
+        var input: ByteReader
         let limits: Limits
         var replicas: [ReplicaID] = []
         /// Records and field states read so far (checked against `limits`).
@@ -118,44 +117,29 @@ public enum WireDecoder {
         var fieldsRead = 0
         var previous = Stamp.zero
 
-        var remaining: Int { end - position }
-
-        mutating func byte(_ context: @autoclosure () -> String) throws(WireError) -> UInt8 {
-            guard position < end else { throw WireError(.truncated, offset: position, context: context()) }
-            defer { position += 1 }
-            return bytes[position]
+        init(bytes: [UInt8], position: Int, end: Int, limits: Limits) {
+            input = ByteReader(bytes, position: position, end: end)
+            self.limits = limits
         }
 
-        mutating func varint(_ context: @autoclosure () -> String) throws(WireError) -> UInt64 {
-            var result: UInt64 = 0
-            var shift: UInt64 = 0
-            let start = position
-            while true {
-                guard position < end else { throw WireError(.truncated, offset: position, context: context()) }
-                let byte = bytes[position]
-                position += 1
-                if shift == 63 && byte > 1 { throw WireError(.varintTooLong, offset: start, context: context()) }
-                result |= UInt64(byte & 0x7F) << shift
-                if byte & 0x80 == 0 { return result }
-                shift += 7
-                if shift > 63 { throw WireError(.varintTooLong, offset: start, context: context()) }
-            }
+        var position: Int {
+            get { input.position }
+            set { input.position = newValue }
         }
+
+        var remaining: Int { input.remaining }
+
+        mutating func byte(_ context: @autoclosure () -> String) throws(WireError) -> UInt8 { try input.byte(context()) }
+
+        mutating func varint(_ context: @autoclosure () -> String) throws(WireError) -> UInt64 { try input.varint(context()) }
 
         /// A count of elements that each take at least `minimumBytes` bytes.
         mutating func count(_ context: @autoclosure () -> String, minimumBytes: Int = 1) throws(WireError) -> Int {
-            let start = position
-            let value = try varint(context())
-            guard value <= UInt64(remaining / max(minimumBytes, 1)) else {
-                throw WireError(.countTooLarge(value), offset: start, context: context())
-            }
-            return Int(value)
+            try input.count(context(), minimumBytes: minimumBytes)
         }
 
         mutating func raw(_ length: Int, _ context: @autoclosure () -> String) throws(WireError) -> ArraySlice<UInt8> {
-            guard length <= remaining else { throw WireError(.truncated, offset: position, context: context()) }
-            defer { position += length }
-            return bytes[position..<position + length]
+            try input.raw(length, context())
         }
 
         /// Throws when `actual` exceeds `limit`'s bound, naming the offset where it was read.

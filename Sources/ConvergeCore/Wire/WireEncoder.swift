@@ -135,14 +135,7 @@ public enum WireEncoder {
         }
 
         @inline(__always)
-        mutating func varint(_ value: UInt64) {
-            var value = value
-            while value >= 0x80 {
-                bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-                value >>= 7
-            }
-            bytes.append(UInt8(value))
-        }
+        mutating func varint(_ value: UInt64) { Varint.append(value, to: &bytes) }
 
         mutating func string(_ text: String) {
             varint(UInt64(text.utf8.count))
