@@ -66,6 +66,13 @@ public protocol NamespaceStore: Sendable {
     /// Writes as the server's replica, in turn with pushes (the same transaction discipline).
     func write(_ write: ServerWrite) async throws
 
+    /// Runs `body` in a write transaction of the namespace's own SQLite database, in turn
+    /// with pushes: the server's writes as SQL, captured and synced like any replica's.
+    ///
+    /// Only a store whose namespace is one SQLite database can offer it; the default
+    /// refuses with ``ServiceError`` 404 (`unsupported`). ``write(_:)`` works on every store.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T
+
     /// Rejections of `device`'s changes after `id`, oldest first, at most `limit`.
     func rejections(for device: String, after id: UInt64, limit: Int) async throws -> [ChangeRejection]
 
@@ -145,6 +152,13 @@ public protocol NamespaceStore: Sendable {
     /// one some device left (a late request from before a reset must not take the device
     /// back to an identity it gave up).
     func readmit(device: String, as replica: ReplicaID) async throws -> Bool
+}
+
+extension NamespaceStore {
+    /// Refuses: a store whose namespace is not one SQLite database cannot run SQL on it.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        throw ServiceError(status: 404, code: "unsupported", message: "server writes in SQL need the embedded SQLite storage")
+    }
 }
 
 /// A device's place in its namespace's tombstone collection.

@@ -322,15 +322,13 @@ public final class SyncService: Sendable {
     /// Writes to a namespace as the server (for example values of `.authority` columns,
     /// or the result of server-side work), then tells connected devices to pull.
     ///
-    /// - Throws: ``ServiceError`` (404) when the storage is not the embedded SQLite one.
+    /// - Throws: ``ServiceError`` (404) when the storage is not the embedded SQLite one
+    ///   (``write(_:in:)`` works on every storage).
     public func write<T: Sendable>(in namespace: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         guard Namespace.isValid(namespace) else {
             throw ServiceError(status: 400, code: "bad_namespace", message: "invalid namespace name \(namespace)")
         }
-        guard let store = try await storage.store(for: namespace) as? SQLiteNamespaceStore else {
-            throw ServiceError(status: 404, code: "unsupported", message: "server writes need the embedded SQLite storage")
-        }
-        let result = try await store.write(body)
+        let result = try await storage.store(for: namespace).write(body)
         notifier.publish(.init(device: "server"), in: namespace)
         return result
     }

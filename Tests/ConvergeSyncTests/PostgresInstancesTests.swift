@@ -130,6 +130,9 @@ struct PostgresInstancesTests {
             try await servers[0].service.write(.upsert(table: "notes", key: .text("s"), values: ["title": .text("server's own")]), in: "team")
             await #expect(throws: SchemaError.self) { try await servers[0].service.write(.upsert(table: "nope", key: .text("x"), values: [:]), in: "team") }
             await #expect(throws: RecordNotFound.self) { try await servers[0].service.write(.delete(table: "notes", key: .text("missing")), in: "team") }
+            // SQL runs only on a namespace that is one SQLite database: refused, nothing written.
+            let refused = await #expect(throws: ServiceError.self) { try await servers[0].service.write(in: "team") { db in try db.execute(sql: "DELETE FROM notes") } }
+            #expect(refused?.status == 404)
             try await device.sync()
             let rows = try await device.database.writer.read { db in
                 try Row.fetchAll(db, sql: "SELECT id, title, body FROM notes ORDER BY id").map { "\($0["id"] as String):\($0["title"] as String? ?? "-"):\($0["body"] as String? ?? "-")" }
