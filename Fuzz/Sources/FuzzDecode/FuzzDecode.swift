@@ -9,6 +9,10 @@ import FuzzSupport
 // form obeys the join laws and round-trips too, and applying it to an empty replica gives a
 // state equal to that normalized form.
 //
+// The same bytes are read as a metadata row's state blob (`RecordEntry.decodeState`), as is
+// and framed with its header and checksum: whatever reads is a valid state that re-encodes to
+// the same bytes; and every record state that decodes from a changeset round-trips as a blob.
+//
 // Each input is tried three ways, so that mutations reach the body parser without having to
 // forge a CRC-32C: as is; with its last four bytes replaced by the right checksum; and as a
 // body framed with magic, version and checksum.
@@ -31,7 +35,24 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         if fixed != bytes { checkDecoding(fixed) }
     }
     checkDecoding(withChecksum(WireFormat.magic + [WireFormat.version] + bytes))
+    checkStateBlob(bytes)
+    checkStateBlob(withChecksum([0xC5, 0x01] + bytes))
     return 0
+}
+
+/// A state blob that reads is a valid state, and its encoding is stable.
+func checkStateBlob(_ bytes: [UInt8]) {
+    guard let state = try? RecordEntry.decodeState(bytes) else { return }
+    requireInvariants("state blob") { try state.checkInvariants() }
+    checkStateRoundTrip(state)
+}
+
+/// `state` written as a blob reads back equal, and writes the same bytes again.
+func checkStateRoundTrip(_ state: RecordState) {
+    let encoded = RecordEntry.encodeState(state)
+    guard let again = try? RecordEntry.decodeState(encoded) else { fatalError("a state blob does not decode: \(state)") }
+    require(again == state, "state blob: decode(encode(x)) != x\n  x: \(state)\n  got: \(again)")
+    require(RecordEntry.encodeState(again) == encoded, "state blob encoding is not stable")
 }
 
 func withChecksum(_ body: [UInt8]) -> [UInt8] {
@@ -49,6 +70,7 @@ func checkDecoding(_ bytes: [UInt8]) {
         return
     }
     requireInvariants("decoded changeset") { try changeset.checkInvariants() }
+    for delta in changeset.records { checkStateRoundTrip(delta.state) }
 
     // Round trip: decode(encode(x)) == x, and the encoding is stable.
     let encoded = WireEncoder.encode(changeset)
