@@ -70,7 +70,7 @@ public protocol NamespaceStore: Sendable {
     /// with pushes: the server's writes as SQL, captured and synced like any replica's.
     ///
     /// Only a store whose namespace is one SQLite database can offer it; the default
-    /// refuses with ``ServiceError`` 404 (`unsupported`). ``write(_:)`` works on every store.
+    /// refuses with ``ServiceError`` 404 (`unsupported`); a `ServerWrite` works on every store.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T
 
     /// Rejections of `device`'s changes after `id`, oldest first, at most `limit`.
