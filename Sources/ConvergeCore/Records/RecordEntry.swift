@@ -146,12 +146,12 @@ extension RecordEntry {
     /// The sequences' blob: varints (the membership's, then each field's by column name).
     public func encodeSequences() -> [UInt8] {
         var bytes = [UInt8]()
-        Self.appendVarint(membershipSequence, to: &bytes)
-        Self.appendVarint(UInt64(fieldSequences.count), to: &bytes)
+        Varint.append(membershipSequence, to: &bytes)
+        Varint.append(UInt64(fieldSequences.count), to: &bytes)
         for (column, sequence) in fieldSequences.sorted(by: { $0.key < $1.key }) {
-            Self.appendVarint(UInt64(column.utf8.count), to: &bytes)
+            Varint.append(UInt64(column.utf8.count), to: &bytes)
             bytes += column.utf8
-            Self.appendVarint(sequence, to: &bytes)
+            Varint.append(sequence, to: &bytes)
         }
         return bytes
     }
@@ -174,9 +174,5 @@ extension RecordEntry {
         } catch {
             throw RecordBlobCorruption(error.description)
         }
-    }
-
-    private static func appendVarint(_ value: UInt64, to bytes: inout [UInt8]) {
-        Varint.append(value, to: &bytes)
     }
 }
