@@ -54,14 +54,6 @@ public struct RecordState: Sendable, Hashable, Codable {
                 if case .incarnated = state { incarnated = true }
                 continue
             }
-            // The common case, one write against another: the join keeps one of them
-            // (``LWWRegister/merge(_:)``), with no register built or compared whole.
-            if case .plain(.lww(let incoming)) = state, case .plain(.lww(let existing)) = fields.values[index] {
-                if existing.stamp < incoming.stamp || (existing.stamp == incoming.stamp && existing.value < incoming.value) {
-                    fields.values[index] = state
-                }
-                continue
-            }
             if case .incarnated = state { incarnated = true }
             let existing = fields.values[index]
             if existing == state { continue }
