@@ -14,12 +14,13 @@ struct ConvergeSim: ParsableCommand {
         commandName: "converge-sim",
         abstract: "Runs many Converge replicas through faults and checks they converge to an oracle.",
         discussion: """
-            Deterministic: one seeded generator, virtual time, one thread. The same options \
-            replay the same run (over --transport http: the same writes and faults; timing \
-            differs). After every local write and every applied sync on every replica, the \
-            session guarantees are checked (read-your-writes, monotonic reads, no reverted \
-            local write). Exit status: 0 converged with every guarantee kept, 1 diverged or \
-            broke a guarantee, 2 bad options.
+            Deterministic: one seeded generator, virtual time, one thread per run (a sweep \
+            runs its seeds side by side, --jobs). The same options replay the same run (over \
+            --transport http: the same writes and faults; timing differs). After every local \
+            write and every applied sync on every replica, the session guarantees are \
+            checked (read-your-writes, monotonic reads, no reverted local write). Exit \
+            status: 0 converged with every guarantee kept, 1 diverged or broke a guarantee, \
+            2 bad options.
             """)
 
     @Option(help: "The seed of the run (the first one with --sweep).")
@@ -66,6 +67,9 @@ struct ConvergeSim: ParsableCommand {
 
     @Option(help: "Run this many consecutive seeds and report how many converged.")
     var sweep: Int?
+
+    @Option(help: "With --sweep: seeds run at once, each on a thread of its own (default: the number of processor cores). Each run stays deterministic; only the order in which they finish changes.")
+    var jobs: Int?
 
     @Flag(help: "End with one JSON line.")
     var json = false
@@ -124,6 +128,7 @@ struct ConvergeSim: ParsableCommand {
             options.mutation = kind
         }
         if let sweep, sweep < 1 { throw ValidationError("--sweep must be at least 1 (got \(sweep))") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1 (got \(jobs))") }
         do {
             try options.validate()
         } catch {
@@ -151,6 +156,14 @@ final class ProgressLine {
         let rate = Int(Double(progress.opsDone) / seconds)
         let line = "\(prefix)\(progress.phase): \(progress.opsDone)/\(progress.ops) ops, \(progress.replicas) replicas, \(progress.faults) faults, \(progress.messages) messages, \(rate) ops/s"
         print("\r\u{1B}[K" + line, terminator: "")
+        fflush(nil)
+        printed = true
+    }
+
+    /// A line of its own, e.g. a sweep's count of finished seeds.
+    func note(_ line: String) {
+        guard enabled else { return }
+        print("\r\u{1B}[K" + prefix + line, terminator: "")
         fflush(nil)
         printed = true
     }
@@ -219,38 +232,40 @@ enum Main {
     }
 
     static func runSweep(_ base: SimulationOptions, count: Int, command: ConvergeSim, progress: ProgressLine) -> Int32 {
-        var converged = 0
-        var failed = [SimulationReport]()
-        var messages = 0, bytes = 0, faults = 0, lost = 0, sessionChecks = 0, sessionViolations = 0
-        var constraintConflicts = 0, heldRecords = 0
-        var collected = 0, collectedWhileWriting = 0, resets = 0
         let start = ContinuousClock.now
-        for index in 0..<count {
-            var options = base
-            options.seed = base.seed &+ UInt64(index)
-            progress.prefix = "seed \(options.seed) (\(index + 1)/\(count)) "
-            let report = run(options, progress: progress.update)
-            messages += report.messages
-            bytes += report.bytes
-            faults += report.faults
-            lost += report.lostWrites
-            sessionChecks += report.sessionChecks
-            sessionViolations += report.sessionViolations
-            constraintConflicts += report.constraintConflicts
-            heldRecords += report.heldRecords
-            collected += report.collection?.collectedRecords ?? 0
-            collectedWhileWriting += report.collection?.collectedWhileWriting ?? 0
-            resets += report.collection?.resets ?? 0
-            if report.passed {
-                converged += 1
-            } else {
-                failed.append(report)
-                progress.clear()
-                print("seed \(options.seed) \(report.converged ? "BROKE A SESSION GUARANTEE" : "DIVERGED")")
-                print(report.text)
-                print("replay: \(options.replayCommand)")
+        let jobs = min(count, command.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
+        let sweep = Sweep(base: base, count: count, progress: progress)
+        if jobs == 1 {
+            // One seed at a time on this thread, with the run's own progress line.
+            while let options = sweep.next() {
+                progress.prefix = "seed \(options.seed) (\(options.seed &- base.seed + 1)/\(count)) "
+                sweep.finish(options, run(options, progress: progress.update))
             }
+        } else {
+            // Seeds are independent runs: each worker takes the next seed until none is left.
+            let group = DispatchGroup()
+            for _ in 0..<jobs {
+                group.enter()
+                let worker = Thread {
+                    while let options = sweep.next() { sweep.finish(options, run(options)) }
+                    group.leave()
+                }
+                worker.name = "converge-sim-sweep"
+                worker.stackSize = 16 << 20
+                worker.start()
+            }
+            group.wait()
         }
+        let reports = sweep.reports
+        let failed = reports.filter { !$0.passed }
+        let converged = reports.count - failed.count
+        let messages = reports.reduce(0) { $0 + $1.messages }, bytes = reports.reduce(0) { $0 + $1.bytes }
+        let faults = reports.reduce(0) { $0 + $1.faults }, lost = reports.reduce(0) { $0 + $1.lostWrites }
+        let sessionChecks = reports.reduce(0) { $0 + $1.sessionChecks }, sessionViolations = reports.reduce(0) { $0 + $1.sessionViolations }
+        let constraintConflicts = reports.reduce(0) { $0 + $1.constraintConflicts }, heldRecords = reports.reduce(0) { $0 + $1.heldRecords }
+        let collected = reports.reduce(0) { $0 + ($1.collection?.collectedRecords ?? 0) }
+        let collectedWhileWriting = reports.reduce(0) { $0 + ($1.collection?.collectedWhileWriting ?? 0) }
+        let resets = reports.reduce(0) { $0 + ($1.collection?.resets ?? 0) }
         progress.clear()
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -274,6 +289,57 @@ enum Main {
             print("{" + fields.joined(separator: ",") + "}")
         }
         return failed.isEmpty ? 0 : 1
+    }
+}
+
+/// The seeds of a sweep, handed out to its workers, and their reports in seed order.
+/// Every access holds the lock; the progress line and the failure printing too, so lines
+/// never interleave.
+final class Sweep: @unchecked Sendable {
+    private let base: SimulationOptions
+    private let count: Int
+    private let progress: ProgressLine
+    private let lock = NSLock()
+    private var nextIndex = 0
+    private var finished = 0
+    private var byIndex: [SimulationReport?]
+
+    init(base: SimulationOptions, count: Int, progress: ProgressLine) {
+        self.base = base
+        self.count = count
+        self.progress = progress
+        byIndex = Array(repeating: nil, count: count)
+    }
+
+    /// The options of the next seed to run, or nil when every seed is taken.
+    func next() -> SimulationOptions? {
+        lock.withLock {
+            guard nextIndex < count else { return nil }
+            var options = base
+            options.seed = base.seed &+ UInt64(nextIndex)
+            nextIndex += 1
+            return options
+        }
+    }
+
+    /// Keeps a seed's report; prints it at once if it failed.
+    func finish(_ options: SimulationOptions, _ report: SimulationReport) {
+        lock.withLock {
+            byIndex[Int(options.seed &- base.seed)] = report
+            finished += 1
+            if !report.passed {
+                progress.clear()
+                print("seed \(options.seed) \(report.converged ? "BROKE A SESSION GUARANTEE" : "DIVERGED")")
+                print(report.text)
+                print("replay: \(options.replayCommand)")
+            }
+            progress.note("\(finished)/\(count) seeds done")
+        }
+    }
+
+    /// Every report, in seed order (call once the workers are done).
+    var reports: [SimulationReport] {
+        lock.withLock { byIndex.compactMap { $0 } }
     }
 }
 
