@@ -64,7 +64,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ConvergeSQLiteTests",
-            dependencies: ["ConvergeSQLite", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: [
+                "ConvergeSQLite", .product(name: "PropertyBased", package: "swift-property-based"),
+                // sqlite3_stmt_status: a test counts the recompilations of a cached statement.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ]
         ),
         .testTarget(name: "ConvergeSimulationTests", dependencies: ["ConvergeSimulation"]),
         // The sync messages client and server speak (binary, versioned): no dependencies

@@ -210,7 +210,7 @@ extension ReplicatedDatabase {
             arguments.append(table)
         }
         let sql = "SELECT count(*) FROM (" + parts.joined(separator: " UNION ") + ")"
-        return try Int.fetchOne(db, sql: sql, arguments: StatementArguments(arguments)) ?? 0
+        return try Int.fetchOne(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments)) ?? 0
     }
 
     /// The quarantined record states, sorted by table and key.

@@ -123,19 +123,19 @@ final class SQLiteNode: SimNode {
                     let columns = schema.columns.filter { values[$0] != nil }
                     let names = ([schema.primaryKey] + columns).joined(separator: ", ")
                     let marks = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
-                    try db.execute(
-                        sql: "INSERT OR REPLACE INTO \(table)(\(names)) VALUES (\(marks))",
-                        arguments: StatementArguments([key.databaseValue] + columns.map { values[$0]!.databaseValue }))
+                    // Cached, as an app's record types do: each statement compiles the
+                    // capture triggers with it.
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO \(table)(\(names)) VALUES (\(marks))")
+                        .execute(arguments: StatementArguments([key.databaseValue] + columns.map { values[$0]!.databaseValue }))
                 case .update(let table, let key, let values):
                     guard let schema = self.schema.table(named: table) else { continue }
                     let columns = schema.columns.filter { values[$0] != nil }
                     guard !columns.isEmpty else { continue }
-                    try db.execute(
-                        sql: "UPDATE \(table) SET \(columns.map { "\($0) = ?" }.joined(separator: ", ")) WHERE \(schema.primaryKey) = ?",
-                        arguments: StatementArguments(columns.map { values[$0]!.databaseValue } + [key.databaseValue]))
+                    try db.cachedStatement(sql: "UPDATE \(table) SET \(columns.map { "\($0) = ?" }.joined(separator: ", ")) WHERE \(schema.primaryKey) = ?")
+                        .execute(arguments: StatementArguments(columns.map { values[$0]!.databaseValue } + [key.databaseValue]))
                 case .delete(let table, let key):
                     guard let schema = self.schema.table(named: table) else { continue }
-                    try db.execute(sql: "DELETE FROM \(table) WHERE \(schema.primaryKey) = ?", arguments: [key.databaseValue])
+                    try db.cachedStatement(sql: "DELETE FROM \(table) WHERE \(schema.primaryKey) = ?").execute(arguments: [key.databaseValue])
                 }
             }
         }
@@ -287,7 +287,7 @@ final class SQLiteNode: SimNode {
         var byTable = [String: [Value]]()
         for address in addresses { byTable[address.table, default: []].append(address.key) }
         var rows = [RecordAddress: [String: Value]]()
-        try queue.read { db in
+        try queue.readKeepingStatements { db in
             for (table, keys) in byTable {
                 guard let schema = self.schema.table(named: table) else { continue }
                 // Bounded statements: SQLite limits the number of parameters.
@@ -295,9 +295,14 @@ final class SQLiteNode: SimNode {
                 while start < keys.count {
                     let chunk = keys[start..<min(keys.count, start + 500)]
                     start += 500
-                    let marks = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
+                    // A power of two of marks, the last key repeated: a few cached statements
+                    // per table instead of one per chunk length.
+                    var arguments = chunk.map(\.databaseValue)
+                    let width = arguments.count.roundedUpToPowerOfTwo
+                    arguments += Array(repeating: arguments[arguments.count - 1], count: width - arguments.count)
+                    let marks = Array(repeating: "?", count: width).joined(separator: ", ")
                     let sql = "SELECT * FROM \(table) WHERE \(schema.primaryKey) IN (\(marks))"
-                    for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(chunk.map(\.databaseValue))) {
+                    for row in try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments)) {
                         var values = [String: Value]()
                         for column in schema.columns { values[column] = Value(row[column] as DatabaseValue) }
                         rows[RecordAddress(table: table, key: Value(row[schema.primaryKey] as DatabaseValue))] = values
@@ -353,7 +358,7 @@ final class SQLiteNode: SimNode {
     func followCollection(_ addresses: [RecordAddress]) throws -> [RecordAddress] {
         guard !addresses.isEmpty else { return [] }
         let (queue, store) = try live()
-        let gone = try queue.read { db in
+        let gone = try queue.readKeepingStatements { db in
             try Set(addresses).sorted().filter { try ReplicatedDatabase.storedRecord(db, table: $0.table, key: $0.key) == nil && shadow.state.state(of: $0) != nil }
         }
         guard !gone.isEmpty else { return [] }
@@ -435,5 +440,12 @@ final class SeededIdentities: @unchecked Sendable {
             }
             return ReplicaID(using: &rng)
         }
+    }
+}
+
+extension Int {
+    /// The smallest power of two at or above this (positive) number.
+    fileprivate var roundedUpToPowerOfTwo: Int {
+        self <= 1 ? 1 : 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount)
     }
 }

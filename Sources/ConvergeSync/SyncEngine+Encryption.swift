@@ -26,7 +26,7 @@ extension SyncEngine {
     /// ``SyncStatus/heldFields``). They are kept, not dropped, and applied once
     /// ``setFieldKeys(_:)`` gives a key that opens them.
     public nonisolated func heldFields() throws -> [HeldEncryptedField] {
-        try database.writer.read { db in try FieldVault.heldList(db) }
+        try database.writer.readKeepingStatements { db in try FieldVault.heldList(db) }
     }
 
     /// `changeset` with every value of an encrypted column sealed; a write sealed before
@@ -74,7 +74,7 @@ extension SyncEngine {
     /// Opens and applies the held fields the current keys open.
     func releaseHeldFields() throws -> Int {
         guard let cipher = fieldCipher else { return 0 }
-        let held = try database.writer.read { db in try FieldVault.held(db) }
+        let held = try database.writer.readKeepingStatements { db in try FieldVault.held(db) }
         guard !held.isEmpty else { return 0 }
         let opened = cipher.open(held, schemas: database.replicatedTables)
         let stillHeld = Set(opened.held.map { FieldAddress(table: $0.table, key: $0.key, column: $0.column) })

@@ -221,7 +221,7 @@ public actor SyncEngine {
         if let conflicts = try? database.conflicts() { status.conflicts = conflicts.count }
         if let quarantined = try? database.quarantinedCount() { status.quarantined = quarantined }
         if let rejected = try? SyncLog.rejectionCount(in: database.writer) { status.rejected = rejected }
-        if let held = try? database.writer.read({ db in try FieldVault.heldCount(db) }) { status.heldFields = held }
+        if let held = try? database.writer.readKeepingStatements({ db in try FieldVault.heldCount(db) }) { status.heldFields = held }
         SyncMetrics.status(status)
     }
 

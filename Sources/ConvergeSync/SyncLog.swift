@@ -87,14 +87,14 @@ public enum SyncLog {
 
     /// The last rejection received from `peer`'s server (0 if none).
     static func rejectionsSeen(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
-        try reader.read { db in
+        try reader.readKeepingStatements { db in
             UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT rejections_seen FROM converge_sync_state WHERE peer = ?", arguments: [peer]) ?? 0)
         }
     }
 
     /// The last collected record dropped on `peer`'s word (0 if none).
     static func collectedSeen(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
-        try reader.read { db in
+        try reader.readKeepingStatements { db in
             UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT collected_seen FROM converge_sync_state WHERE peer = ?", arguments: [peer]) ?? 0)
         }
     }
@@ -102,7 +102,7 @@ public enum SyncLog {
     /// The request serials reserved for `peer` (0 if none): every serial at or below it may
     /// have been sent, so numbering goes on above it.
     static func reservedSerial(for peer: String, in reader: any DatabaseReader) throws -> UInt64 {
-        try reader.read { db in
+        try reader.readKeepingStatements { db in
             UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT reserved FROM converge_sync_serials WHERE peer = ?", arguments: [peer]) ?? 0)
         }
     }
@@ -143,7 +143,7 @@ public enum SyncLog {
     }
 
     static func rejections(in reader: any DatabaseReader) throws -> [SyncRejection] {
-        try reader.read { db in
+        try reader.readKeepingStatements { db in
             try Row.fetchAll(db, sql: "SELECT server_id, tbl, key, reason FROM converge_sync_rejections ORDER BY id DESC").map { row in
                 SyncRejection(id: UInt64(clamping: row["server_id"] as Int64), table: row["tbl"], key: Value(row["key"] as DatabaseValue), reason: row["reason"])
             }
@@ -151,7 +151,7 @@ public enum SyncLog {
     }
 
     static func rejectionCount(in reader: any DatabaseReader) throws -> Int {
-        try reader.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_sync_rejections") ?? 0 }
+        try reader.readKeepingStatements { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_sync_rejections") ?? 0 }
     }
 
     static func dismissRejections(in writer: any DatabaseWriter) throws {
@@ -178,7 +178,7 @@ public enum SyncLog {
     }
 
     static func entries(in reader: any DatabaseReader, limit: Int) throws -> [Entry] {
-        try reader.read { db in
+        try reader.readKeepingStatements { db in
             try Row.fetchAll(db, sql: "SELECT * FROM converge_sync_log ORDER BY id DESC LIMIT ?", arguments: [limit]).map { row in
                 Entry(
                     id: row["id"], peer: row["peer"], startedAt: Date(timeIntervalSince1970: row["started_at"]),
@@ -190,7 +190,7 @@ public enum SyncLog {
     }
 
     static func serverReplica(for peer: String, in reader: any DatabaseReader) throws -> ReplicaID? {
-        try reader.read { db in
+        try reader.readKeepingStatements { db in
             try String.fetchOne(db, sql: "SELECT server_replica FROM converge_sync_state WHERE peer = ?", arguments: [peer]).flatMap(ReplicaID.init)
         }
     }

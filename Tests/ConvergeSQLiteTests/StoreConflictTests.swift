@@ -1,6 +1,7 @@
 import ConvergeCore
 import ConvergeSQLite
 import GRDB
+import GRDBSQLite
 import Testing
 
 @Suite struct StoreConflictTests {
@@ -56,5 +57,33 @@ import Testing
         let (b, _) = try concurrentEdits()
         try b.writer.write { db in try db.execute(sql: "DELETE FROM notes WHERE id = 'n'") }
         #expect(try b.conflicts().isEmpty)
+    }
+
+    /// The store's reads keep the connection's compiled statements on a `DatabaseQueue`.
+    /// GRDB's `read` toggles `PRAGMA query_only`, which expires every prepared statement of
+    /// the connection, so each later apply or fold compiled all of its statements again.
+    /// The control (a plain `read`) shows the check can fail.
+    @Test func storeReadsKeepTheWritersCompiledStatements() throws {
+        let (a, _) = try concurrentEdits()
+        let sql = "SELECT count(*) FROM converge_records WHERE seq > ?"
+        func recompilations() throws -> Int32 {
+            try a.writer.write { db in
+                let statement = try db.cachedStatement(sql: sql)
+                _ = try Int.fetchOne(statement, arguments: [0])
+                return sqlite3_stmt_status(statement.sqliteStatement, SQLITE_STMTSTATUS_REPREPARE, 0)
+            }
+        }
+        let before = try recompilations()
+        _ = try a.conflicts()
+        _ = try a.changedRecordCount(since: 0)
+        _ = try a.quarantinedCount()
+        _ = try a.tombstoneCount()
+        _ = try a.keptWriteCount()
+        _ = try a.rejectionCounts()
+        _ = try a.cursor(for: "peer")
+        _ = try a.feedHead()
+        #expect(try recompilations() == before)
+        _ = try a.writer.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        #expect(try recompilations() == before + 1)
     }
 }

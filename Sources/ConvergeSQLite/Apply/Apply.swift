@@ -117,7 +117,7 @@ extension ReplicatedDatabase {
 
     /// The number of records held in quarantine.
     public func quarantinedCount() throws -> Int {
-        try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_quarantine") ?? 0 }
+        try writer.readKeepingStatements { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM converge_quarantine")) ?? 0 }
     }
 
     /// Loads what the planner needs (due quarantined records, those at the changeset's
@@ -179,7 +179,7 @@ extension ReplicatedDatabase {
         let boundary = MetadataSchema.sortable(HLC(rawValue: limit.overflow ? .max : (min(limit.partialValue, HLC.millisecondsMax) << 16) | 0xFFFF))
         var result = [RecordAddress: RecordState]()
         let rows = try Row.fetchCursor(
-            db, sql: "SELECT tbl, key, state FROM converge_quarantine WHERE ? OR max_hlc <= ?", arguments: [context.releaseAll, boundary])
+            db.cachedStatement(sql: "SELECT tbl, key, state FROM converge_quarantine WHERE ? OR max_hlc <= ?"), arguments: [context.releaseAll, boundary])
         while let row = try rows.next() {
             let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
             result[address] = try RecordEntryCodec.decodeState(row.bytes("state"), table: address.table, key: address.key)
@@ -196,7 +196,7 @@ extension ReplicatedDatabase {
     }
 
     private func checkQuarantineQuota(_ db: Database) throws {
-        let held = try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_quarantine") ?? 0
+        let held = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM converge_quarantine")) ?? 0
         if held > configuration.maxQuarantinedRecords {
             throw ApplyError(table: "converge_quarantine", key: nil, reason: .quotaExceeded(what: "quarantine", limit: configuration.maxQuarantinedRecords))
         }
@@ -206,7 +206,7 @@ extension ReplicatedDatabase {
     private func checkParkedQuota(_ db: Database, tables: [String: ReplicatedTable]) throws {
         let names = tables.keys.sorted()
         let filter = names.isEmpty ? "" : " WHERE tbl NOT IN (\(names.map { _ in "?" }.joined(separator: ", ")))"
-        let parked = try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_records" + filter, arguments: StatementArguments(names)) ?? 0
+        let parked = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM converge_records" + filter), arguments: StatementArguments(names)) ?? 0
         if parked > configuration.maxParkedRecords {
             throw ApplyError(table: "converge_records", key: nil, reason: .quotaExceeded(what: "parked", limit: configuration.maxParkedRecords))
         }

@@ -61,7 +61,7 @@ extension ReplicatedDatabase {
     /// Rejections recorded by ``apply(_:origin:validate:)`` after `id`, oldest first;
     /// only those of `origin` when it is given.
     public func rejections(origin: String? = nil, after id: Int64 = 0, limit: Int = 100) throws -> [ChangeRejection] {
-        try writer.read { db in
+        try writer.readKeepingStatements { db in
             let rows = try Row.fetchAll(
                 db,
                 sql: """
@@ -79,7 +79,7 @@ extension ReplicatedDatabase {
 
     /// How many recorded rejections each origin has (origins without any left out).
     public func rejectionCounts() throws -> [String: Int] {
-        try writer.read { db in
+        try writer.readKeepingStatements { db in
             try Row.fetchAll(db, sql: "SELECT origin, count(*) AS n FROM converge_rejections WHERE origin IS NOT NULL GROUP BY origin")
                 .reduce(into: [String: Int]()) { $0[$1["origin"]] = $1["n"] }
         }
@@ -139,7 +139,7 @@ extension ReplicatedDatabase {
         do {
             switch (change.before, change.after) {
             case (nil, _):
-                try db.execute(sql: "DELETE FROM \(name) WHERE \(keyColumn) = ?", arguments: [change.key.databaseValue])
+                try db.cachedStatement(sql: "DELETE FROM \(name) WHERE \(keyColumn) = ?").execute(arguments: [change.key.databaseValue])
             case (let before?, nil):
                 let columns = schema.columns
                 let list = ([keyColumn] + columns.map(quoted)).joined(separator: ", ")

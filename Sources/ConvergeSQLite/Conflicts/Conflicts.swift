@@ -27,7 +27,7 @@ extension ReplicatedDatabase {
     /// feed read or Converge write); resolving through ``update(table:key:values:)`` or
     /// ``delete(table:key:)`` settles it at once.
     public func conflicts() throws -> [Conflict] {
-        try writer.read { db in try Self.conflicts(db) }
+        try writer.readKeepingStatements { db in try Self.conflicts(db) }
     }
 
     /// Open conflicts, read in `db`: use it in a GRDB `ValueObservation` to observe them.
@@ -36,11 +36,11 @@ extension ReplicatedDatabase {
     /// let observation = ValueObservation.tracking(ReplicatedDatabase.conflicts)
     /// ```
     public static func conflicts(_ db: Database) throws -> [Conflict] {
-        let rows = try Row.fetchAll(db, sql: """
+        let rows = try Row.fetchAll(db.cachedStatement(sql: """
             SELECT c.tbl AS tbl, c.key AS key, c.col AS col, r.state AS state
             FROM converge_conflicts c JOIN converge_records r ON r.tbl = c.tbl AND r.key = c.key
             ORDER BY c.tbl, c.key, c.col
-            """)
+            """))
         var result: [Conflict] = try rows.compactMap { row in
             let table: String = row["tbl"]
             let key = Value(row["key"] as DatabaseValue)

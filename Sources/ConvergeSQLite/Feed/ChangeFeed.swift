@@ -19,7 +19,7 @@ extension ReplicatedDatabase {
         let start = max(position ?? cursor, cursor)
         return try withMetadata { metadata in
             let rows = try Row.fetchCursor(
-                metadata.db, sql: "SELECT tbl, key, seq, state, seqs FROM converge_records WHERE seq > ? ORDER BY seq LIMIT ?",
+                metadata.db.cachedStatement(sql: "SELECT tbl, key, seq, state, seqs FROM converge_records WHERE seq > ? ORDER BY seq LIMIT ?"),
                 arguments: [Int64(bitPattern: start), maxRecords + 1])
             var records = [RecordDelta]()
             var bytes = 0
@@ -52,8 +52,8 @@ extension ReplicatedDatabase {
     /// The feed's position: the cursor a peer holds once it has everything (folded local
     /// writes included). Reads only.
     public func feedHead() throws -> UInt64 {
-        try writer.read { db in
-            UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM converge_records") ?? 0)
+        try writer.readKeepingStatements { db in
+            UInt64(bitPattern: try Int64.fetchOne(db.cachedStatement(sql: "SELECT coalesce(max(seq), 0) FROM converge_records")) ?? 0)
         }
     }
 
@@ -63,7 +63,7 @@ extension ReplicatedDatabase {
     /// writes captured but not folded yet, counted once each.
     public func changedRecordCount(since cursor: UInt64) throws -> Int {
         let tables = self.tables.keys.sorted()
-        return try writer.read { db in try Self.changedRecordCount(db, since: cursor, tables: tables) }
+        return try writer.readKeepingStatements { db in try Self.changedRecordCount(db, since: cursor, tables: tables) }
     }
 
     /// Every record's full merge state, sorted by table and key: comparable byte for byte
@@ -82,8 +82,8 @@ extension ReplicatedDatabase {
 
     /// The cursors kept for `peer`.
     public func cursor(for peer: String) throws -> PeerCursor {
-        try writer.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT sent, received FROM converge_peers WHERE peer = ?", arguments: [peer]) else {
+        try writer.readKeepingStatements { db in
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT sent, received FROM converge_peers WHERE peer = ?"), arguments: [peer]) else {
                 return PeerCursor()
             }
             return PeerCursor(sent: UInt64(bitPattern: row["sent"]), received: UInt64(bitPattern: row["received"]))

@@ -70,7 +70,7 @@ extension ReplicatedDatabase {
             for (address, entry) in entries.sorted(by: { $0.key < $1.key }) {
                 let arguments: StatementArguments = [address.table, address.key.databaseValue]
                 let quarantined = try keepingQuarantined && entry.state.isCollectable
-                    && Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM converge_quarantine WHERE tbl = ? AND key = ?)", arguments: arguments) == true
+                    && Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM converge_quarantine WHERE tbl = ? AND key = ?)"), arguments: arguments) == true
                 guard CollectionPlanner.mayDrop(entry.state, sequence: entry.sequence, quarantined: quarantined, unchangedAfter: unchangedAfter) else { continue }
                 try db.cachedStatement(sql: "DELETE FROM converge_records WHERE tbl = ? AND key = ?").execute(arguments: arguments)
                 try db.cachedStatement(sql: "DELETE FROM converge_dead WHERE tbl = ? AND key = ?").execute(arguments: arguments)
@@ -106,7 +106,7 @@ extension ReplicatedDatabase {
     /// The number of deleted records this store still holds metadata for, as of the last
     /// fold of local writes (a read: it folds nothing).
     public func tombstoneCount() throws -> Int {
-        try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_dead") ?? 0 }
+        try writer.readKeepingStatements { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM converge_dead")) ?? 0 }
     }
 }
 

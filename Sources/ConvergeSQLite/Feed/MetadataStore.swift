@@ -17,7 +17,7 @@ struct MetadataStore {
         self.db = db
         self.tables = tables
         self.authority = authority
-        let row = try Row.fetchOne(db, sql: "SELECT sequence, clock FROM converge_identity")
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT sequence, clock FROM converge_identity"))
         sequence = UInt64(bitPattern: row?["sequence"] ?? 0)
         storedClock = HLC(rawValue: UInt64(bitPattern: row?["clock"] ?? 0))
     }
@@ -41,8 +41,12 @@ struct MetadataStore {
             let table = addresses[start].table
             var end = start
             while end < addresses.endIndex, end - start < Self.keysPerQuery, addresses[end].table == table { end += 1 }
-            let keys = addresses[start..<end].map { $0.key.databaseValue }
-            let marks = Array(repeating: "?", count: keys.count).joined(separator: ", ")
+            // A power of two of marks, the last key repeated (`IN` ignores the repeats): at most
+            // nine statement texts to compile and cache, not one per batch length.
+            var keys = addresses[start..<end].map { $0.key.databaseValue }
+            let width = keys.count <= 1 ? 1 : 1 << (Int.bitWidth - (keys.count - 1).leadingZeroBitCount)
+            keys += Array(repeating: keys[keys.count - 1], count: width - keys.count)
+            let marks = Array(repeating: "?", count: width).joined(separator: ", ")
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
             let rows = try Row.fetchCursor(statement, arguments: StatementArguments([table.databaseValue] + keys))
             var requested: Set<Value>?  // built on the first row: a batch of new keys finds none
@@ -148,9 +152,8 @@ struct MetadataStore {
     }
 
     func saveSequence(clock: HLC) throws {
-        try db.execute(
-            sql: "UPDATE converge_identity SET sequence = ?, clock = ?",
-            arguments: [Int64(bitPattern: sequence), Int64(bitPattern: max(storedClock, clock).rawValue)])
+        try db.cachedStatement(sql: "UPDATE converge_identity SET sequence = ?, clock = ?")
+            .execute(arguments: [Int64(bitPattern: sequence), Int64(bitPattern: max(storedClock, clock).rawValue)])
     }
 
 }

@@ -85,7 +85,7 @@ extension ReplicatedDatabase {
 
     /// The records whose local writes a reset keeps for ``reapplyKeptWrites()``.
     public func keptWriteCount() throws -> Int {
-        try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_resync") ?? 0 }
+        try writer.readKeepingStatements { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM converge_resync") ?? 0 }
     }
 
     /// Writes the writes kept by ``resetForResync(acknowledged:)`` again, as this replica's
