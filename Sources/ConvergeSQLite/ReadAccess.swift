@@ -26,3 +26,14 @@ extension DatabaseReader {
         }
     }
 }
+
+/// The marks and arguments of a batched `key IN (...)` read: the keys padded to a power of
+/// two by repeating the last one (`IN` ignores repeats). Batches of any length then share a
+/// few statement texts (at most nine up to 256 keys), compiled and cached once, instead of
+/// one text per length.
+package func paddedInList(_ keys: [DatabaseValue]) -> (marks: String, arguments: [DatabaseValue]) {
+    precondition(!keys.isEmpty, "an IN list needs a key")
+    let width = keys.count == 1 ? 1 : 1 << (Int.bitWidth - (keys.count - 1).leadingZeroBitCount)
+    let arguments = keys + Array(repeating: keys[keys.count - 1], count: width - keys.count)
+    return (Array(repeating: "?", count: width).joined(separator: ", "), arguments)
+}

@@ -295,12 +295,7 @@ final class SQLiteNode: SimNode {
                 while start < keys.count {
                     let chunk = keys[start..<min(keys.count, start + 500)]
                     start += 500
-                    // A power of two of marks, the last key repeated: a few cached statements
-                    // per table instead of one per chunk length.
-                    var arguments = chunk.map(\.databaseValue)
-                    let width = arguments.count.roundedUpToPowerOfTwo
-                    arguments += Array(repeating: arguments[arguments.count - 1], count: width - arguments.count)
-                    let marks = Array(repeating: "?", count: width).joined(separator: ", ")
+                    let (marks, arguments) = paddedInList(chunk.map(\.databaseValue))
                     let sql = "SELECT * FROM \(table) WHERE \(schema.primaryKey) IN (\(marks))"
                     for row in try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(arguments)) {
                         var values = [String: Value]()
@@ -440,12 +435,5 @@ final class SeededIdentities: @unchecked Sendable {
             }
             return ReplicaID(using: &rng)
         }
-    }
-}
-
-extension Int {
-    /// The smallest power of two at or above this (positive) number.
-    fileprivate var roundedUpToPowerOfTwo: Int {
-        self <= 1 ? 1 : 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount)
     }
 }

@@ -86,4 +86,17 @@ import Testing
         _ = try a.writer.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
         #expect(try recompilations() == before + 1)
     }
+
+    /// Batched `IN` reads pad their keys to a power of two with the last key, so batches of
+    /// any length share a few cached statement texts.
+    @Test func inListsArePaddedToAPowerOfTwo() {
+        for (count, width) in [(1, 1), (2, 2), (3, 4), (5, 8), (129, 256), (256, 256)] {
+            let keys = (0..<count).map { DatabaseValue(value: $0)! }
+            let (marks, arguments) = paddedInList(keys)
+            #expect(arguments.count == width)
+            #expect(marks.split(separator: ",").count == width)
+            #expect(Array(arguments.prefix(count)) == keys)
+            #expect(arguments.dropFirst(count).allSatisfy { $0 == keys[count - 1] })
+        }
+    }
 }

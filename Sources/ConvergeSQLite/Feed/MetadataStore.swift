@@ -41,12 +41,7 @@ struct MetadataStore {
             let table = addresses[start].table
             var end = start
             while end < addresses.endIndex, end - start < Self.keysPerQuery, addresses[end].table == table { end += 1 }
-            // A power of two of marks, the last key repeated (`IN` ignores the repeats): at most
-            // nine statement texts to compile and cache, not one per batch length.
-            var keys = addresses[start..<end].map { $0.key.databaseValue }
-            let width = keys.count <= 1 ? 1 : 1 << (Int.bitWidth - (keys.count - 1).leadingZeroBitCount)
-            keys += Array(repeating: keys[keys.count - 1], count: width - keys.count)
-            let marks = Array(repeating: "?", count: width).joined(separator: ", ")
+            let (marks, keys) = paddedInList(addresses[start..<end].map { $0.key.databaseValue })
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
             let rows = try Row.fetchCursor(statement, arguments: StatementArguments([table.databaseValue] + keys))
             var requested: Set<Value>?  // built on the first row: a batch of new keys finds none
