@@ -259,13 +259,13 @@ enum Main {
         let reports = sweep.reports
         let failed = reports.filter { !$0.passed }
         let converged = reports.count - failed.count
-        let messages = reports.reduce(0) { $0 + $1.messages }, bytes = reports.reduce(0) { $0 + $1.bytes }
-        let faults = reports.reduce(0) { $0 + $1.faults }, lost = reports.reduce(0) { $0 + $1.lostWrites }
-        let sessionChecks = reports.reduce(0) { $0 + $1.sessionChecks }, sessionViolations = reports.reduce(0) { $0 + $1.sessionViolations }
-        let constraintConflicts = reports.reduce(0) { $0 + $1.constraintConflicts }, heldRecords = reports.reduce(0) { $0 + $1.heldRecords }
-        let collected = reports.reduce(0) { $0 + ($1.collection?.collectedRecords ?? 0) }
-        let collectedWhileWriting = reports.reduce(0) { $0 + ($1.collection?.collectedWhileWriting ?? 0) }
-        let resets = reports.reduce(0) { $0 + ($1.collection?.resets ?? 0) }
+        func total(_ figure: (SimulationReport) -> Int) -> Int { reports.reduce(0) { $0 + figure($1) } }
+        let messages = total(\.messages), bytes = total(\.bytes), faults = total(\.faults), lost = total(\.lostWrites)
+        let sessionChecks = total(\.sessionChecks), sessionViolations = total(\.sessionViolations)
+        let constraintConflicts = total(\.constraintConflicts), heldRecords = total(\.heldRecords)
+        let collected = total { $0.collection?.collectedRecords ?? 0 }
+        let collectedWhileWriting = total { $0.collection?.collectedWhileWriting ?? 0 }
+        let resets = total { $0.collection?.resets ?? 0 }
         progress.clear()
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
