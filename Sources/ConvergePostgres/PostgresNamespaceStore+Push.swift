@@ -29,7 +29,7 @@ extension PostgresNamespaceStore {
         }
         if bound == nil { try await checkClaim(of: replica, by: device, head: head, connection) }
         let descriptions = tables.descriptions
-        for delta in changeset.records { try ReplicatedTable.checkAddress(delta, tables: descriptions) }
+        try ReplicatedTable.checkAddresses(of: changeset, tables: descriptions)
 
         // Parts of lives collected here (DESIGN §9) that a device still relays go (everyone
         // drops them), and a context covering a collected delete (a key inserted again) is

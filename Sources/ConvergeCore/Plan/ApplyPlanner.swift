@@ -130,13 +130,17 @@ public enum ApplyPlanner {
     /// The addresses whose stored states ``plan(_:stored:quarantined:context:)`` reads: every
     /// delta's, and every due quarantined record's, sorted and without duplicates.
     public static func addresses(of changeset: Changeset, quarantineDue: some Sequence<RecordAddress> = []) -> [RecordAddress] {
-        var seen = Set<RecordAddress>()
-        var result = [RecordAddress]()
-        for address in changeset.records.lazy.map({ RecordAddress(table: $0.table, key: $0.key) }) + Array(quarantineDue)
-        where seen.insert(address).inserted {
-            result.append(address)
+        // Sorted, then the repeats dropped: cheaper than hashing every address into a set.
+        var result = changeset.records.map { RecordAddress(table: $0.table, key: $0.key) }
+        result.append(contentsOf: quarantineDue)
+        result.sort()
+        var kept = result.startIndex
+        for index in result.indices where index == result.startIndex || result[index] != result[kept - 1] {
+            if index != kept { result.swapAt(index, kept) }
+            kept += 1
         }
-        return result.sorted()
+        result.removeSubrange(kept...)
+        return result
     }
 
     /// Plans the apply of `changeset`.
@@ -154,15 +158,6 @@ public enum ApplyPlanner {
         _ changeset: Changeset, stored: [RecordAddress: RecordState], quarantined: [RecordAddress: RecordState], context: Context
     ) throws(Refusal) -> Plan {
         var plan = Plan()
-        var current = [RecordAddress: RecordState]()  // states as the plan moves them
-        var order = [RecordAddress]()
-        func state(_ address: RecordAddress) -> RecordState {
-            if let state = current[address] { return state }
-            let state = stored[address] ?? RecordState()
-            current[address] = state
-            order.append(address)
-            return state
-        }
         var received = HLC.zero
 
         // Refuse first, before anything is decided: a forged event anywhere refuses all.
@@ -175,48 +170,71 @@ public enum ApplyPlanner {
             }
         }
 
-        // Release what is due, in address order.
-        for (address, held) in quarantined.sorted(by: { $0.key < $1.key }) where context.isDue(held) {
-            received = max(received, held.maxHLC)
-            current[address] = state(address).merging(held)
-            plan.released.append(address)
+        // Every step of the apply, sorted by address: each due quarantined state (released)
+        // first, then the record's deltas in changeset order. A record's steps then run
+        // together, in the order an apply takes them (releases, then the changeset), and the
+        // changes come out in address order, with one lookup of the stored state per record
+        // instead of a dictionary of states the plan moves.
+        let releasing = -1
+        var steps = [(address: RecordAddress, delta: Int)]()
+        steps.reserveCapacity(changeset.records.count + quarantined.count)
+        for (address, held) in quarantined where context.isDue(held) { steps.append((address, releasing)) }
+        for (index, delta) in changeset.records.enumerated() { steps.append((RecordAddress(table: delta.table, key: delta.key), index)) }
+        steps.sort { a, b in
+            if a.address < b.address { return true }
+            if b.address < a.address { return false }
+            return a.delta < b.delta
         }
-        plan.counts.releasedRecords = plan.released.count
 
-        var holding = [RecordAddress: RecordState]()
-        let released = Set(plan.released)
-        for delta in changeset.records {
-            let address = RecordAddress(table: delta.table, key: delta.key)
-            let maxHLC = delta.state.maxHLC
-            if !context.isDue(delta.state) {
-                let earlier = holding[address] ?? (released.contains(address) ? nil : quarantined[address])
-                holding[address] = earlier.map { $0.merging(delta.state) } ?? delta.state
-                plan.counts.quarantinedRecords += 1
-                continue
-            }
-            if delta.state.maxHLC(of: context.replica) > context.clock { plan.rewound = true }
-            received = max(received, maxHLC)
-            let before = state(address)
-            let merged = before.merging(delta.state)
-            if merged != before {
-                current[address] = merged
-                plan.counts.changedRecords += 1
-            }
-        }
-        plan.quarantine = holding.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-
-        for address in order.sorted() {
+        var view: (table: String, schema: SchemaView?)?
+        var first = steps.startIndex
+        while first < steps.endIndex {
+            let address = steps[first].address
+            var end = first + 1
+            while end < steps.endIndex, steps[end].address == address { end += 1 }
+            defer { first = end }
             let before = stored[address] ?? RecordState()
-            let after = current[address]!
-            guard after != before else { continue }
-            var change = RecordChange(address: address, before: before, after: after, row: .none, conflicts: nil)
-            if context.materializes, let schema = context.schemas[address.table] {
-                let oldRow = visibleRow(before, schema, context.authority), newRow = visibleRow(after, schema, context.authority)
-                if oldRow != newRow { change.row = newRow.map(RowChange.upsert) ?? .delete }
-                change.conflicts = openConflicts(after, schema)
+            var state = before
+            var holding: RecordState?  // the deltas quarantined now, joined with what was held
+            var released = false
+            for step in steps[first..<end] {
+                guard step.delta != releasing else {
+                    let held = quarantined[address]!
+                    received = max(received, held.maxHLC)
+                    state.merge(held)
+                    plan.released.append(address)
+                    released = true
+                    continue
+                }
+                let delta = changeset.records[step.delta].state
+                if !context.isDue(delta) {
+                    let earlier = holding ?? (released ? nil : quarantined[address])
+                    holding = earlier.map { $0.merging(delta) } ?? delta
+                    plan.counts.quarantinedRecords += 1
+                    continue
+                }
+                if delta.maxHLC(of: context.replica) > context.clock { plan.rewound = true }
+                received = max(received, delta.maxHLC)
+                let merged = state.merging(delta)
+                if merged != state {
+                    state = merged
+                    plan.counts.changedRecords += 1
+                }
+            }
+            if let holding { plan.quarantine.append((address, holding)) }
+            guard state != before else { continue }
+            var change = RecordChange(address: address, before: before, after: state, row: .none, conflicts: nil)
+            if context.materializes {
+                if view?.table != address.table { view = (address.table, context.schemas[address.table].map(SchemaView.init)) }
+                if let schema = view!.schema {
+                    let oldRow = schema.visibleRow(before, context.authority), newRow = schema.visibleRow(state, context.authority)
+                    if oldRow != newRow { change.row = newRow.map(RowChange.upsert) ?? .delete }
+                    change.conflicts = schema.openConflicts(state)
+                }
             }
             plan.changes.append(change)
         }
+        plan.counts.releasedRecords = plan.released.count
         if received > .zero && plan.counts.changedRecords + plan.counts.releasedRecords > 0 { plan.receive = received }
         assert(plan.isValid, "the plan breaks an invariant")
         return plan
@@ -225,16 +243,35 @@ public enum ApplyPlanner {
     /// The critical columns of `state` in conflict (none when the record is not alive), or
     /// `nil` when the table has no critical column: what a store's conflict list holds for it.
     public static func openConflicts(_ state: RecordState, _ schema: TableSchema) -> [String]? {
-        let critical = schema.columns.filter { schema.policy(of: $0) == .critical }
-        guard !critical.isEmpty else { return nil }
-        return state.isAlive ? critical.filter { state.multiValue(of: $0)?.isConflicted == true } : []
+        SchemaView(schema).openConflicts(state)
     }
 
     /// The row the app sees: one value per schema column (`nil`: no write), or `nil` when
     /// the record is not alive.
     public static func visibleRow(_ state: RecordState, _ schema: TableSchema, _ authority: ReplicaID?) -> [Value?]? {
-        guard state.isAlive else { return nil }
-        return schema.columns.map { state.value(of: $0, policy: schema.policy(of: $0), authority: authority) }
+        SchemaView(schema).visibleRow(state, authority)
+    }
+
+    /// A table's columns with their policies worked out once, for the rows and conflicts of
+    /// every record of a plan (not a policy lookup per column per record).
+    struct SchemaView {
+        let columns: [(name: String, policy: ColumnPolicy)]
+        let critical: [String]
+
+        init(_ schema: TableSchema) {
+            columns = schema.columns.map { ($0, schema.policy(of: $0)) }
+            critical = columns.filter { $0.policy == .critical }.map(\.name)
+        }
+
+        func visibleRow(_ state: RecordState, _ authority: ReplicaID?) -> [Value?]? {
+            guard state.isAlive else { return nil }
+            return columns.map { state.value(of: $0.name, policy: $0.policy, authority: authority) }
+        }
+
+        func openConflicts(_ state: RecordState) -> [String]? {
+            guard !critical.isEmpty else { return nil }
+            return state.isAlive ? critical.filter { state.multiValue(of: $0)?.isConflicted == true } : []
+        }
     }
 }
 

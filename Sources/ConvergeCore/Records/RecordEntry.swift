@@ -78,21 +78,14 @@ extension RecordEntry {
         writer.bytes.reserveCapacity(32 + state.fields.count * 24)
         writer.bytes.append(stateMagic)
         writer.bytes.append(stateVersion)
-        let columns = state.fields.keys.sorted(by: utf8Less)
+        // Sorted once: the column list and the body both take this order.
+        let fields = state.fields.sorted { utf8Less($0.key, $1.key) }
         writer.noteReplicas(of: state.membership)
-        for column in columns { state.fields[column]!.forEachStamp { writer.note($0.replica) } }
+        for (_, field) in fields { field.forEachStamp { writer.note($0.replica) } }
         writer.replicaTable()
-        writer.varint(UInt64(columns.count))
-        for column in columns { writer.string(column) }
-        writer.recordBody(state) { name in
-            // Binary search: the columns are sorted, and a wide table must not cost c² compares.
-            var low = 0, high = columns.count
-            while low < high {
-                let middle = (low + high) / 2
-                if utf8Less(columns[middle], name) { low = middle + 1 } else { high = middle }
-            }
-            return low
-        }
+        writer.varint(UInt64(fields.count))
+        for (column, _) in fields { writer.string(column) }
+        writer.recordBody(membership: state.membership, fields: fields.enumerated().map { ($0.offset, $0.element.value) })
         writer.checksum()
         return writer.bytes
     }

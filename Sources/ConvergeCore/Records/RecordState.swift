@@ -45,6 +45,13 @@ public struct RecordState: Sendable, Hashable, Codable {
 
     /// Joins `other` into this state (``merging(_:)`` in place).
     public mutating func merge(_ other: RecordState) {
+        if isBottom {
+            // The join's identity: the other state, pruned as the general path would (a
+            // record's first delta, the common case of an insert or a first sync).
+            self = other
+            prune()
+            return
+        }
         let membershipChanged = !other.membership.isBottom && other.membership != membership
         if membershipChanged { membership.merge(other.membership) }
         var incarnated = false

@@ -82,17 +82,21 @@ public enum WireEncoder {
         /// A record's membership and fields (everything of `record` after its key), each field
         /// under the column number `column` gives it, in ascending column number.
         mutating func recordBody(_ state: RecordState, column: (String) -> Int) {
-            let membership = state.membership
+            var fields = [(index: Int, state: FieldState)]()
+            fields.reserveCapacity(state.fields.count)
+            for (name, field) in state.fields { fields.append((column(name), field)) }
+            fields.sort { $0.index < $1.index }
+            recordBody(membership: state.membership, fields: fields)
+        }
+
+        /// ``recordBody(_:column:)`` with the fields already numbered and in ascending order.
+        mutating func recordBody(membership: ORSet, fields: [(index: Int, state: FieldState)]) {
             bytes.append(membership.isBottom ? 0 : 1)
             if !membership.isBottom {
                 varint(UInt64(membership.dots.count))
                 for dot in membership.dots { stamp(dot) }
                 context(membership.context)
             }
-            var fields = [(index: Int, state: FieldState)]()
-            fields.reserveCapacity(state.fields.count)
-            for (name, field) in state.fields { fields.append((column(name), field)) }
-            fields.sort { $0.index < $1.index }
             varint(UInt64(fields.count))
             for (column, state) in fields {
                 let index = UInt64(column)

@@ -75,7 +75,7 @@ extension ReplicatedDatabase {
     private func applyMeasured(_ changeset: Changeset, options: ApplyOptions) throws -> ApplyReport {
         var rewound = false
         var report = try withMetadata { metadata -> ApplyReport in
-            for delta in changeset.records { try ReplicatedTable.checkAddress(delta, tables: metadata.tables) }
+            try ReplicatedTable.checkAddresses(of: changeset, tables: metadata.tables)
             let (plan, entries) = try planned(changeset, releaseAll: false, author: options.author, collectedClock: options.collectedClock, in: metadata)
             var report = ApplyReport()
             report.feedBefore = metadata.sequence

@@ -96,7 +96,7 @@ enum Materializer {
                 present |= 1 << UInt64(index)
                 arguments.append(value.databaseValue)
             }
-            try db.cachedStatement(sql: upsertSQL(schema, present: present)).execute(arguments: StatementArguments(arguments))
+            try db.cachedStatement(sql: upsertSQL(schema, present: present)).execute(arguments: StatementArguments(converted: arguments))
         }
     }
 
@@ -137,7 +137,7 @@ enum Materializer {
         }
         let sql = upsertSQL(schema, present: present)
         do {
-            try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
+            try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(converted: arguments))
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw ApplyError(table: schema.name, key: key, reason: .constraintViolation(error.message ?? "\(error)"))
         }

@@ -43,7 +43,7 @@ struct MetadataStore {
             while end < addresses.endIndex, end - start < Self.keysPerQuery, addresses[end].table == table { end += 1 }
             let (marks, keys) = paddedInList(addresses[start..<end].map { $0.key.databaseValue })
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
-            let rows = try Row.fetchCursor(statement, arguments: StatementArguments([table.databaseValue] + keys))
+            let rows = try Row.fetchCursor(statement, arguments: StatementArguments(converted: [table.databaseValue] + keys))
             var requested: Set<Value>?  // built on the first row: a batch of new keys finds none
             while let row = try rows.next() {
                 var key = Value(row[0] as DatabaseValue)

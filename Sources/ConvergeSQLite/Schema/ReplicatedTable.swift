@@ -16,13 +16,33 @@ public struct ReplicatedTable: Codable, Sendable, Hashable {
     static let columnsMax = 62
 
     /// Whether `key` has the storage class the key column expects.
-    public func accepts(_ key: Value) -> Bool {
-        switch key {
-        case .null: return false
-        case .text: return keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.isEmpty
-        case .blob: return keyType.contains("BLOB") || keyType.isEmpty
-        case .integer: return keyType.contains("INT") || keyType.isEmpty || !(keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.contains("BLOB"))
-        case .real: return !(keyType.contains("INT") || keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT") || keyType.contains("BLOB"))
+    public func accepts(_ key: Value) -> Bool { KeyClasses(keyType).accepts(key) }
+
+    /// The storage classes a key column of a declared type takes (SQLite's affinity rules).
+    struct KeyClasses: OptionSet {
+        let rawValue: UInt8
+        static let text = KeyClasses(rawValue: 1), blob = KeyClasses(rawValue: 2), integer = KeyClasses(rawValue: 4), real = KeyClasses(rawValue: 8)
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        init(_ keyType: String) {
+            let integer = keyType.contains("INT"), blob = keyType.contains("BLOB")
+            let text = keyType.contains("CHAR") || keyType.contains("CLOB") || keyType.contains("TEXT")
+            self = []
+            if text || keyType.isEmpty { insert(.text) }
+            if blob || keyType.isEmpty { insert(.blob) }
+            if integer || keyType.isEmpty || !(text || blob) { insert(.integer) }
+            if !(integer || text || blob) { insert(.real) }
+        }
+
+        func accepts(_ key: Value) -> Bool {
+            switch key {
+            case .null: return false
+            case .text: return contains(.text)
+            case .blob: return contains(.blob)
+            case .integer: return contains(.integer)
+            case .real: return contains(.real)
+            }
         }
     }
 
@@ -30,14 +50,37 @@ public struct ReplicatedTable: Codable, Sendable, Hashable {
     /// identifier or names Converge's or SQLite's own tables, one that differs only in case
     /// from a replicated table's, a NULL key, or a key of the wrong type.
     public static func checkAddress(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws(ApplyError) {
+        try checkTableName(delta, tables: tables)
+        try checkKey(delta, tables[delta.table], classes: tables[delta.table].map { KeyClasses($0.keyType) })
+    }
+
+    /// ``checkAddress(_:tables:)`` for every delta of `changeset`, in order, refusing the first
+    /// bad one: a table's name is checked, and its key's classes worked out, once per run of
+    /// deltas of that table instead of once per delta (an apply checks every delta first).
+    public static func checkAddresses(of changeset: Changeset, tables: [String: ReplicatedTable]) throws(ApplyError) {
+        var checked: (name: String, table: ReplicatedTable?, classes: KeyClasses?)?
+        for delta in changeset.records {
+            if checked?.name != delta.table {
+                try checkTableName(delta, tables: tables)
+                let table = tables[delta.table]
+                checked = (delta.table, table, table.map { KeyClasses($0.keyType) })
+            }
+            try checkKey(delta, checked!.table, classes: checked!.classes)
+        }
+    }
+
+    private static func checkTableName(_ delta: RecordDelta, tables: [String: ReplicatedTable]) throws(ApplyError) {
         guard isPlainIdentifier(delta.table), !isReservedName(delta.table) else {
             throw ApplyError(table: delta.table, key: delta.key, reason: .invalidTableName)
         }
         if tables[delta.table] == nil, let replicated = tables.keys.first(where: { $0.lowercased() == delta.table.lowercased() }) {
             throw ApplyError(table: delta.table, key: delta.key, reason: .tableNameCase(replicated: replicated))
         }
+    }
+
+    private static func checkKey(_ delta: RecordDelta, _ table: ReplicatedTable?, classes: KeyClasses?) throws(ApplyError) {
         guard delta.key != .null else { throw ApplyError(table: delta.table, key: delta.key, reason: .nullKey) }
-        if let table = tables[delta.table], !table.accepts(delta.key) {
+        if let table, let classes, !classes.accepts(delta.key) {
             throw ApplyError(table: delta.table, key: delta.key, reason: .keyTypeMismatch(expected: table.keyType, actual: delta.key.storageClassName))
         }
     }
