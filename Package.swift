@@ -58,19 +58,23 @@ let package = Package(
             name: "converge-sim",
             dependencies: ["ConvergeSimulation", "ConvergeSimulationHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // What the test targets share: the `.computeBound` trait, which keeps the tests that
+        // hold a thread for long off Swift's cooperative pool (the in-process servers of the
+        // sync tests need it).
+        .target(name: "ConvergeTestSupport", path: "Tests/ConvergeTestSupport"),
         .testTarget(
             name: "ConvergeCoreTests",
-            dependencies: ["ConvergeCore", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: ["ConvergeCore", "ConvergeTestSupport", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(
             name: "ConvergeSQLiteTests",
             dependencies: [
-                "ConvergeSQLite", .product(name: "PropertyBased", package: "swift-property-based"),
+                "ConvergeSQLite", "ConvergeTestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
                 // sqlite3_stmt_status: a test counts the recompilations of a cached statement.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
-        .testTarget(name: "ConvergeSimulationTests", dependencies: ["ConvergeSimulation"]),
+        .testTarget(name: "ConvergeSimulationTests", dependencies: ["ConvergeSimulation", "ConvergeTestSupport"]),
         // The sync messages client and server speak (binary, versioned): no dependencies
         // beyond the core, so the server does not depend on the client module.
         .target(name: "ConvergeProtocol", dependencies: ["ConvergeCore"]),
@@ -127,7 +131,7 @@ let package = Package(
         .testTarget(
             name: "ConvergeSyncTests",
             dependencies: [
-                "ConvergeSync", "ConvergeServer", "ConvergeSimulationHTTP", "ConvergePostgres",
+                "ConvergeSync", "ConvergeServer", "ConvergeSimulationHTTP", "ConvergePostgres", "ConvergeTestSupport",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -153,7 +157,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConvergeInspectorTests",
-            dependencies: ["ConvergeInspector", "ConvergeSQLite", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["ConvergeInspector", "ConvergeSQLite", "ConvergeTestSupport", .product(name: "GRDB", package: "GRDB.swift")]
         ),
     ],
     swiftLanguageModes: [.v6]

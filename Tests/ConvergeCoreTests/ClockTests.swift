@@ -1,8 +1,9 @@
 import ConvergeCore
+import ConvergeTestSupport
 import PropertyBased
 import Testing
 
-@Suite struct ClockTests {
+@Suite(.computeBound) struct ClockTests {
     @Test func monotonicUnderAnyInterleaving() async {
         await propertyCheck(count: 300, input: Gen.uint64(in: 0...UInt64.max)) { seed in
             var rng = SeededGenerator(seed: seed)
@@ -61,7 +62,7 @@ import Testing
     }
 }
 
-@Suite struct StampTests {
+@Suite(.computeBound) struct StampTests {
     @Test func totalOrder() async {
         let ids = (0..<3).map(Fixtures.replicaID)
         let stamps = (0..<4).flatMap { hlc in ids.map { Stamp(hlc: HLC(rawValue: UInt64(hlc)), replica: $0) } }

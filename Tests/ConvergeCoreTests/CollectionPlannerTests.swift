@@ -1,9 +1,10 @@
 @testable import ConvergeCore
+import ConvergeTestSupport
 import Testing
 
 /// Tombstone collection's decisions (DESIGN §9) and the in-memory replica's collection and
 /// reset, which the simulator's hub and core replicas run.
-@Suite("Collection planner")
+@Suite("Collection planner", .computeBound)
 struct CollectionPlannerTests {
     static let notes = TableSchema(name: "notes", primaryKey: "id", columns: ["title", "body"], deletePolicy: .updateWins)
     static let items = TableSchema(name: "items", primaryKey: "id", columns: ["name", "qty"], policies: ["qty": .critical], deletePolicy: .deleteWins)

@@ -1,10 +1,11 @@
 import ConvergeCore
+import ConvergeTestSupport
 import PropertyBased
 import Testing
 
 /// Join laws checked on states a random multi-replica run reaches (so concurrent ones),
 /// and every local mutation checked to be an inflation.
-@Suite struct LatticeLawTests {
+@Suite(.computeBound) struct LatticeLawTests {
     static func checkLaws<T: Equatable>(_ states: [T], _ join: (T, T) -> T, sourceLocation: SourceLocation = #_sourceLocation) {
         for a in states {
             #expect(join(a, a) == a, "idempotence", sourceLocation: sourceLocation)
@@ -111,7 +112,7 @@ import Testing
 /// States where one column is `.plain` on one side and `.incarnated` on the other (a
 /// table whose delete policy changed, or a hostile changeset): the join must stay a
 /// semilattice. The first three are the Coq counterexample `FieldState_pruned_nil_not_assoc`.
-@Suite struct MixedFieldKindTests {
+@Suite(.computeBound) struct MixedFieldKindTests {
     @Test func recordJoinStaysAssociativeWhenKindsMix() {
         let r = Fixtures.replicaID(0)
         let i = Stamp(hlc: HLC(rawValue: 1), replica: r)

@@ -1,7 +1,8 @@
 import ConvergeCore
+import ConvergeTestSupport
 import Testing
 
-@Suite struct MembershipTests {
+@Suite(.computeBound) struct MembershipTests {
     let a = Fixtures.replicaID(0), b = Fixtures.replicaID(1)
 
     func pair(_ schema: TableSchema) -> (Replica, Replica, RecordAddress) {
@@ -61,7 +62,7 @@ import Testing
     }
 }
 
-@Suite struct MVRegisterTests {
+@Suite(.computeBound) struct MVRegisterTests {
     @Test func concurrentWritesKeepBothSiblings() {
         var replicas = Fixtures.makeReplicas(3)
         let insert = replicas[0].perform([.insert(table: "notes", key: .text("x"), values: ["amount": .integer(10)])], physicalMilliseconds: 1)
@@ -122,7 +123,7 @@ import Testing
     }
 }
 
-@Suite struct ConvergenceTests {
+@Suite(.computeBound) struct ConvergenceTests {
     @Test func nReplicasConverge() async {
         for seed in UInt64(0)..<60 {
             var rng = SeededGenerator(seed: seed)

@@ -1,11 +1,12 @@
 import ConvergeCore
+import ConvergeTestSupport
 import PropertyBased
 import Testing
 
 /// DESIGN §2: a write that changes nothing takes no stamp and moves no clock, an apply that
 /// changes nothing moves no clock, and writing a critical field in conflict resolves it,
 /// even to the value shown.
-@Suite struct NoOpClockTests {
+@Suite(.computeBound) struct NoOpClockTests {
     /// `items(id, name, qty, amount)` with `amount` critical: the smallest case.
     static let items = TableSchema(name: "items", primaryKey: "id", columns: ["name", "qty", "amount"], policies: ["amount": .critical])
 

@@ -1,8 +1,9 @@
 import ConvergeCore
+import ConvergeTestSupport
 import Testing
 
 /// The README's example, compiled and run as a test so that it stays true.
-@Suite struct ReadmeExampleTests {
+@Suite(.computeBound) struct ReadmeExampleTests {
     @Test func twoReplicasMerge() throws {
         let schema = TableSchema(name: "items", primaryKey: "id", columns: ["name", "qty"], policies: ["qty": .critical])
         var phone = Replica(id: .random()), laptop = Replica(id: .random())

@@ -1,10 +1,11 @@
 @testable import ConvergeCore
+import ConvergeTestSupport
 import PropertyBased
 import Testing
 
 /// The metadata row's state blob (``RecordEntry/encodeState(_:)``): its own format, read
 /// back exactly, deterministic, checked, and still reading the format of earlier releases.
-@Suite struct RecordStateCodecTests {
+@Suite(.computeBound) struct RecordStateCodecTests {
     /// Every record state of a random run.
     func states(seed: UInt64) -> [RecordState] {
         let (replicas, changesets) = Fixtures.randomRun(seed: seed, replicas: 3, steps: 60)

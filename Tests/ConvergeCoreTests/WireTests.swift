@@ -1,8 +1,9 @@
 @testable import ConvergeCore
+import ConvergeTestSupport
 import PropertyBased
 import Testing
 
-@Suite struct WireTests {
+@Suite(.computeBound) struct WireTests {
     @Test func roundTripOfGeneratedChangesets() async {
         await propertyCheck(count: 100, input: Gen.uint64(in: 0...UInt64.max)) { seed in
             let (_, changesets) = Fixtures.randomRun(seed: seed, replicas: 3, steps: 80)

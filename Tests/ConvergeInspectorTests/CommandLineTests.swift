@@ -1,10 +1,11 @@
 import ConvergeCore
+import ConvergeTestSupport
 import Foundation
 import Testing
 
 /// The built `converge` executable, run as a subprocess: argument parsing, output streams
 /// and exit statuses as a shell sees them.
-@Suite struct CommandLineTests {
+@Suite(.computeBound) struct CommandLineTests {
     /// The executable beside the test bundle (SwiftPM builds every product into one
     /// folder), or `nil` when this run did not build it.
     static func executable() -> URL? {

@@ -1,12 +1,13 @@
 import ConvergeCore
 import ConvergeInspector
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
 /// The reading commands on real files: status, conflicts, history.
-@Suite struct InspectorReadTests {
+@Suite(.computeBound) struct InspectorReadTests {
     @Test func statusReportsIdentityTablesPeersAndConflicts() throws {
         let fixture = try Fixture()
         let (a, _) = try fixture.conflictedPair()

@@ -1,13 +1,14 @@
 import ConvergeCore
 import ConvergeInspector
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
 /// verify's expected rows go through the app table's affinities and defaults; export pages
 /// through a feed longer than one page.
-@Suite struct InspectorVerifyTests {
+@Suite(.computeBound) struct InspectorVerifyTests {
     /// A record created elsewhere by a replica whose `items` has only `name`, which it
     /// wrote as an integer: here the TEXT column stores it as text, and `qty` and `price`,
     /// which no write reached, keep their defaults. Neither is a difference; a value that

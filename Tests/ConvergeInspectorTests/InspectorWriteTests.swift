@@ -1,12 +1,13 @@
 import ConvergeCore
 import ConvergeInspector
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
 /// verify on good and tampered files, resolve, export and import.
-@Suite struct InspectorWriteTests {
+@Suite(.computeBound) struct InspectorWriteTests {
     @Test func verifyPassesOnAGoodFileWithUnfoldedLocalWrites() throws {
         let fixture = try Fixture()
         _ = try fixture.conflictedPair()

@@ -1,11 +1,12 @@
 import ConvergeCore
 @testable import ConvergeSQLite
+import ConvergeTestSupport
 import Testing
 
 /// The batched address check of an apply (`checkAddresses(of:tables:)`) refuses exactly what
 /// checking each delta in turn refuses, with the same first error, and a key column takes the
 /// storage classes SQLite's affinity rules give its declared type.
-@Suite struct AddressCheckTests {
+@Suite(.computeBound) struct AddressCheckTests {
     static let tables: [String: ReplicatedTable] = [
         "notes": ReplicatedTable(schema: TableSchema(name: "notes", primaryKey: "id", columns: ["title"]), keyType: "TEXT"),
         "counts": ReplicatedTable(schema: TableSchema(name: "counts", primaryKey: "n", columns: ["v"]), keyType: "INTEGER"),

@@ -1,11 +1,12 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
 /// The store's side of tombstone collection (DESIGN §9) and of a reset for resync.
-@Suite struct CollectionStoreTests {
+@Suite(.computeBound) struct CollectionStoreTests {
     let clock = TestClock()
 
     func sql(_ store: ReplicatedDatabase, _ statement: String) throws {

@@ -1,12 +1,13 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
 /// Unique constraints as conflicts (DESIGN §4): a clash between replicas never fails an
 /// apply; every replica shows the same holder and holds the same records.
-@Suite struct ConstraintConflictTests {
+@Suite(.computeBound) struct ConstraintConflictTests {
     let clock = TestClock()
 
     /// `people(id, email UNIQUE, name)` and `slots(id, day, room, label)` with UNIQUE(day, room).

@@ -1,5 +1,6 @@
 import ConvergeCore
 @testable import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
@@ -20,7 +21,7 @@ import Testing
 ///
 /// Seeds are fixed, so a failure replays: `ConstraintPropertyTests.run(seed:)` with the seed
 /// named in the failure, `trace: true` to print its steps.
-@Suite struct ConstraintPropertyTests {
+@Suite(.computeBound) struct ConstraintPropertyTests {
     static let seeds: Range<UInt64> = 0..<12
 
     @Test func storesSettleClashesAlikeAndEqualTheModel() throws {

@@ -1,10 +1,11 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import GRDB
 import Testing
 
 /// The README's store example, compiled and run so that it stays true.
-@Suite struct ReadmeStoreExampleTests {
+@Suite(.computeBound) struct ReadmeStoreExampleTests {
     @Test func replicateATableAndSyncTwoDatabases() throws {
         func openDevice() throws -> ReplicatedDatabase {
             let dbQueue = try DatabaseQueue()  // or DatabaseQueue(path:) / DatabasePool(path:)

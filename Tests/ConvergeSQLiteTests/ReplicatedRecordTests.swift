@@ -1,11 +1,12 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import GRDB
 import Testing
 
 /// Record-type policies (issue #22): a GRDB record declares its replication beside its
 /// definition and `replicate(Item.self)` uses it; a misnamed column is caught.
-@Suite struct ReplicatedRecordTests {
+@Suite(.computeBound) struct ReplicatedRecordTests {
     struct Item: Codable, FetchableRecord, PersistableRecord, ReplicatedRecord {
         var id: String
         var name: String

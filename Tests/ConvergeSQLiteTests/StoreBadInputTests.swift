@@ -1,11 +1,12 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import GRDB
 import Testing
 
 /// Hostile and mistaken input gets a typed error or the quarantine, and leaves the
 /// database exactly as it was.
-@Suite struct StoreBadInputTests {
+@Suite(.computeBound) struct StoreBadInputTests {
     let clock = TestClock()
 
     /// Everything stored, Converge's metadata included, as text.
@@ -89,7 +90,7 @@ import Testing
     }
 }
 
-@Suite struct NullKeyTests {
+@Suite(.computeBound) struct NullKeyTests {
     /// Found by FuzzApply: a NULL key for a table not replicated here reached SQLite's NOT
     /// NULL constraint as an untyped error. It is refused up front now.
     @Test func nullKeysAreRefusedWithATypedError() throws {

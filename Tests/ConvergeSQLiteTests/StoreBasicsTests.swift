@@ -1,10 +1,11 @@
 import ConvergeCore
 @testable import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
-@Suite struct StoreBasicsTests {
+@Suite(.computeBound) struct StoreBasicsTests {
     let clock = TestClock()
 
     @Test func localWritesFlowToAnotherStore() throws {
@@ -123,7 +124,7 @@ import Testing
 
 /// A record that changed again beyond a page keeps its older parts: paging with a fixed
 /// cursor sends them with the record when its turn comes (the simulator's first find).
-@Suite struct FeedPagingTests {
+@Suite(.computeBound) struct FeedPagingTests {
     @Test func pagesNeverDropOlderPartsOfLaterRecords() throws {
         let clock = TestClock()
         let a = try StoreFixtures.makeStore(clock: clock), b = try StoreFixtures.makeStore(clock: clock)

@@ -1,10 +1,11 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import GRDB
 import GRDBSQLite
 import Testing
 
-@Suite struct StoreConflictTests {
+@Suite(.computeBound) struct StoreConflictTests {
     let clock = TestClock()
 
     func concurrentEdits() throws -> (ReplicatedDatabase, ReplicatedDatabase) {

@@ -1,10 +1,11 @@
 import ConvergeCore
 @testable import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import Testing
 
-@Suite struct StoreDurabilityTests {
+@Suite(.computeBound) struct StoreDurabilityTests {
     let clock = TestClock()
 
     /// The rows the metadata says are visible, as the app table should hold them.

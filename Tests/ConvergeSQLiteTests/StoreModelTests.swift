@@ -1,5 +1,6 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import PropertyBased
 import Testing
@@ -7,7 +8,7 @@ import Testing
 /// 3–6 in-memory stores driven by plain SQL, exchanging partial feeds in random order with
 /// duplicates, each shadowed by a core-model replica fed the same operations and the same
 /// changesets: all stores end with identical app tables and metadata, equal to the model.
-@Suite struct StoreModelTests {
+@Suite(.computeBound) struct StoreModelTests {
     @Test func storesConvergeAndEqualTheCoreModel() async throws {
         await propertyCheck(count: 25, input: Gen.uint64(in: 0...UInt64.max)) { seed in
             do {

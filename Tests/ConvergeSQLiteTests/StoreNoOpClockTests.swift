@@ -1,5 +1,6 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import Foundation
 import GRDB
 import PropertyBased
@@ -8,7 +9,7 @@ import Testing
 /// DESIGN §2 on the SQLite store: a write or resolve that changes nothing (refused, or to
 /// the value shown) moves no clock, an apply that changes nothing moves no clock, and an
 /// UPDATE writing a critical field in conflict resolves it, even to the value shown.
-@Suite struct StoreNoOpClockTests {
+@Suite(.computeBound) struct StoreNoOpClockTests {
     let clock = TestClock()
 
     /// `items(id, name, qty, amount)` with `amount` critical: the smallest case.

@@ -1,12 +1,13 @@
 import ConvergeCore
-import Foundation
 import ConvergeSQLite
+import ConvergeTestSupport
+import Foundation
 import GRDB
 import Testing
 
 /// Server-side rules at the store level: authority columns and validation with
 /// compensating writes.
-@Suite struct StoreRulesTests {
+@Suite(.computeBound) struct StoreRulesTests {
     let clock = TestClock()
 
     /// `prices(id, label, price)` with `price` owned by the authority.

@@ -1,9 +1,10 @@
 import ConvergeCore
 import ConvergeSQLite
+import ConvergeTestSupport
 import GRDB
 import Testing
 
-@Suite struct StoreSchemaTests {
+@Suite(.computeBound) struct StoreSchemaTests {
     let clock = TestClock()
 
     func refusal(_ sql: String, table: String = "t") throws -> SchemaError.Reason? {

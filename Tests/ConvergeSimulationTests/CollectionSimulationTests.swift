@@ -1,10 +1,11 @@
 import ConvergeCore
 @testable import ConvergeSimulation
+import ConvergeTestSupport
 import Testing
 
 /// `--collect` (DESIGN §9): the simulator's hub collects tombstones, retires devices and
 /// makes them reset, and the oracle knows what that may drop, and nothing more.
-@Suite("Simulator with tombstone collection")
+@Suite("Simulator with tombstone collection", .computeBound)
 struct CollectionSimulationTests {
     /// Runs that sync often enough for the frontier to pass deletes while replicas still
     /// write, with keys enough for a deleted record to stay deleted a while: collection

@@ -1,10 +1,11 @@
 import ConvergeCore
 @testable import ConvergeSimulation
+import ConvergeTestSupport
 import Testing
 
 /// The session checker on hand-made histories: it flags what DESIGN §7 forbids and lets
 /// through the exceptions it names (a larger stamp, a removed incarnation).
-@Suite("Session checker")
+@Suite("Session checker", .computeBound)
 struct SessionCheckerTests {
     let a = ReplicaID(high: 0, low: 1)
     let b = ReplicaID(high: 0, low: 2)

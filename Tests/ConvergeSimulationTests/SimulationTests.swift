@@ -1,8 +1,9 @@
 import ConvergeCore
 @testable import ConvergeSimulation
+import ConvergeTestSupport
 import Testing
 
-@Suite("Simulator")
+@Suite("Simulator", .computeBound)
 struct SimulationTests {
     /// 200 seeds of small core runs, all faults, both topologies (in chunks, run in parallel).
     @Test("core replicas converge to the oracle under all faults", arguments: 0..<8)

@@ -12,7 +12,7 @@ import FoundationNetworking
 
 /// The admin API (issue #21): its own credential, the devices of a namespace, revocation
 /// that holds across a restart.
-@Suite(.timeLimit(.minutes(1))) struct AdminTests {
+@Suite(.timeLimit(.minutes(3))) struct AdminTests {
     static let adminToken = "admin-token-for-tests-0123456789abcdef"
 
     static func start(directory: URL, secret: String, admin: String? = adminToken) async throws -> RunningServer {

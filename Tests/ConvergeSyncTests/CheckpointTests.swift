@@ -7,7 +7,7 @@ import Testing
 /// Upload checkpoints (issue #22): `waitUntilUploaded` returns once every local change made
 /// before the call is acknowledged, `waitUntilSynced` once a full pull followed; both time
 /// out and cancel cleanly.
-@Suite(.timeLimit(.minutes(1))) struct CheckpointTests {
+@Suite(.timeLimit(.minutes(3))) struct CheckpointTests {
     @Test func waitUntilUploadedReturnsOnceTheServerHoldsEveryEarlierChange() async throws {
         try await TestServer.run { server, directory in
             let device = try await Device.make("device", server: server, in: directory)

@@ -11,7 +11,7 @@ import FoundationNetworking
 #endif
 
 /// gzip and deflate request bodies are accepted, answers are compressed when asked for.
-@Suite(.timeLimit(.minutes(1))) struct CompressionTests {
+@Suite(.timeLimit(.minutes(3))) struct CompressionTests {
     func post(_ server: TestServer, _ body: [UInt8], encoding: String?, token: String) async throws -> (Int, HTTPURLResponse, Data) {
         var request = URLRequest(url: server.baseURL.appendingPathComponent("v1/sync"))
         request.httpMethod = "POST"

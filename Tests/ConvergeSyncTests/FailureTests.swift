@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 
 /// Bad input is answered as specified and changes nothing stored; transient failures retry.
-@Suite(.timeLimit(.minutes(1))) struct FailureTests {
+@Suite(.timeLimit(.minutes(3))) struct FailureTests {
     /// What the server stores for a namespace: merge states, feed position, a device binding.
     func stored(_ server: TestServer, device: String = "device") async throws -> (Changeset, UInt64, ReplicaID?) {
         let store = try await server.store()

@@ -1,12 +1,13 @@
-import ConvergeCore
 @testable import ConvergeSync
+import ConvergeCore
+import ConvergeTestSupport
 import Crypto
 import Foundation
 import Testing
 
 /// The sealing of encrypted columns alone (DESIGN §11): determinism, what the associated
 /// data binds, rotation, and what a value that does not open becomes.
-@Suite struct FieldCipherTests {
+@Suite(.computeBound) struct FieldCipherTests {
     let key1 = SymmetricKey(size: .bits256)
     let key2 = SymmetricKey(size: .bits256)
     let replica = ReplicaID(high: 1, low: 2)

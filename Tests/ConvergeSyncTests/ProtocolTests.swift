@@ -1,9 +1,10 @@
 import ConvergeCore
 import ConvergeSync
+import ConvergeTestSupport
 import Testing
 
 /// The sync messages: round trips, and untrusted bytes refused with a reason, never a trap.
-@Suite struct ProtocolTests {
+@Suite(.computeBound) struct ProtocolTests {
     static let replica = ReplicaID(bytes: Array(1...16))!
 
     static let rejections = [

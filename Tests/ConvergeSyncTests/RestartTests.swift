@@ -6,7 +6,7 @@ import Foundation
 import Testing
 
 /// The server goes away and comes back, with its data or without.
-@Suite(.timeLimit(.minutes(1))) struct RestartTests {
+@Suite(.timeLimit(.minutes(3))) struct RestartTests {
     @Test func serverRestartLosesNothingAndDoublesNothing() async throws {
         let dataDirectory = try Fixtures.temporaryDirectory()
         let directory = try Fixtures.temporaryDirectory()

@@ -7,7 +7,10 @@ import Testing
 /// The simulator's hub mode through the real server (`converge-sim --transport http`):
 /// device SQLite stores → SyncEngine over HTTP → Hummingbird → the server's SQLite store →
 /// the other devices, checked against the oracle.
-@Suite("Simulator over HTTP", .timeLimit(.minutes(3)))
+///
+/// Each test runs whole simulations in a debug build, beside the rest of the run: the limit
+/// is there to stop a hang, not to time them.
+@Suite("Simulator over HTTP", .timeLimit(.minutes(10)))
 struct SimulationOverHTTPTests {
     func httpOptions(seed: UInt64, replicas: Int = 4, ops: Int = 300) -> SimulationOptions {
         SimulationOptions(seed: seed, replicas: replicas, ops: ops, store: .sqlite, topology: .hub, syncRate: 0.3, transport: .http)

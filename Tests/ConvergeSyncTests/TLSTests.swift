@@ -61,12 +61,15 @@ import FoundationNetworking
 
     /// An HTTP client that trusts only `caPEM` (or the system's roots, without one), and does
     /// not follow redirects.
-    static func client(trusting caPEM: String?) throws -> HTTPClient {
+    ///
+    /// A refused handshake is retried until the connect timeout, so a probe that expects a
+    /// refusal passes a short one; the default is long, because a handshake of debug-built
+    /// BoringSSL on a loaded two-core machine can take seconds.
+    static func client(trusting caPEM: String?, connectTimeout: TimeAmount = .seconds(30)) throws -> HTTPClient {
         var tls = TLSConfiguration.makeClientConfiguration()
         if let caPEM { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8))) }
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
-        // A refused handshake is retried until the connect timeout: keep it short.
-        configuration.timeout = .init(connect: .seconds(2), read: .seconds(30))
+        configuration.timeout = .init(connect: connectTimeout, read: .seconds(30))
         // Answers as they come (the operator page's 303 and its cookie are what is checked).
         configuration.redirectConfiguration = .disallow
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -126,7 +129,7 @@ import FoundationNetworking
         let server = try await TestServer.start(configure: { $0.tls = authority.settings })
         #expect(server.baseURL.scheme == "https")
         let client = try Self.client(trusting: authority.caPEM)
-        let stranger = try Self.client(trusting: nil)
+        let stranger = try Self.client(trusting: nil, connectTimeout: .seconds(2))
         do {
             let transport = TrustingTransport(client: client, baseURL: Self.httpsURL(server))
             let phone = try await Self.device("phone", server, transport: transport, in: directory)
@@ -141,7 +144,7 @@ import FoundationNetworking
             // A client that does not trust the CA refuses the server: the handshake fails.
             let probe = HTTPClientRequest(url: Self.httpsURL(server) + "/health")
             await #expect(throws: (any Error).self) { _ = try await stranger.execute(probe, timeout: .seconds(10)) }
-            let health = try await client.execute(probe, timeout: .seconds(10))
+            let health = try await client.execute(probe, timeout: .seconds(60))
             #expect(health.status.code == 200)
         } catch {
             try? await client.shutdown()
@@ -170,7 +173,7 @@ import FoundationNetworking
             ] {
                 upgrade.headers.add(name: name, value: value)
             }
-            let response = try await client.execute(upgrade, timeout: .seconds(10))
+            let response = try await client.execute(upgrade, timeout: .seconds(60))
             let body = String(buffer: try await response.body.collect(upTo: 1 << 16))
             #expect(response.status.code == 401)
             #expect(body.contains(#""code":"unauthorized""#), "body: \(body)")
@@ -263,15 +266,16 @@ import FoundationNetworking
         let server = try await TestServer.start(configure: { $0.tls = settings })
         let probe = HTTPClientRequest(url: Self.httpsURL(server) + "/health")
 
-        /// Whether a new connection from a client trusting `ca` gets an answer.
-        func trusted(by ca: String) async throws -> Bool {
-            let client = try Self.client(trusting: ca)
-            let ok = (try? await client.execute(probe, timeout: .seconds(10)).status.code == 200) ?? false
+        /// Whether a new connection from a client trusting `ca` gets an answer; a refusal is
+        /// waited for up to `connectTimeout`.
+        func trusted(by ca: String, connectTimeout: TimeAmount = .seconds(30)) async throws -> Bool {
+            let client = try Self.client(trusting: ca, connectTimeout: connectTimeout)
+            let ok = (try? await client.execute(probe, timeout: .seconds(60)).status.code == 200) ?? false
             try await client.shutdown()
             return ok
         }
         #expect(try await trusted(by: first.caPEM))
-        #expect(try await !trusted(by: renewed.caPEM))
+        #expect(try await !trusted(by: renewed.caPEM, connectTimeout: .seconds(2)))
 
         // A botched renewal (a key file that is not a key) keeps the old certificate serving.
         try "half written".write(to: first.keyFile, atomically: true, encoding: .utf8)
@@ -284,10 +288,10 @@ import FoundationNetworking
         var switched = false
         for _ in 0..<100 where !switched {
             try await Task.sleep(for: .milliseconds(100))
-            switched = try await trusted(by: renewed.caPEM)
+            switched = try await trusted(by: renewed.caPEM, connectTimeout: .seconds(5))
         }
         #expect(switched, "the renewed certificate was never served")
-        #expect(try await !trusted(by: first.caPEM))
+        #expect(try await !trusted(by: first.caPEM, connectTimeout: .seconds(2)))
         await server.stop()
     }
 }

@@ -10,7 +10,7 @@ import Testing
 /// Access tokens (issue #21): `exp` required, `nbf`/`iat` not in the future, `iss`/`aud` as
 /// configured, the header's `alg` that of the key, and the engine's refresher when a token
 /// expires during a run. Every refusal is a 401 that changes nothing.
-@Suite(.timeLimit(.minutes(1))) struct TokenTests {
+@Suite(.timeLimit(.minutes(3))) struct TokenTests {
     let secret = "a secret long enough for HS256 keys, 32+ bytes"
 
     /// A token signed with `secret` carrying exactly `claims`.

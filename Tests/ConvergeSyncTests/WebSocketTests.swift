@@ -12,7 +12,7 @@ import FoundationNetworking
 #endif
 
 /// `GET /v1/ws`: the realtime channel as a WebSocket, against a real server on loopback.
-@Suite(.timeLimit(.minutes(1))) struct WebSocketTests {
+@Suite(.timeLimit(.minutes(3))) struct WebSocketTests {
     enum TokenPlacement: String, CaseIterable, Sendable {
         case header, query
     }
