@@ -28,9 +28,10 @@ import FoundationNetworking
     static func zigzag(_ value: Int64) -> UInt64 { UInt64(bitPattern: (value << 1) ^ (value >> 63)) }
 
     /// Wire bytes the encoder would never write: one `notes` record whose membership
-    /// context names `count` distinct replicas, listed (and tabled) in descending order,
-    /// the worst case for a context kept as a sorted array.
-    static func manyReplicas(_ count: Int, at hlc: HLC) -> [UInt8] {
+    /// context (or, `asDots`, whose dots, the context left empty and widened to them) names
+    /// `count` distinct replicas, listed (and tabled) in descending order, the worst case for
+    /// a context kept as a sorted array.
+    static func manyReplicas(_ count: Int, at hlc: HLC, asDots: Bool = false) -> [UInt8] {
         var out = WireFormat.magic + [WireFormat.version]
         varint(UInt64(count), into: &out)
         for index in 0..<count { out += ReplicaID(high: UInt64(count - index), low: 0).bytes }
@@ -41,35 +42,14 @@ import FoundationNetworking
         varint(1, into: &out)  // one record
         out += [3, 1, UInt8(ascii: "k")]  // text key "k"
         out.append(1)  // membership present
-        varint(0, into: &out)  // no dots
+        if !asDots { varint(0, into: &out) }  // no dots
         varint(UInt64(count), into: &out)
         for index in 0..<count {
             varint(UInt64(index + 1), into: &out)
             varint(index == 0 ? zigzag(Int64(bitPattern: hlc.rawValue)) : 0, into: &out)
         }
+        if asDots { varint(0, into: &out) }  // empty context
         varint(0, into: &out)  // no fields
-        return sealed(out)
-    }
-
-    /// One record whose `count` dots (and context) name `count` replicas listed in descending
-    /// order, the order that made the decoder's context quadratic.
-    static func manyDescendingDots(_ count: Int) -> [UInt8] {
-        var out = WireFormat.magic + [WireFormat.version]
-        varint(UInt64(count), into: &out)
-        for index in 0..<count { out += ReplicaID(high: UInt64(count - index), low: 0).bytes }
-        varint(1, into: &out)
-        varint(5, into: &out)
-        out += Array("notes".utf8)
-        varint(0, into: &out)
-        varint(1, into: &out)
-        out += [3, 1, UInt8(ascii: "k"), 1]
-        varint(UInt64(count), into: &out)
-        for index in 0..<count {
-            varint(UInt64(index + 1), into: &out)
-            varint(index == 0 ? zigzag(Int64(bitPattern: HLC(milliseconds: nowMilliseconds()).rawValue)) : 0, into: &out)
-        }
-        varint(0, into: &out)  // empty context: widened to the dots
-        varint(0, into: &out)
         return sealed(out)
     }
 
@@ -604,8 +584,9 @@ import FoundationNetworking
     /// 400,000 dots of as many replicas, in descending order, decode in near linear time.
     @Test func fourHundredThousandDotsInDescendingOrderDecodeInNearLinearTime() throws {
         let count = 400_000
-        let quarter = try Self.timedDecode(HostileRequestTests.manyDescendingDots(count / 4), tries: 2)
-        let full = try Self.timedDecode(HostileRequestTests.manyDescendingDots(count))
+        let now = HLC(milliseconds: HostileRequestTests.nowMilliseconds())
+        let quarter = try Self.timedDecode(HostileRequestTests.manyReplicas(count / 4, at: now, asDots: true), tries: 2)
+        let full = try Self.timedDecode(HostileRequestTests.manyReplicas(count, at: now, asDots: true))
         #expect(full.changeset.records.first?.state.membership.dots.count == count)
         #expect(full.changeset.records.first?.state.membership.context.entries.count == count)
         #expect(quarter.changeset.records.first?.state.membership.dots.count == count / 4)
