@@ -292,10 +292,20 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         self.revoked = revoked
     }
 
+    /// How long opening a namespace waits for the close of its previous store to let go of
+    /// the file.
+    static let busyTimeoutSeconds: TimeInterval = 10
+
     static func open(path: String, schema: ServerSchema, configuration: ReplicatedDatabase.Configuration) async throws -> SQLiteNamespaceStore {
         let queue = DispatchQueue(label: "converge.namespace")
         return try await run(on: queue) {
-            let pool = try DatabasePool(path: path)
+            // A store dropped from the cache closes its pool when its last user lets it go,
+            // and closing the last connection checkpoints the WAL under an exclusive lock: a
+            // request that reopens the namespace meanwhile waits for it instead of failing
+            // with "database is locked" (nothing else writes the file).
+            var poolConfiguration = GRDB.Configuration()
+            poolConfiguration.busyMode = .timeout(SQLiteNamespaceStore.busyTimeoutSeconds)
+            let pool = try DatabasePool(path: path, configuration: poolConfiguration)
             let hadStandings = try pool.read { db in try db.tableExists("converge_server_standing") }
             try pool.write { db in
                 for table in schema.tables where try !db.tableExists(table.name) { try db.execute(sql: table.create) }
