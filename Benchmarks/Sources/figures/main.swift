@@ -143,6 +143,14 @@ func codec(_ changeset: Changeset) -> CodecFigures {
 }
 
 let w = codec(changesetW)
+
+// Text keys, as workload W's (UUID strings): sorting the addresses of a changeset and
+// finding each in a set, which every apply and fold does for its touched records.
+var seededKeys = SeededGenerator(seed: 0x6b657973)
+let textAddresses = changesetW.records.map { RecordAddress(table: $0.table, key: $0.key) }.shuffled(using: &seededKeys)
+let keySort = best(prepare: { textAddresses }) { addresses in addresses.sort() }
+let keySet = Set(textAddresses.map(\.key))
+let keyLookup = best(prepare: { 0 }) { found in for address in textAddresses where keySet.contains(address.key) { found += 1 } }
 let small = codec(changesetSmall)
 
 // Report.
@@ -162,6 +170,12 @@ let rows: [(String, String, String, String)] = [
     ("decode, workload W", "\(w.bytes) B",
      "\(format(w.decodeMBps)) MB/s, \(format(megaPerSecond(w.fields, w.decode.best))) M fields/s",
      "\(format(w.decode.best * 1e3, 1)) ms (median \(format(w.decode.median * 1e3, 1)))"),
+    ("sort of text-key addresses", "\(textAddresses.count) keys",
+     "\(format(megaPerSecond(textAddresses.count, keySort.best))) M keys/s",
+     "\(format(keySort.best * 1e3, 1)) ms (median \(format(keySort.median * 1e3, 1)))"),
+    ("lookup of text keys in a set", "\(textAddresses.count) keys",
+     "\(format(megaPerSecond(textAddresses.count, keyLookup.best))) M keys/s",
+     "\(format(keyLookup.best * 1e3, 1)) ms (median \(format(keyLookup.median * 1e3, 1)))"),
     ("encode, small ints + short texts", "\(small.bytes) B, \(format(small.bytesPerField)) B/field",
      "\(format(small.encodeMBps)) MB/s, \(format(megaPerSecond(small.fields, small.encode.best))) M fields/s",
      "\(format(small.encode.best * 1e3, 1)) ms (median \(format(small.encode.median * 1e3, 1)))"),
@@ -191,6 +205,8 @@ let json: [(String, Double)] = [
     ("decode_mb_per_s", w.decodeMBps),
     ("encode_fields_per_s", Double(w.fields) / w.encode.best),
     ("decode_fields_per_s", Double(w.fields) / w.decode.best),
+    ("key_sort_per_s", Double(textAddresses.count) / keySort.best),
+    ("key_lookup_per_s", Double(textAddresses.count) / keyLookup.best),
     ("bytes_per_field_w", w.bytesPerField),
     ("bytes_per_field_small", small.bytesPerField),
     ("encode_mb_per_s_small", small.encodeMBps),

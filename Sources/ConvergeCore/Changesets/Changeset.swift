@@ -76,7 +76,7 @@ public struct RecordAddress: Sendable, Hashable, Comparable, Codable {
     }
 
     public static func < (lhs: RecordAddress, rhs: RecordAddress) -> Bool {
-        if lhs.table != rhs.table { return lhs.table.utf8.lexicographicallyPrecedes(rhs.table.utf8) }
+        if lhs.table != rhs.table { return utf8Less(lhs.table, rhs.table) }
         return lhs.key < rhs.key
     }
 }

@@ -32,8 +32,8 @@ public enum UniquePlanner {
         }
 
         public static func < (lhs: Group, rhs: Group) -> Bool {
-            if lhs.table != rhs.table { return lhs.table.utf8.lexicographicallyPrecedes(rhs.table.utf8) }
-            if lhs.index != rhs.index { return lhs.index.utf8.lexicographicallyPrecedes(rhs.index.utf8) }
+            if lhs.table != rhs.table { return utf8Less(lhs.table, rhs.table) }
+            if lhs.index != rhs.index { return utf8Less(lhs.index, rhs.index) }
             return lhs.values.lexicographicallyPrecedes(rhs.values)
         }
     }

@@ -53,7 +53,7 @@ extension Value: Hashable {
         case (.null, .null): return true
         case (.integer(let a), .integer(let b)): return a == b
         case (.real(let a), .real(let b)): return a.bitPattern == b.bitPattern
-        case (.text(let a), .text(let b)): return a.utf8.elementsEqual(b.utf8)
+        case (.text(let a), .text(let b)): return utf8Equal(a, b)
         case (.blob(let a), .blob(let b)): return a == b
         default: return false
         }
@@ -80,7 +80,7 @@ extension Value: Comparable {
         switch (lhs, rhs) {
         case (.integer(let a), .integer(let b)): return a < b
         case (.real(let a), .real(let b)): return a.isTotallyOrdered(belowOrEqualTo: b) && a.bitPattern != b.bitPattern
-        case (.text(let a), .text(let b)): return a.utf8.lexicographicallyPrecedes(b.utf8)
+        case (.text(let a), .text(let b)): return utf8Less(a, b)
         case (.blob(let a), .blob(let b)): return a.lexicographicallyPrecedes(b)
         default: return false
         }

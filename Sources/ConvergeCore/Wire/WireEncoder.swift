@@ -229,11 +229,12 @@ func unzigzag(_ value: UInt64) -> Int64 {
 
 /// Whether `a`'s UTF-8 bytes sort before `b`'s: the column order of the encodings (a
 /// byte order, so it is the same on every platform and Unicode version).
+///
+/// Native strings are contiguous UTF-8 already: the buffers are compared, not two
+/// iterators (keys and column names are compared on every sort of an apply or a fold).
 func utf8Less(_ a: String, _ b: String) -> Bool {
-    var a = a, b = b
-    // Native strings are contiguous UTF-8 already: compare the buffers, not two iterators.
-    return a.withUTF8 { x in
-        b.withUTF8 { y in
+    let contiguous = a.utf8.withContiguousStorageIfAvailable { x in
+        b.utf8.withContiguousStorageIfAvailable { y in
             let common = min(x.count, y.count)
             var index = 0
             while index < common {
@@ -243,4 +244,25 @@ func utf8Less(_ a: String, _ b: String) -> Bool {
             return x.count < y.count
         }
     }
+    if let contiguous, let less = contiguous { return less }
+    return a.utf8.lexicographicallyPrecedes(b.utf8)
+}
+
+/// Whether `a` and `b` hold the same UTF-8 bytes (not String's `==`, which takes
+/// canonically equivalent strings for equal): how ``Value`` compares text, on the buffers
+/// like ``utf8Less(_:_:)``.
+func utf8Equal(_ a: String, _ b: String) -> Bool {
+    let contiguous = a.utf8.withContiguousStorageIfAvailable { x in
+        b.utf8.withContiguousStorageIfAvailable { y in
+            guard x.count == y.count else { return false }
+            var index = 0
+            while index < x.count {
+                if x[index] != y[index] { return false }
+                index += 1
+            }
+            return true
+        }
+    }
+    if let contiguous, let equal = contiguous { return equal }
+    return a.utf8.elementsEqual(b.utf8)
 }
