@@ -150,7 +150,7 @@ extension ReplicatedDatabase {
         let (membership, fields) = try RecordEntryCodec.decodeSequences(try blob("seqs"), table: address.table, key: address.key)
         return StoredRecord(
             table: address.table, key: address.key, state: state, sequence: UInt64(bitPattern: row["seq"]),
-            membershipSequence: membership, fieldSequences: fields)
+            membershipSequence: membership, fieldSequences: fields.dictionary)
     }
 
     /// The local writes of `table` captured by the triggers and not yet folded into the

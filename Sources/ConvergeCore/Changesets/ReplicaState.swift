@@ -5,11 +5,17 @@
 /// replica does not know are held all the same, so they are forwarded, not dropped.
 public struct ReplicaState: Sendable {
     struct Entry: Sendable {
-        var state: RecordState
+        /// The state and the positions its parts last changed at, kept as every store keeps
+        /// them (one ``RecordEntry/update(to:at:)`` and one ``RecordEntry/delta(after:)``).
+        var record: RecordEntry
         /// The local sequence number at which the record last changed.
         var sequence: UInt64
-        var membershipSequence: UInt64
-        var fieldSequences: [String: UInt64]
+
+        static let empty = Entry(record: .empty, sequence: 0)
+
+        var state: RecordState { record.state }
+        var membershipSequence: UInt64 { record.membershipSequence }
+        var fieldSequences: ColumnMap<UInt64> { record.fieldSequences }
     }
 
     private(set) var records: [RecordAddress: Entry] = [:]
@@ -39,7 +45,7 @@ public struct ReplicaState: Sendable {
     /// that changed, so this replica relays what it received.
     @discardableResult
     public mutating func merge(_ delta: RecordState, into address: RecordAddress) -> Bool {
-        var entry = records[address] ?? Entry(state: RecordState(), sequence: 0, membershipSequence: 0, fieldSequences: [:])
+        var entry = records[address] ?? .empty
         let merged = entry.state.merging(delta)
         guard merged != entry.state else { return false }
         commit(entry: &entry, changedTo: merged, at: address)
@@ -47,16 +53,8 @@ public struct ReplicaState: Sendable {
     }
 
     private mutating func commit(entry: inout Entry, changedTo state: RecordState, at address: RecordAddress) {
-        let before = entry.state
-        entry.state = state
         sequence += 1
-        if entry.state.membership != before.membership { entry.membershipSequence = sequence }
-        for (column, field) in entry.state.fields where before.fields[column] != field {
-            entry.fieldSequences[column] = sequence
-        }
-        for column in entry.fieldSequences.keys where entry.state.fields[column] == nil {
-            entry.fieldSequences[column] = nil
-        }
+        entry.record.update(to: state, at: sequence)
         if entry.sequence != 0 { staleFeedCount += 1 }
         entry.sequence = sequence
         records[address] = entry
@@ -67,7 +65,7 @@ public struct ReplicaState: Sendable {
     /// Stores a record's state after a local mutation (which may reuse the transaction's
     /// stamp, so it cannot go through the join).
     public mutating func replace(_ record: RecordState, at address: RecordAddress) {
-        var entry = records[address] ?? Entry(state: RecordState(), sequence: 0, membershipSequence: 0, fieldSequences: [:])
+        var entry = records[address] ?? .empty
         commit(entry: &entry, changedTo: record, at: address)
     }
 
@@ -113,12 +111,7 @@ public struct ReplicaState: Sendable {
                 break
             }
             next = sequence
-            var delta = RecordState()
-            if entry.membershipSequence > cursor { delta.membership = entry.state.membership }
-            for (column, fieldSequence) in entry.fieldSequences where fieldSequence > cursor {
-                delta.fields[column] = entry.state.fields[column]
-            }
-            result.append(RecordDelta(table: address.table, key: address.key, state: delta))
+            result.append(RecordDelta(table: address.table, key: address.key, state: entry.record.delta(after: cursor)))
         }
         if !hasMore { next = max(next, sequence) }
         return (Changeset(records: result), next, hasMore)

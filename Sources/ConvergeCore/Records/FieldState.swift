@@ -24,6 +24,12 @@ public enum FieldState: Sendable, Hashable, Codable {
         }
     }
 
+    /// Whether the field keeps registers by incarnation (`.deleteWins`).
+    public var isIncarnated: Bool {
+        if case .incarnated = self { return true }
+        return false
+    }
+
     /// The join. Plain and incarnated states meet only when a table's delete policy
     /// changed; incarnated ones rank above plain ones (an ordered sum), which keeps the
     /// join a semilattice.
@@ -61,7 +67,7 @@ public enum FieldState: Sendable, Hashable, Codable {
     /// above a `.plain` state, and dropping it would make the record join non-associative
     /// when the two kinds meet (found by the Coq model, `FieldState_pruned_nil_not_assoc`).
     func pruned(by membership: ORSet) -> FieldState {
-        guard case .incarnated(let entries) = self else { return self }
+        guard case .incarnated(let entries) = self, entries.contains(where: { membership.isDead($0.incarnation) }) else { return self }
         return .incarnated(entries.filter { !membership.isDead($0.incarnation) })
     }
 

@@ -11,34 +11,49 @@ public struct RecordEntry: Sendable, Equatable {
     /// The feed position at which the membership last changed.
     public var membershipSequence: UInt64
     /// The feed position at which each field last changed.
-    public var fieldSequences: [String: UInt64]
+    public var fieldSequences: ColumnMap<UInt64>
 
     /// A record with `state`, last changed at these positions.
-    public init(state: RecordState, membershipSequence: UInt64, fieldSequences: [String: UInt64]) {
+    public init(state: RecordState, membershipSequence: UInt64, fieldSequences: ColumnMap<UInt64>) {
         self.state = state
         self.membershipSequence = membershipSequence
         self.fieldSequences = fieldSequences
     }
 
+    /// A record with `state`, last changed at these positions (given as a dictionary).
+    public init(state: RecordState, membershipSequence: UInt64, fieldSequences: [String: UInt64]) {
+        self.init(state: state, membershipSequence: membershipSequence, fieldSequences: ColumnMap(fieldSequences))
+    }
+
     /// A record never seen: bottom state, position 0.
-    public static let empty = RecordEntry(state: RecordState(), membershipSequence: 0, fieldSequences: [:])
+    public static let empty = RecordEntry(state: RecordState(), membershipSequence: 0, fieldSequences: ColumnMap<UInt64>())
 
     /// The position at which anything last changed.
     public var sequence: UInt64 { fieldSequences.values.reduce(membershipSequence, max) }
 
     /// Records that `new` replaced `state` at `sequence`: the parts that differ take it.
+    ///
+    /// - Complexity: O(f + g) for the fields of the two states: both are in column order,
+    ///   and so are the sequences, so one walk pairs them up.
     public mutating func update(to new: RecordState, at sequence: UInt64) {
         if new.membership != state.membership { membershipSequence = sequence }
-        if state.fields.isEmpty {
-            // A new record: every field is new (the common case of an insert or a first apply).
-            fieldSequences.reserveCapacity(new.fields.count)
-            for column in new.fields.keys { fieldSequences[column] = sequence }
-        } else {
-            for (column, field) in new.fields where state.fields[column] != field { fieldSequences[column] = sequence }
+        var sequences = ColumnMap<UInt64>()
+        sequences.reserveCapacity(new.fields.count)
+        var old = 0, kept = 0
+        for (column, field) in new.fields {
+            while old < state.fields.keys.count, utf8Less(state.fields.keys[old], column) { old += 1 }
+            let unchanged = old < state.fields.keys.count && utf8Equal(state.fields.keys[old], column) && state.fields.values[old] == field
+            if !unchanged {
+                sequences.append(column, sequence)
+                continue
+            }
+            // Unchanged: the field keeps the position it had (if it had one).
+            while kept < fieldSequences.keys.count, utf8Less(fieldSequences.keys[kept], column) { kept += 1 }
+            if kept < fieldSequences.keys.count, utf8Equal(fieldSequences.keys[kept], column) {
+                sequences.append(column, fieldSequences.values[kept])
+            }
         }
-        if fieldSequences.count > new.fields.count {
-            for column in fieldSequences.keys where new.fields[column] == nil { fieldSequences[column] = nil }
-        }
+        fieldSequences = sequences
         state = new
     }
 
@@ -46,7 +61,12 @@ public struct RecordEntry: Sendable, Equatable {
     public func delta(after cursor: UInt64) -> RecordState {
         var delta = RecordState()
         if membershipSequence > cursor { delta.membership = state.membership }
-        for (column, sequence) in fieldSequences where sequence > cursor { delta.fields[column] = state.fields[column] }
+        var field = 0
+        for (column, sequence) in fieldSequences where sequence > cursor {
+            while field < state.fields.keys.count, utf8Less(state.fields.keys[field], column) { field += 1 }
+            guard field < state.fields.keys.count, utf8Equal(state.fields.keys[field], column) else { continue }
+            delta.fields.append(column, state.fields.values[field])
+        }
         return delta
     }
 }
@@ -78,14 +98,13 @@ extension RecordEntry {
         writer.bytes.reserveCapacity(32 + state.fields.count * 24)
         writer.bytes.append(stateMagic)
         writer.bytes.append(stateVersion)
-        // Sorted once: the column list and the body both take this order.
-        let fields = state.fields.sorted { utf8Less($0.key, $1.key) }
+        // The fields are in column order already: the column list and the body take it.
         writer.noteReplicas(of: state.membership)
-        for (_, field) in fields { field.forEachStamp { writer.note($0.replica) } }
+        for field in state.fields.values { field.forEachStamp { writer.note($0.replica) } }
         writer.replicaTable()
-        writer.varint(UInt64(fields.count))
-        for (column, _) in fields { writer.string(column) }
-        writer.recordBody(membership: state.membership, fields: fields.enumerated().map { ($0.offset, $0.element.value) })
+        writer.varint(UInt64(state.fields.count))
+        for column in state.fields.keys { writer.string(column) }
+        writer.recordBody(membership: state.membership, numberedInOrder: state.fields.values)
         writer.checksum()
         return writer.bytes
     }
@@ -104,7 +123,7 @@ extension RecordEntry {
             var columns = [String]()
             columns.reserveCapacity(columnCount)
             for _ in 0..<columnCount { columns.append(try reader.string("column name")) }
-            let state = try reader.recordBody(table: "record state", columns: columns)
+            let state = try reader.recordBody(table: "record state", columns: WireDecoder.NumberedColumns(columns))
             guard reader.position == end else {
                 throw WireError(.trailingBytes(end - reader.position), offset: reader.position, context: "end of record state")
             }
@@ -136,12 +155,12 @@ extension RecordEntry {
         return changeset.records[0].state
     }
 
-    /// The sequences' blob: varints (the membership's, then each field's by column name).
+    /// The sequences' blob: varints (the membership's, then each field's, in column order).
     public func encodeSequences() -> [UInt8] {
         var bytes = [UInt8]()
         Varint.append(membershipSequence, to: &bytes)
         Varint.append(UInt64(fieldSequences.count), to: &bytes)
-        for (column, sequence) in fieldSequences.sorted(by: { $0.key < $1.key }) {
+        for (column, sequence) in fieldSequences {
             Varint.append(UInt64(column.utf8.count), to: &bytes)
             bytes += column.utf8
             Varint.append(sequence, to: &bytes)
@@ -150,12 +169,12 @@ extension RecordEntry {
     }
 
     /// Reads a sequences blob written by ``encodeSequences()``.
-    public static func decodeSequences(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> (membership: UInt64, fields: [String: UInt64]) {
+    public static func decodeSequences(_ bytes: [UInt8]) throws(RecordBlobCorruption) -> (membership: UInt64, fields: ColumnMap<UInt64>) {
         var reader = ByteReader(bytes)
         do throws(WireError) {
             let membership = try reader.varint("membership sequence")
             let count = try reader.count("sequence count", minimumBytes: 2)
-            var fields = [String: UInt64]()
+            var fields = ColumnMap<UInt64>()
             fields.reserveCapacity(count)
             for _ in 0..<count {
                 // Names were written from Swift strings: decoded leniently, as before.

@@ -13,19 +13,18 @@ extension RecordState {
         delta.membership = membership
         switch schema.deletePolicy {
         case .updateWins:
-            for (column, value) in values {
-                let policy = schema.policy(of: column)
-                let register = writeRegister(fields[column].flatMap(plainRegister), value, stamp, policy)
-                fields[column] = .plain(register)
-                delta.fields[column] = .plain(register)
-            }
+            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
+                (column, .plain(writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column))))
+            })
+            fields.merge(delta.fields) { _, written in written }
         case .deleteWins:
             prune()
-            for (column, value) in values {
-                let entry = FieldState.Incarnated(
-                    incarnation: stamp, register: .written(value, at: stamp, policy: schema.policy(of: column)))
-                fields[column] = Self.replacing([entry], in: fields[column])
-                delta.fields[column] = .incarnated([entry])
+            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
+                (column, .incarnated([FieldState.Incarnated(incarnation: stamp, register: .written(value, at: stamp, policy: schema.policy(of: column)))]))
+            })
+            fields.merge(delta.fields) { existing, written in
+                guard case .incarnated(let entries) = written else { return written }
+                return Self.replacing(entries, in: existing)
             }
         }
         return delta
@@ -45,22 +44,22 @@ extension RecordState {
         case .updateWins:
             membership.add(at: stamp)
             delta.membership = membership
-            for (column, value) in values {
-                let register = writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column))
-                fields[column] = .plain(register)
-                delta.fields[column] = .plain(register)
-            }
+            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
+                (column, .plain(writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column))))
+            })
+            fields.merge(delta.fields) { _, written in written }
         case .deleteWins:
-            for (column, value) in values {
+            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
                 let policy = schema.policy(of: column)
-                var written = [FieldState.Incarnated]()
-                for incarnation in membership.dots {
-                    let current = fields[column].flatMap { Self.register(in: $0, incarnation: incarnation) }
-                    written.append(FieldState.Incarnated(
-                        incarnation: incarnation, register: writeRegister(current, value, stamp, policy)))
-                }
-                fields[column] = Self.replacing(written, in: fields[column])
-                delta.fields[column] = .incarnated(written)
+                let current = fields[column]
+                return (column, .incarnated(membership.dots.map { incarnation in
+                    FieldState.Incarnated(incarnation: incarnation, register: writeRegister(
+                        current.flatMap { Self.register(in: $0, incarnation: incarnation) }, value, stamp, policy))
+                }))
+            })
+            fields.merge(delta.fields) { existing, written in
+                guard case .incarnated(let entries) = written else { return written }
+                return Self.replacing(entries, in: existing)
             }
         }
         return delta

@@ -10,20 +10,25 @@
 public struct RecordState: Sendable, Hashable, Codable {
     /// Whether the record exists: its add-tags and what it has seen.
     public var membership: ORSet
-    /// One state per column written (columns never written are absent).
-    public var fields: [String: FieldState]
+    /// One state per column written (columns never written are absent), in column order.
+    public var fields: ColumnMap<FieldState>
 
     /// The bottom state: nothing known.
     public init() {
         membership = ORSet()
-        fields = [:]
+        fields = ColumnMap()
     }
 
     /// A state from parts; under `.deleteWins`, registers of removed incarnations are dropped.
-    public init(membership: ORSet, fields: [String: FieldState]) {
+    public init(membership: ORSet, fields: ColumnMap<FieldState>) {
         self.membership = membership
         self.fields = fields
         prune()
+    }
+
+    /// A state from parts, its fields given as a dictionary.
+    public init(membership: ORSet, fields: [String: FieldState]) {
+        self.init(membership: membership, fields: ColumnMap(fields))
     }
 
     /// Whether the record exists (some add-tag is live).
@@ -36,7 +41,7 @@ public struct RecordState: Sendable, Hashable, Codable {
 
     /// The join.
     ///
-    /// - Complexity: O(f) for f fields in the smaller state (plus the registers' joins).
+    /// - Complexity: O(f + g) for f and g fields in the two states (plus the registers' joins).
     public func merging(_ other: RecordState) -> RecordState {
         var result = self
         result.merge(other)
@@ -54,27 +59,18 @@ public struct RecordState: Sendable, Hashable, Codable {
         }
         let membershipChanged = !other.membership.isBottom && other.membership != membership
         if membershipChanged { membership.merge(other.membership) }
-        var incarnated = false
-        for (column, state) in other.fields {
-            guard let index = fields.index(forKey: column) else {
-                fields[column] = state
-                if case .incarnated = state { incarnated = true }
-                continue
-            }
-            if case .incarnated = state { incarnated = true }
-            let existing = fields.values[index]
-            if existing == state { continue }
-            let merged = existing.merging(state)
-            if merged != existing { fields.values[index] = merged }
-        }
-        if membershipChanged || incarnated { prune() }
+        fields.merge(other.fields) { existing, state in existing == state ? existing : existing.merging(state) }
+        if membershipChanged || other.fields.values.contains(where: \.isIncarnated) { prune() }
     }
 
     /// Drops registers of removed incarnations (a no-op for `.updateWins` fields).
     mutating func prune() {
-        for (column, state) in fields {
-            guard case .incarnated = state else { continue }
-            fields[column] = state.pruned(by: membership)
+        // Only a field that holds a dead incarnation is written: a write would copy values
+        // shared with another state.
+        for index in fields.values.indices {
+            guard case .incarnated(let entries) = fields.values[index],
+                  entries.contains(where: { membership.isDead($0.incarnation) }) else { continue }
+            fields.values[index] = .incarnated(entries.filter { !membership.isDead($0.incarnation) })
         }
     }
 
@@ -111,6 +107,7 @@ public struct RecordState: Sendable, Hashable, Codable {
     /// Every part's invariant, and no register of a removed incarnation left behind.
     public func checkInvariants() throws(InvariantViolation) {
         try membership.checkInvariants()
+        try fields.checkInvariants()
         for (column, state) in fields {
             try state.checkInvariants()
             if case .incarnated(let entries) = state {

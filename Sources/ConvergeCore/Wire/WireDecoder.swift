@@ -280,26 +280,28 @@ public enum WireDecoder {
                 var columns = [String]()
                 columns.reserveCapacity(columnCount)
                 for _ in 0..<columnCount { columns.append(try string("column name of \(table)", limit: .nameBytes)) }
+                let numbered = NumberedColumns(columns)
                 let recordOffset = position
                 let recordCount = try count("record count of \(table)", minimumBytes: 3)
                 recordsRead += recordCount
                 try check(.records, recordsRead, offset: recordOffset, "record count of \(table)")
                 records.reserveCapacity(records.count + recordCount)
                 for _ in 0..<recordCount {
-                    records.append(try record(table: table, columns: columns))
+                    records.append(try record(table: table, columns: numbered))
                 }
             }
             return Changeset(records: records)
         }
 
-        mutating func record(table: String, columns: [String]) throws(WireError) -> RecordDelta {
+        mutating func record(table: String, columns: NumberedColumns) throws(WireError) -> RecordDelta {
             let key = try value("record key in \(table)", limit: .keyBytes)
             return RecordDelta(table: table, key: key, state: try recordBody(table: table, columns: columns))
         }
 
         /// A record's membership and fields (everything of `record` after its key), its
         /// field headers numbering `columns`.
-        mutating func recordBody(table: String, columns: [String]) throws(WireError) -> RecordState {
+        mutating func recordBody(table: String, columns numbered: NumberedColumns) throws(WireError) -> RecordState {
+            let columns = numbered.names
             let flagsOffset = position
             let flags = try byte("record flags")
             guard flags & ~1 == 0 else { throw WireError(.invalidFlags(flags), offset: flagsOffset, context: "record flags") }
@@ -321,10 +323,9 @@ public enum WireDecoder {
             let fieldCount = try count("field count", minimumBytes: 2)
             fieldsRead += fieldCount
             try check(.fields, fieldsRead, offset: fieldOffset, "field count")
-            var fields = [String: FieldState]()
-            // A column listed again is joined with its first state at the end, as a balanced
-            // tree: folding k copies into one large state one by one would cost k times its size.
-            var repeated = [String: [FieldState]]()
+            var fields = [(rank: Int, state: FieldState)]()
+            fields.reserveCapacity(fieldCount)
+            var ascending = true
             for _ in 0..<fieldCount {
                 let headerOffset = position
                 let header = try varint("field header")
@@ -357,10 +358,61 @@ public enum WireDecoder {
                 case nil:
                     throw WireError(.invalidTag(UInt8(header & 3)), offset: headerOffset, context: "field kind of \(column)")
                 }
-                if fields[column] == nil { fields[column] = state } else { repeated[column, default: []].append(state) }
+                let rank = numbered.ranks[Int(index)]
+                if let last = fields.last, last.rank >= rank { ascending = false }
+                fields.append((rank, state))
             }
-            for (column, states) in repeated { fields[column] = joined([fields[column]!] + states) { $0.merging($1) } }
-            return RecordState(membership: membership, fields: fields)
+            return RecordState(membership: membership, fields: ascending
+                ? ColumnMap(ascendingKeys: fields.map { numbered.sortedNames[$0.rank] }, values: fields.map(\.state))
+                : Self.columnMap(of: fields, names: numbered.sortedNames))
+        }
+
+        /// The fields of a record that lists them out of column order, or one column more
+        /// than once: sorted, and a column listed again joined with its first state as a
+        /// balanced tree (folding k copies into one large state one by one would cost k
+        /// times its size).
+        static func columnMap(of fields: [(rank: Int, state: FieldState)], names: [String]) -> ColumnMap<FieldState> {
+            let sorted = fields.sorted { $0.rank < $1.rank }
+            var keys = [String](), values = [FieldState]()
+            var start = 0
+            while start < sorted.count {
+                var end = start + 1
+                while end < sorted.count, sorted[end].rank == sorted[start].rank { end += 1 }
+                keys.append(names[sorted[start].rank])
+                values.append(end - start == 1 ? sorted[start].state : joined(sorted[start..<end].map(\.state)) { $0.merging($1) })
+                start = end
+            }
+            return ColumnMap(ascendingKeys: keys, values: values)
+        }
+    }
+
+    /// A table's column list as the wire numbers it, with each number's rank in UTF-8 byte
+    /// order (a name listed twice has one rank), so a record's fields are put in column
+    /// order by comparing integers, and in the common case (columns listed in that order)
+    /// not sorted at all.
+    struct NumberedColumns {
+        /// The names, by column number.
+        let names: [String]
+        /// The distinct names in UTF-8 byte order.
+        let sortedNames: [String]
+        /// Each number's position in `sortedNames`.
+        let ranks: [Int]
+
+        init(_ names: [String]) {
+            self.names = names
+            if zip(names, names.dropFirst()).allSatisfy({ utf8Less($0, $1) }) {
+                sortedNames = names
+                ranks = Array(names.indices)
+                return
+            }
+            let order = names.indices.sorted { utf8Less(names[$0], names[$1]) }
+            var sortedNames = [String](), ranks = [Int](repeating: 0, count: names.count)
+            for index in order {
+                if sortedNames.last.map({ !utf8Equal($0, names[index]) }) ?? true { sortedNames.append(names[index]) }
+                ranks[index] = sortedNames.count - 1
+            }
+            self.sortedNames = sortedNames
+            self.ranks = ranks
         }
     }
 

@@ -20,7 +20,7 @@ public enum WireEncoder {
         for table in tableOrder {
             for delta in recordsByTable[table]! {
                 writer.noteReplicas(of: delta.state.membership)
-                for column in delta.state.fields.keys.sorted(by: utf8Less) { delta.state.fields[column]!.forEachStamp { writer.note($0.replica) } }
+                for field in delta.state.fields.values { field.forEachStamp { writer.note($0.replica) } }
             }
         }
         writer.replicaTable()
@@ -31,7 +31,7 @@ public enum WireEncoder {
             var columns = [String]()
             var columnIndex = [String: Int]()
             for delta in records {
-                for column in delta.state.fields.keys.sorted(by: utf8Less) where columnIndex[column] == nil {
+                for column in delta.state.fields.keys where columnIndex[column] == nil {
                     columnIndex[column] = columns.count
                     columns.append(column)
                 }
@@ -82,46 +82,57 @@ public enum WireEncoder {
         /// A record's membership and fields (everything of `record` after its key), each field
         /// under the column number `column` gives it, in ascending column number.
         mutating func recordBody(_ state: RecordState, column: (String) -> Int) {
-            var fields = [(index: Int, state: FieldState)]()
-            fields.reserveCapacity(state.fields.count)
-            for (name, field) in state.fields { fields.append((column(name), field)) }
-            fields.sort { $0.index < $1.index }
-            recordBody(membership: state.membership, fields: fields)
+            let numbers = state.fields.keys.map(column)
+            recordMembership(state.membership)
+            varint(UInt64(numbers.count))
+            if zip(numbers, numbers.dropFirst()).allSatisfy({ $0 < $1 }) {
+                // The table's columns were numbered in the order records list them: no sort.
+                for (number, field) in zip(numbers, state.fields.values) { self.field(number, field) }
+            } else {
+                for index in numbers.indices.sorted(by: { numbers[$0] < numbers[$1] }) { field(numbers[index], state.fields.values[index]) }
+            }
         }
 
-        /// ``recordBody(_:column:)`` with the fields already numbered and in ascending order.
-        mutating func recordBody(membership: ORSet, fields: [(index: Int, state: FieldState)]) {
+        /// ``recordBody(_:column:)`` with each field numbered by its position in `fields`.
+        mutating func recordBody(membership: ORSet, numberedInOrder fields: [FieldState]) {
+            recordMembership(membership)
+            varint(UInt64(fields.count))
+            for (number, state) in fields.enumerated() { field(number, state) }
+        }
+
+        private mutating func recordMembership(_ membership: ORSet) {
             bytes.append(membership.isBottom ? 0 : 1)
             if !membership.isBottom {
                 varint(UInt64(membership.dots.count))
                 for dot in membership.dots { stamp(dot) }
                 context(membership.context)
             }
-            varint(UInt64(fields.count))
-            for (column, state) in fields {
-                let index = UInt64(column)
-                switch state {
-                case .plain(.lww(let register)):
-                    varint(index << 2 | WireFormat.FieldKind.lww.rawValue)
-                    value(register.value)
-                    stamp(register.stamp)
-                case .plain(.multi(let register)):
-                    varint(index << 2 | WireFormat.FieldKind.multi.rawValue)
-                    multiValue(register)
-                case .incarnated(let entries):
-                    varint(index << 2 | WireFormat.FieldKind.incarnated.rawValue)
-                    varint(UInt64(entries.count))
-                    for entry in entries {
-                        stamp(entry.incarnation)
-                        switch entry.register {
-                        case .lww(let register):
-                            bytes.append(UInt8(WireFormat.FieldKind.lww.rawValue))
-                            value(register.value)
-                            stamp(register.stamp)
-                        case .multi(let register):
-                            bytes.append(UInt8(WireFormat.FieldKind.multi.rawValue))
-                            multiValue(register)
-                        }
+        }
+
+        /// One field under column number `number`.
+        private mutating func field(_ number: Int, _ state: FieldState) {
+            let index = UInt64(number)
+            switch state {
+            case .plain(.lww(let register)):
+                varint(index << 2 | WireFormat.FieldKind.lww.rawValue)
+                value(register.value)
+                stamp(register.stamp)
+            case .plain(.multi(let register)):
+                varint(index << 2 | WireFormat.FieldKind.multi.rawValue)
+                multiValue(register)
+            case .incarnated(let entries):
+                varint(index << 2 | WireFormat.FieldKind.incarnated.rawValue)
+                varint(UInt64(entries.count))
+                for entry in entries {
+                    stamp(entry.incarnation)
+                    switch entry.register {
+                    case .lww(let register):
+                        bytes.append(UInt8(WireFormat.FieldKind.lww.rawValue))
+                        value(register.value)
+                        stamp(register.stamp)
+                    case .multi(let register):
+                        bytes.append(UInt8(WireFormat.FieldKind.multi.rawValue))
+                        multiValue(register)
                     }
                 }
             }

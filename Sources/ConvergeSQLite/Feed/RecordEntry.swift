@@ -15,7 +15,7 @@ enum RecordEntryCodec {
         entry.encodeSequences()
     }
 
-    static func decodeSequences(_ bytes: [UInt8], table: String, key: Value) throws -> (UInt64, [String: UInt64]) {
+    static func decodeSequences(_ bytes: [UInt8], table: String, key: Value) throws -> (UInt64, ColumnMap<UInt64>) {
         do {
             return try RecordEntry.decodeSequences(bytes)
         } catch {
