@@ -137,18 +137,30 @@ public struct ColumnMap<Mapped> {
     }
 
     /// Joins `other` into this map: keys of both take `combine(mine, theirs)`, keys of one
-    /// are kept. Walks both in step, O(n + m) comparisons; when `other` adds no key (an
-    /// edit of fields already written, the common case) it changes values in place.
+    /// are kept.
     public mutating func merge(_ other: ColumnMap, uniquingKeysWith combine: (Mapped, Mapped) throws -> Mapped) rethrows {
+        try join(other, changing: { try combine($0, $1) })
+    }
+
+    /// Joins `other` into this map; `change(mine, theirs)` returns the joined value of a key
+    /// both hold, or `nil` when it is `mine` unchanged. Walks both in step, O(n + m)
+    /// comparisons. A value is written only when it changes, so a join that changes nothing
+    /// leaves storage shared with another map shared (no copy); when `other` adds no key (an
+    /// edit of fields already written, the common case) values change in place.
+    mutating func join(_ other: ColumnMap, changing change: (Mapped, Mapped) throws -> Mapped?) rethrows {
         if other.keys.isEmpty { return }
         if keys.isEmpty { self = other; return }
         var i = 0, j = 0
-        while j < other.keys.count {
-            while i < keys.count, utf8Less(keys[i], other.keys[j]) { i += 1 }
-            guard i < keys.count, utf8Equal(keys[i], other.keys[j]) else { break }
-            values[i] = try combine(values[i], other.values[j])
-            i += 1
-            j += 1
+        while j < other.keys.count, i < keys.count {
+            if utf8Equal(keys[i], other.keys[j]) {
+                if let changed = try change(values[i], other.values[j]) { values[i] = changed }
+                i += 1
+                j += 1
+            } else if utf8Less(keys[i], other.keys[j]) {
+                i += 1
+            } else {
+                break
+            }
         }
         if j == other.keys.count { return }
         // `other` holds a key this map lacks: merge the rest into new arrays.
@@ -161,7 +173,7 @@ public struct ColumnMap<Mapped> {
             } else if i == keys.count || utf8Less(other.keys[j], keys[i]) {
                 mergedKeys.append(other.keys[j]); mergedValues.append(other.values[j]); j += 1
             } else {
-                mergedKeys.append(keys[i]); mergedValues.append(try combine(values[i], other.values[j])); i += 1; j += 1
+                mergedKeys.append(keys[i]); mergedValues.append(try change(values[i], other.values[j]) ?? values[i]); i += 1; j += 1
             }
         }
         keys = mergedKeys

@@ -58,8 +58,16 @@ public struct RecordState: Sendable, Hashable, Codable {
             return
         }
         let membershipChanged = !other.membership.isBottom && other.membership != membership
-        if membershipChanged { membership.merge(other.membership) }
-        fields.merge(other.fields) { existing, state in existing == state ? existing : existing.merging(state) }
+        if membershipChanged { membership = membership.mergingUnequal(other.membership) }
+        fields.join(other.fields, changing: { existing, state in
+            // The common case, two last-writer-wins writes: the stamps decide, no compare of values.
+            if case .plain(.lww(let mine)) = existing, case .plain(.lww(let theirs)) = state, mine.stamp != theirs.stamp {
+                return mine.stamp < theirs.stamp ? state : nil
+            }
+            if existing == state { return nil }
+            let merged = existing.merging(state)
+            return merged == existing ? nil : merged
+        })
         if membershipChanged || other.fields.values.contains(where: \.isIncarnated) { prune() }
     }
 

@@ -75,6 +75,12 @@ public struct ORSet: Sendable, Hashable, Codable {
     /// - Complexity: O((d log d + c) + d log c) for d dots and c context entries.
     public func merging(_ other: ORSet) -> ORSet {
         if other.isBottom || other == self { return self }
+        return mergingUnequal(other)
+    }
+
+    /// ``merging(_:)`` of a set already known to differ from this one.
+    func mergingUnequal(_ other: ORSet) -> ORSet {
+        if other.isBottom { return self }
         if isBottom { return other }
         var result = ORSet()
         var merged = [Stamp]()

@@ -244,6 +244,7 @@ func unzigzag(_ value: UInt64) -> Int64 {
 /// Native strings are contiguous UTF-8 already: the buffers are compared, not two
 /// iterators (keys and column names are compared on every sort of an apply or a fold).
 func utf8Less(_ a: String, _ b: String) -> Bool {
+    if sameRepresentation(a, b) { return false }
     let contiguous = a.utf8.withContiguousStorageIfAvailable { x in
         b.utf8.withContiguousStorageIfAvailable { y in
             let common = min(x.count, y.count)
@@ -259,10 +260,22 @@ func utf8Less(_ a: String, _ b: String) -> Bool {
     return a.utf8.lexicographicallyPrecedes(b.utf8)
 }
 
+/// Whether `a` and `b` are the same string value bit for bit: one storage object, or one
+/// small string (names and keys of up to 15 UTF-8 bytes are held inline, so two equal short
+/// names always are). Then they hold the same bytes; when not, the bytes decide. Column
+/// names compared across one record's fields, or a decoded table's, mostly are.
+@inline(__always)
+func sameRepresentation(_ a: String, _ b: String) -> Bool {
+    guard MemoryLayout<String>.size == 16 else { return false }
+    let x = unsafeBitCast(a, to: (UInt64, UInt64).self), y = unsafeBitCast(b, to: (UInt64, UInt64).self)
+    return x.0 == y.0 && x.1 == y.1
+}
+
 /// Whether `a` and `b` hold the same UTF-8 bytes (not String's `==`, which takes
 /// canonically equivalent strings for equal): how ``Value`` compares text, on the buffers
 /// like ``utf8Less(_:_:)``.
 func utf8Equal(_ a: String, _ b: String) -> Bool {
+    if sameRepresentation(a, b) { return true }
     let contiguous = a.utf8.withContiguousStorageIfAvailable { x in
         b.utf8.withContiguousStorageIfAvailable { y in
             guard x.count == y.count else { return false }
