@@ -7,7 +7,7 @@ import GRDB
 /// A difference means the file was changed behind Converge's back (or is corrupt): exit 1.
 ///
 /// Local writes the triggers captured but the store has not folded into the metadata yet
-/// are folded here in memory, with the store's own planner (``CapturePlanner/fold(_:schema:stored:)``
+/// are folded here in memory, with the store's own planner (``CapturePlanner/fold(_:schema:stored:keys:)``
 /// over ``ReplicatedDatabase/capturedWrites(_:table:replica:)``), instead of letting the
 /// store fold them (`capturedFeedPosition()`): a corruption check must not write to the
 /// file it checks, and opening a ``ReplicatedDatabase`` on a copied file, the usual way to

@@ -154,7 +154,7 @@ extension ReplicatedDatabase {
     }
 
     /// The local writes of `table` captured by the triggers and not yet folded into the
-    /// metadata, in capture order, as the fold would replay them (`CapturePlanner.fold(_:schema:stored:)`
+    /// metadata, in capture order, as the fold would replay them (`CapturePlanner.fold(_:schema:stored:keys:)`
     /// on the stored states gives the states the next fold will store).
     ///
     /// - Parameters:

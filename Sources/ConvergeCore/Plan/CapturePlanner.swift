@@ -66,24 +66,37 @@ public enum CapturePlanner {
     ///   - writes: One table's captured writes, in capture order.
     ///   - schema: The table's merge schema.
     ///   - stored: The stored state of every key in `writes` (absent: none).
+    ///   - keys: `touchedKeys(writes)`, when the caller already has them (a store sorts them
+    ///     to load the stored states in key order): the fold then sorts nothing.
     /// - Complexity: O(w + k log k) for w writes over k keys, plus the mutations.
-    public static func fold(_ writes: [Write], schema: TableSchema, stored: [Value: RecordState]) -> [Change] {
-        var states = [Value: RecordState]()
-        states.reserveCapacity(stored.count)
+    public static func fold(_ writes: [Write], schema: TableSchema, stored: [Value: RecordState], keys: [Value]? = nil) -> [Change] {
+        let keys = keys ?? touchedKeys(writes)
+        assert(keys == touchedKeys(writes), "keys are not the sorted distinct keys of the writes")
+        var states = [Value: RecordState](minimumCapacity: keys.count)
         for write in writes {
-            var state = states[write.key] ?? stored[write.key] ?? RecordState()
+            var state = states.removeValue(forKey: write.key) ?? stored[write.key] ?? RecordState()
             apply(write.operation, at: write.stamp, to: &state, schema: schema)
             states[write.key] = state
         }
         var changes = [Change]()
-        changes.reserveCapacity(states.count)
-        for (key, after) in states {
+        changes.reserveCapacity(keys.count)
+        for key in keys {
+            guard let after = states[key] else { continue }
             let before = stored[key] ?? RecordState()
             assert((try? after.checkInvariants()) != nil, "a local write broke an invariant of record \(key)")
             if after != before { changes.append(Change(key: key, before: before, after: after)) }
         }
-        changes.sort { $0.key < $1.key }
         return changes
+    }
+
+    /// The distinct keys `writes` touch, ascending.
+    public static func touchedKeys(_ writes: [Write]) -> [Value] {
+        var keys = writes.map(\.key)
+        keys.sort()
+        var distinct = [Value]()
+        distinct.reserveCapacity(keys.count)
+        for key in keys where distinct.last != key { distinct.append(key) }
+        return distinct
     }
 
     /// The local write that carries `replica`'s own unacknowledged changes of a record into

@@ -29,11 +29,19 @@ public struct ColumnMap<Mapped> {
     /// A map of `pairs`, whose keys must be unique (as `Dictionary(uniqueKeysWithValues:)`).
     public init<S: Sequence>(uniqueKeysWithValues pairs: S) where S.Element == (String, Mapped) {
         var sorted = Array(pairs)
-        if !Self.isStrictlyAscending(sorted) { sorted.sort { utf8Less($0.0, $1.0) } }
-        keys = sorted.map(\.0)
-        values = sorted.map(\.1)
-        for index in keys.indices.dropFirst() {
-            precondition(utf8Less(keys[index - 1], keys[index]), "duplicate column \(keys[index]) in ColumnMap(uniqueKeysWithValues:)")
+        if !Self.isStrictlyAscending(sorted) {
+            sorted.sort { utf8Less($0.0, $1.0) }
+            for index in sorted.indices.dropFirst() {
+                precondition(!utf8Equal(sorted[index - 1].0, sorted[index].0), "duplicate column \(sorted[index].0) in ColumnMap(uniqueKeysWithValues:)")
+            }
+        }
+        keys = []
+        values = []
+        keys.reserveCapacity(sorted.count)
+        values.reserveCapacity(sorted.count)
+        for (key, value) in sorted {
+            keys.append(key)
+            values.append(value)
         }
     }
 

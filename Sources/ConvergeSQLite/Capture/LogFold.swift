@@ -23,7 +23,6 @@ enum LogFold {
         let log = quoted(MetadataSchema.logTable(name))
         let schema = table.schema
         var writes = [CapturePlanner.Write]()
-        var keys = [Value]()
         var latest = HLC.zero
         // Columns by position: id, hlc, op, mask, key, c0, c1, ...
         // Cached: every fold reads every log, and compiling a statement costs more than reading
@@ -52,20 +51,16 @@ enum LogFold {
             case .delete: .delete
             }
             writes.append(CapturePlanner.Write(key: key, stamp: Stamp(hlc: hlc, replica: replica), operation: captured))
-            keys.append(key)
         }
         guard !writes.isEmpty else { return latest }
         let started = ContinuousClock.now
         defer { StoreMetrics.foldSeconds.record(duration: ContinuousClock.now - started) }
         // One batched, key-ordered read of the touched records, one key-ordered write back.
-        keys.sort()
-        var unique = [RecordAddress]()
-        unique.reserveCapacity(keys.count)
-        for key in keys where unique.last?.key != key { unique.append(RecordAddress(table: name, key: key)) }
-        let entries = try metadata.load(unique)
-        var stored = [Value: RecordState]()
+        let keys = CapturePlanner.touchedKeys(writes)
+        let entries = try metadata.load(keys.map { RecordAddress(table: name, key: $0) })
+        var stored = [Value: RecordState](minimumCapacity: entries.count)
         for (address, entry) in entries { stored[address.key] = entry.state }
-        let changes = CapturePlanner.fold(writes, schema: schema, stored: stored)
+        let changes = CapturePlanner.fold(writes, schema: schema, stored: stored, keys: keys)
         for change in changes {
             let address = RecordAddress(table: name, key: change.key)
             try metadata.commit(entries[address] ?? .empty, changedTo: change.after, at: address, writtenByApp: true)
