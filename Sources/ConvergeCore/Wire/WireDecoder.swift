@@ -343,18 +343,21 @@ public enum WireDecoder {
                     let entryCount = try count("incarnations of \(column)", minimumBytes: 3)
                     dotsRead += entryCount
                     try check(.dotsPerRecord, dotsRead, offset: entryOffset, "incarnations of \(column)")
-                    var byIncarnation = [Stamp: [Register]]()
+                    var entries = [FieldState.Incarnated]()
+                    entries.reserveCapacity(entryCount)
+                    var ascending = true
                     for _ in 0..<entryCount {
                         let incarnation = try stamp("incarnation of \(column)")
                         let kindOffset = position
                         let kind = try byte("register kind of \(column)")
                         guard kind <= 1 else { throw WireError(.invalidTag(kind), offset: kindOffset, context: "register kind of \(column)") }
                         let register = try register(kind: UInt64(kind), "field \(column)")
-                        byIncarnation[incarnation, default: []].append(register)
+                        if let last = entries.last, !(last.incarnation < incarnation) { ascending = false }
+                        entries.append(FieldState.Incarnated(incarnation: incarnation, register: register))
                     }
-                    state = .incarnated(byIncarnation.sorted { $0.key < $1.key }.map {
-                        FieldState.Incarnated(incarnation: $0.key, register: joined($0.value) { $0.merging($1) })
-                    })
+                    // An encoder writes incarnations sorted and once each; anything else is
+                    // grouped, sorted, and an incarnation listed again joined.
+                    state = .incarnated(ascending ? entries : Self.sortedIncarnations(entries))
                 case nil:
                     throw WireError(.invalidTag(UInt8(header & 3)), offset: headerOffset, context: "field kind of \(column)")
                 }
@@ -365,6 +368,16 @@ public enum WireDecoder {
             return RecordState(membership: membership, fields: ascending
                 ? ColumnMap(ascendingKeys: fields.map { numbered.sortedNames[$0.rank] }, values: fields.map(\.state))
                 : Self.columnMap(of: fields, names: numbered.sortedNames))
+        }
+
+        /// Incarnations out of order or listed more than once: sorted, the registers of one
+        /// incarnation joined (as a balanced tree).
+        static func sortedIncarnations(_ entries: [FieldState.Incarnated]) -> [FieldState.Incarnated] {
+            var byIncarnation = [Stamp: [Register]]()
+            for entry in entries { byIncarnation[entry.incarnation, default: []].append(entry.register) }
+            return byIncarnation.sorted { $0.key < $1.key }.map {
+                FieldState.Incarnated(incarnation: $0.key, register: joined($0.value) { $0.merging($1) })
+            }
         }
 
         /// The fields of a record that lists them out of column order, or one column more
