@@ -257,7 +257,9 @@ import FoundationNetworking
             let elapsed = await clock.measure { answer = await server.service.sync(body: body, authorization: "Bearer \(token)") }
             #expect(answer?.status == 413)
             #expect(answer.flatMap { Self.code($0.body) } == "too_many_dots")
-            #expect(elapsed < .seconds(3), "\(elapsed)")
+            // Refused before pruning: pruning takes minutes. Twenty seconds, not three, so a
+            // full run's load (4.4 s seen once) does not fail it; minutes still do.
+            #expect(elapsed < .seconds(20), "\(elapsed)")
             let overHTTP = try await server.post(body, token: token)
             #expect(overHTTP.status == 413)
             #expect(try await Self.stored(store) == before)
