@@ -125,6 +125,14 @@ public struct ColumnMap<Mapped> {
         values.reserveCapacity(count)
     }
 
+    /// The position of `key` at or after `cursor`, for lookups made in ascending key order:
+    /// `cursor` moves past the keys below `key`, so a walk of n lookups over m keys costs
+    /// O(n + m) comparisons. `nil` when `key` is absent.
+    func index(forKey key: String, advancing cursor: inout Int) -> Int? {
+        while cursor < keys.count, utf8Less(keys[cursor], key) { cursor += 1 }
+        return cursor < keys.count && utf8Equal(keys[cursor], key) ? cursor : nil
+    }
+
     /// Adds `key`, which must sort after every key already held (checked in debug builds).
     mutating func append(_ key: String, _ value: Mapped) {
         assert(keys.last.map { utf8Less($0, key) } ?? true, "append of \(key) out of order")

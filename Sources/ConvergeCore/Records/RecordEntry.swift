@@ -41,16 +41,13 @@ public struct RecordEntry: Sendable, Equatable {
         sequences.reserveCapacity(new.fields.count)
         var old = 0, kept = 0
         for (column, field) in new.fields {
-            while old < state.fields.keys.count, utf8Less(state.fields.keys[old], column) { old += 1 }
-            let unchanged = old < state.fields.keys.count && utf8Equal(state.fields.keys[old], column) && state.fields.values[old] == field
-            if !unchanged {
+            guard let index = state.fields.index(forKey: column, advancing: &old), state.fields.values[index] == field else {
                 sequences.append(column, sequence)
                 continue
             }
             // Unchanged: the field keeps the position it had (if it had one).
-            while kept < fieldSequences.keys.count, utf8Less(fieldSequences.keys[kept], column) { kept += 1 }
-            if kept < fieldSequences.keys.count, utf8Equal(fieldSequences.keys[kept], column) {
-                sequences.append(column, fieldSequences.values[kept])
+            if let index = fieldSequences.index(forKey: column, advancing: &kept) {
+                sequences.append(column, fieldSequences.values[index])
             }
         }
         fieldSequences = sequences
@@ -63,9 +60,8 @@ public struct RecordEntry: Sendable, Equatable {
         if membershipSequence > cursor { delta.membership = state.membership }
         var field = 0
         for (column, sequence) in fieldSequences where sequence > cursor {
-            while field < state.fields.keys.count, utf8Less(state.fields.keys[field], column) { field += 1 }
-            guard field < state.fields.keys.count, utf8Equal(state.fields.keys[field], column) else { continue }
-            delta.fields.append(column, state.fields.values[field])
+            guard let index = state.fields.index(forKey: column, advancing: &field) else { continue }
+            delta.fields.append(column, state.fields.values[index])
         }
         return delta
     }
