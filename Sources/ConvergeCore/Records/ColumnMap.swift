@@ -29,7 +29,7 @@ public struct ColumnMap<Mapped> {
     /// A map of `pairs`, whose keys must be unique (as `Dictionary(uniqueKeysWithValues:)`).
     public init<S: Sequence>(uniqueKeysWithValues pairs: S) where S.Element == (String, Mapped) {
         var sorted = Array(pairs)
-        if !Self.isStrictlyAscending(sorted) {
+        if !isStrictlyAscending(sorted.lazy.map { $0.0 }) {
             sorted.sort { utf8Less($0.0, $1.0) }
             for index in sorted.indices.dropFirst() {
                 precondition(!utf8Equal(sorted[index - 1].0, sorted[index].0), "duplicate column \(sorted[index].0) in ColumnMap(uniqueKeysWithValues:)")
@@ -53,19 +53,11 @@ public struct ColumnMap<Mapped> {
     /// A map of keys already strictly ascending and their values (checked in debug builds).
     init(ascendingKeys keys: [String], values: [Mapped]) {
         assert(keys.count == values.count)
-        assert(zip(keys, keys.dropFirst()).allSatisfy { utf8Less($0, $1) }, "keys not strictly ascending")
+        assert(isStrictlyAscending(keys), "keys not strictly ascending")
         self.keys = keys
         self.values = values
     }
 
-    private static func isStrictlyAscending(_ pairs: [(String, Mapped)]) -> Bool {
-        var index = 1
-        while index < pairs.count {
-            if !utf8Less(pairs[index - 1].0, pairs[index].0) { return false }
-            index += 1
-        }
-        return true
-    }
 
     /// The entries as a dictionary. Two columns that `String` takes for one (a precomposed
     /// and a decomposed "é") become one entry, holding the value of the first.
@@ -74,7 +66,6 @@ public struct ColumnMap<Mapped> {
     }
 
     /// The position `key` has, or would be inserted at, and whether it is there.
-    @usableFromInline
     func search(_ key: String) -> (index: Int, found: Bool) {
         // Appending in order is the common way maps are built: check the end first.
         guard let last = keys.last else { return (0, false) }
@@ -246,4 +237,9 @@ extension ColumnMap: CustomStringConvertible {
         if keys.isEmpty { return "[:]" }
         return "[" + zip(keys, values).map { "\(String(reflecting: $0)): \($1)" }.joined(separator: ", ") + "]"
     }
+}
+
+/// Whether `names` are strictly ascending in UTF-8 byte order (sorted, none twice).
+func isStrictlyAscending(_ names: some Collection<String>) -> Bool {
+    zip(names, names.dropFirst()).allSatisfy { utf8Less($0, $1) }
 }

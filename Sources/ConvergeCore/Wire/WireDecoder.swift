@@ -413,7 +413,7 @@ public enum WireDecoder {
 
         init(_ names: [String]) {
             self.names = names
-            if zip(names, names.dropFirst()).allSatisfy({ utf8Less($0, $1) }) {
+            if isStrictlyAscending(names) {
                 sortedNames = names
                 ranks = Array(names.indices)
                 return
