@@ -251,7 +251,7 @@ import Testing
         #expect(try store.releaseQuarantine() == 0)  // not due yet
         clock.withLock { $0 += 3_600_000 }
         #expect(try store.releaseQuarantine() == 1)
-        #expect(try store.writer.read { db in try Int.fetchOne(db, sql: "SELECT schema_version FROM converge_identity") } == 5, "migrated to the current version (5: state blobs in their own format)")
+        #expect(try store.writer.read { db in try Int.fetchOne(db, sql: "SELECT schema_version FROM converge_identity") } == 6, "migrated to the current version (6: records keyed by sequence number)")
         let triggers = try store.writer.read { db in
             try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'notes' ORDER BY name")
         }

@@ -17,8 +17,12 @@ struct MetadataStore {
         self.db = db
         self.tables = tables
         self.authority = authority
-        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT sequence, clock FROM converge_identity"))
-        sequence = UInt64(bitPattern: row?["sequence"] ?? 0)
+        // The counter never trails the table (a row's number is its key: taking it twice
+        // would fail the commit). Reading the table's last number is one step down its B-tree.
+        let row = try Row.fetchOne(db.cachedStatement(sql: """
+            SELECT sequence, clock, (SELECT coalesce(max(seq), 0) FROM converge_records) AS top FROM converge_identity
+            """))
+        sequence = max(UInt64(bitPattern: row?["sequence"] ?? 0), UInt64(bitPattern: row?["top"] ?? 0))
         storedClock = HLC(rawValue: UInt64(bitPattern: row?["clock"] ?? 0))
     }
 
@@ -117,9 +121,15 @@ struct MetadataStore {
         let wasDead = !entry.state.isAlive && !entry.state.isBottom
         var entry = entry
         entry.update(to: state, at: sequence)
-        let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO converge_records(tbl, key, seq, state, seqs) VALUES (?, ?, ?, ?, ?)")
+        // The row moves to its new sequence number, the end of the table. A number some other
+        // record's row holds fails the statement (an upsert, not a replace, which would
+        // delete that row).
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO converge_records(seq, tbl, key, state, seqs) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT(tbl, key) DO UPDATE SET seq = excluded.seq, state = excluded.state, seqs = excluded.seqs
+            """)
         try statement.execute(arguments: [
-            address.table, address.key.databaseValue, Int64(bitPattern: sequence),
+            Int64(bitPattern: sequence), address.table, address.key.databaseValue,
             RecordEntry.encodeState(state).databaseValue,
             RecordEntryCodec.encodeSequences(entry).databaseValue,
         ])

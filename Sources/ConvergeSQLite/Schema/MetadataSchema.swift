@@ -31,7 +31,13 @@ enum MetadataSchema {
     ///    stored states.
     /// 5: state blobs in the metadata row's own format (``RecordEntry/encodeState(_:)``),
     ///    rewritten from the one-record wire changesets of earlier releases.
-    static let version = 5
+    /// 6: `converge_records` keyed by its sequence number (`seq INTEGER PRIMARY KEY`), with a
+    ///    unique index on `(tbl, key)`, instead of a `WITHOUT ROWID` table keyed by
+    ///    `(tbl, key)` with an index on `seq`. A record's row, the larger part, is now
+    ///    appended at the end of the table's B-tree whenever it changes, and only the small
+    ///    index entry lands at the key's random position; the feed reads the table in its
+    ///    own order, and there is one index to keep instead of two.
+    static let version = 6
 
     /// An HLC as an integer whose signed order is the HLC's unsigned order (the sign bit
     /// flipped), for columns SQL compares. The plain bit pattern would make every reading
@@ -55,14 +61,12 @@ enum MetadataSchema {
                 schema TEXT NOT NULL
             );
             CREATE TABLE IF NOT EXISTS converge_records (
+                seq INTEGER PRIMARY KEY,
                 tbl TEXT NOT NULL,
                 key NOT NULL,
-                seq INTEGER NOT NULL,
                 state BLOB NOT NULL,
-                seqs BLOB NOT NULL,
-                PRIMARY KEY (tbl, key)
-            ) WITHOUT ROWID;
-            CREATE INDEX IF NOT EXISTS converge_records_by_seq ON converge_records(seq);
+                seqs BLOB NOT NULL
+            );
             CREATE TABLE IF NOT EXISTS converge_quarantine (
                 tbl TEXT NOT NULL,
                 key NOT NULL,
@@ -118,6 +122,9 @@ enum MetadataSchema {
             try db.execute(sql: "ALTER TABLE converge_identity ADD COLUMN authority BLOB")
         }
         try migrate(db)
+        // After the migration, which rebuilds the table of an older layout: indexing that
+        // one first would be wasted work.
+        try db.execute(sql: "CREATE UNIQUE INDEX IF NOT EXISTS converge_records_by_key ON converge_records(tbl, key)")
     }
 
     /// Brings a database made by an earlier release up to ``version`` (a fresh one gets
@@ -153,6 +160,9 @@ enum MetadataSchema {
                 try rewriteLegacyStates(db, in: table)
             }
         }
+        if stored < 6 {
+            try rekeyRecordsBySequence(db)
+        }
         try db.execute(sql: "UPDATE converge_identity SET schema_version = ?", arguments: [version])
     }
 
@@ -171,6 +181,48 @@ enum MetadataSchema {
         }
         let statement = try db.makeStatement(sql: "UPDATE \(table) SET state = ? WHERE tbl = ? AND key = ?")
         for (name, key, bytes) in rewritten { try statement.execute(arguments: [bytes.databaseValue, name, key]) }
+    }
+
+    /// Rebuilds a `converge_records` of the layout before version 6 (keyed by `(tbl, key)`)
+    /// keyed by `seq`, in sequence order. Each commit takes a sequence number of its own, so
+    /// two rows never share one; should a damaged file hold such rows anyway, every one after
+    /// the first takes a new number past the last (its fields keep their positions, so a peer
+    /// is sent nothing it has, and nothing is dropped).
+    private static func rekeyRecordsBySequence(_ db: Database) throws {
+        guard try db.indexes(on: "converge_records").contains(where: { $0.name == "converge_records_by_seq" }) else { return }
+        try db.execute(sql: """
+            CREATE TABLE converge_records_rekeyed (
+                seq INTEGER PRIMARY KEY,
+                tbl TEXT NOT NULL,
+                key NOT NULL,
+                state BLOB NOT NULL,
+                seqs BLOB NOT NULL
+            )
+            """)
+        // Renumbered rows go past every number taken, the table's and the counter's.
+        var sequence = max(
+            UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT sequence FROM converge_identity") ?? 0),
+            UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM converge_records") ?? 0))
+        let insert = try db.makeStatement(sql: "INSERT INTO converge_records_rekeyed(seq, tbl, key, state, seqs) VALUES (?, ?, ?, ?, ?)")
+        let rows = try Row.fetchCursor(db, sql: "SELECT seq, tbl, key, state, seqs FROM converge_records ORDER BY seq, tbl, key")
+        var previous: Int64?
+        var renumbered = false
+        while let row = try rows.next() {
+            var seq: Int64 = row["seq"]
+            if seq == previous || seq <= 0 {
+                sequence += 1
+                seq = Int64(bitPattern: sequence)
+                renumbered = true
+            } else {
+                previous = seq
+            }
+            try insert.execute(arguments: [seq, row["tbl"], row["key"], row["state"], row["seqs"]])
+        }
+        if renumbered {
+            try db.execute(sql: "UPDATE converge_identity SET sequence = ?", arguments: [Int64(bitPattern: sequence)])
+        }
+        try db.execute(sql: "DROP TABLE converge_records")
+        try db.execute(sql: "ALTER TABLE converge_records_rekeyed RENAME TO converge_records")
     }
 
     static func logTable(_ table: String) -> String { "converge_log_\(table)" }
