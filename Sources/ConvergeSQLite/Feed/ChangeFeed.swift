@@ -26,20 +26,27 @@ extension ReplicatedDatabase {
             var next = start
             var hasMore = false
             while let row = try rows.next() {
-                let state = row.bytes("state")
-                if records.count == maxRecords || (bytes + state.count > maxBytes && !records.isEmpty) {
+                // By position: tbl, key, seq, state, seqs.
+                let size = Self.blobSize(row[3] as DatabaseValue)
+                if records.count == maxRecords || (bytes + size > maxBytes && !records.isEmpty) {
                     hasMore = true
                     break
                 }
-                let address = RecordAddress(table: row["tbl"], key: Value(row["key"] as DatabaseValue))
-                let entry = try metadata.decode(row, address)
+                let address = RecordAddress(table: row[0], key: Value(row[1] as DatabaseValue))
+                let entry = try metadata.decode(row, address, state: 3, seqs: 4)
                 records.append(RecordDelta(table: address.table, key: address.key, state: entry.delta(after: cursor)))
-                bytes += state.count
-                next = UInt64(bitPattern: row["seq"])
+                bytes += size
+                next = UInt64(bitPattern: row[2])
             }
             if !hasMore { next = max(next, metadata.sequence) }
             return ChangeBatch(changeset: Changeset(records: records), next: next, hasMore: hasMore)
         }
+    }
+
+    /// The size of a blob column's value (0 for anything else), without copying it.
+    private static func blobSize(_ value: DatabaseValue) -> Int {
+        if case .blob(let data) = value.storage { return data.count }
+        return 0
     }
 
     /// The feed position that covers every local write committed so far: the captured log

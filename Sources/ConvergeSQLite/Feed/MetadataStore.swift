@@ -10,6 +10,9 @@ struct MetadataStore {
     let authority: ReplicaID?
     /// The last local sequence number taken.
     private(set) var sequence: UInt64
+    /// The statement that writes a record's row, prepared on the first commit (found in
+    /// the connection's cache once per transaction, not once per record).
+    private var upsertRecord: Statement?
     /// Records of tables with unique indexes committed since the last ``settleUnique()``.
     private var unsettled = [RecordAddress: UniquePlanner.Change]()
 
@@ -32,7 +35,7 @@ struct MetadataStore {
     func load(_ address: RecordAddress) throws -> RecordEntry {
         let statement = try db.cachedStatement(sql: "SELECT state, seqs FROM converge_records WHERE tbl = ? AND key = ?")
         guard let row = try Row.fetchOne(statement, arguments: [address.table, address.key.databaseValue]) else { return .empty }
-        return try decode(row, address)
+        return try decode(row, address, state: 0, seqs: 1)
     }
 
     /// The stored entries of `addresses` (sorted), absent ones left out: one query per table
@@ -57,7 +60,7 @@ struct MetadataStore {
                 // the key that was asked for.
                 if !asked.contains(key), let match = asked.first(where: { Self.sqlEqual($0, key) }) { key = match }
                 let address = RecordAddress(table: table, key: key)
-                result[address] = try decode(row, address)
+                result[address] = try decode(row, address, state: 1, seqs: 2)
             }
             start = end
         }
@@ -77,15 +80,24 @@ struct MetadataStore {
     static let keysPerQuery = 256
 
     func decode(_ row: Row, _ address: RecordAddress) throws -> RecordEntry {
-        let stateBytes: [UInt8] = try blob(row, "state", address)
-        let sequenceBytes: [UInt8] = try blob(row, "seqs", address)
+        try decode(stateValue: row["state"], seqsValue: row["seqs"], address)
+    }
+
+    /// ``decode(_:_:)`` of a row whose `state` and `seqs` are at these positions: the hot
+    /// paths (a load, a feed page) read them by position, with no lookup by name per row.
+    func decode(_ row: Row, _ address: RecordAddress, state: Int, seqs: Int) throws -> RecordEntry {
+        try decode(stateValue: row[state], seqsValue: row[seqs], address)
+    }
+
+    private func decode(stateValue: DatabaseValue, seqsValue: DatabaseValue, _ address: RecordAddress) throws -> RecordEntry {
+        let stateBytes: [UInt8] = try blob(stateValue, "state", address)
+        let sequenceBytes: [UInt8] = try blob(seqsValue, "seqs", address)
         let state = try RecordEntryCodec.decodeState(stateBytes, table: address.table, key: address.key)
         let (membership, fields) = try RecordEntryCodec.decodeSequences(sequenceBytes, table: address.table, key: address.key)
         return RecordEntry(state: state, membershipSequence: membership, fieldSequences: fields)
     }
 
-    private func blob(_ row: Row, _ column: String, _ address: RecordAddress) throws -> [UInt8] {
-        let value: DatabaseValue = row[column]
+    private func blob(_ value: DatabaseValue, _ column: String, _ address: RecordAddress) throws -> [UInt8] {
         guard case .blob(let data) = value.storage else {
             throw MetadataCorruption(table: address.table, key: address.key, detail: "\(column) is not a blob")
         }
@@ -124,11 +136,15 @@ struct MetadataStore {
         // The row moves to its new sequence number, the end of the table. A number some other
         // record's row holds fails the statement (an upsert, not a replace, which would
         // delete that row).
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO converge_records(seq, tbl, key, state, seqs) VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT(tbl, key) DO UPDATE SET seq = excluded.seq, state = excluded.state, seqs = excluded.seqs
-            """)
-        try statement.execute(arguments: [
+        if upsertRecord == nil {
+            upsertRecord = try db.cachedStatement(sql: """
+                INSERT INTO converge_records(seq, tbl, key, state, seqs) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(tbl, key) DO UPDATE SET seq = excluded.seq, state = excluded.state, seqs = excluded.seqs
+                """)
+        }
+        // A literal: GRDB builds it in code specialized for the array (cheaper per value than
+        // ``StatementArguments/init(converted:)``, which goes through a generic sequence).
+        try upsertRecord!.execute(arguments: [
             Int64(bitPattern: sequence), address.table, address.key.databaseValue,
             RecordEntry.encodeState(state).databaseValue,
             RecordEntryCodec.encodeSequences(entry).databaseValue,
