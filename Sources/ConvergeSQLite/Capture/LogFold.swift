@@ -57,7 +57,7 @@ enum LogFold {
         defer { StoreMetrics.foldSeconds.record(duration: ContinuousClock.now - started) }
         // One batched, key-ordered read of the touched records, one key-ordered write back.
         let keys = CapturePlanner.touchedKeys(writes)
-        let entries = try metadata.load(keys.map { RecordAddress(table: name, key: $0) })
+        let entries = try metadata.loadLogged(name, log: log, keys: keys)
         var stored = [Value: RecordState](minimumCapacity: entries.count)
         for (address, entry) in entries { stored[address.key] = entry.state }
         let changes = CapturePlanner.fold(writes, schema: schema, stored: stored, keys: keys)

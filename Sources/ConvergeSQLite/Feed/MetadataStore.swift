@@ -67,6 +67,27 @@ struct MetadataStore {
         return result
     }
 
+    /// The stored entries of the records whose writes the capture log `log` (of `table`)
+    /// holds, absent ones left out; `keys` are the log's distinct keys. One query joins the
+    /// log's keys to the records in key order: no list of keys to bind, and no chunks.
+    func loadLogged(_ table: String, log: String, keys: [Value]) throws -> [RecordAddress: RecordEntry] {
+        var result = [RecordAddress: RecordEntry]()
+        result.reserveCapacity(keys.count)
+        let statement = try db.cachedStatement(
+            sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (SELECT key FROM \(log)) ORDER BY key")
+        let rows = try Row.fetchCursor(statement, arguments: [table])
+        var requested: Set<Value>?  // built on the first row: a log of new records finds none
+        while let row = try rows.next() {
+            var key = Value(row[0] as DatabaseValue)
+            if requested == nil { requested = Set(keys) }
+            let asked = requested!
+            if !asked.contains(key), let match = asked.first(where: { Self.sqlEqual($0, key) }) { key = match }
+            let address = RecordAddress(table: table, key: key)
+            result[address] = try decode(row, address, state: 1, seqs: 2)
+        }
+        return result
+    }
+
     /// Whether SQLite takes two keys for equal: an integer and a real of the same number.
     static func sqlEqual(_ a: Value, _ b: Value) -> Bool {
         switch (a, b) {
