@@ -117,6 +117,44 @@ print(String(format: "insert: plain %.3f s, converge %.3f s (ratio %.2f), + fold
 print(String(format: "update: plain %.3f s, converge %.3f s (ratio %.2f), + fold %.3f s = %.3f s (total ratio %.2f)",
              plainUpdate, convergeUpdate, convergeUpdate / plainUpdate, updateFold, convergeUpdateTotal, convergeUpdateTotal / plainUpdate))
 
+// A device that syncs while it writes: the feed is read (folding what the transaction
+// captured) after every 1,000-row transaction, so each fold writes a batch of random keys
+// rather than all of them in key order at once. The inserts, then one update per row.
+@MainActor func synced(_ queue: DatabaseQueue, _ store: ReplicatedDatabase, _ write: (DatabaseQueue, Int) throws -> Void) throws {
+    var cursor: UInt64 = 0
+    for start in stride(from: 0, to: rowCount, by: transactionRows) {
+        try write(queue, start)
+        cursor = try store.changes(since: cursor, maxRecords: 1).next
+    }
+}
+@MainActor func insertBatch(_ queue: DatabaseQueue, _ start: Int) throws {
+    try queue.write { db in
+        let statement = try db.cachedStatement(sql: "INSERT INTO items(id, name, qty, price, note, updated) VALUES (?, ?, ?, ?, ?, ?)")
+        for item in items[start..<min(start + transactionRows, rowCount)] {
+            try statement.execute(arguments: [item.id, item.name, item.qty, item.price, item.note, item.updated])
+        }
+    }
+}
+@MainActor func updateBatch(_ queue: DatabaseQueue, _ start: Int) throws {
+    try queue.write { db in
+        for update in updates[start..<min(start + transactionRows, rowCount)] {
+            let value = WorkloadW.updateValue(column: update.column, seed: update.seed)
+            try db.cachedStatement(sql: "UPDATE items SET \(WorkloadW.columns[update.column]) = ? WHERE id = ?")
+                .execute(arguments: [value.databaseValue, items[update.row].id])
+        }
+    }
+}
+var syncedInsert = Double.infinity, syncedUpdate = Double.infinity
+for _ in 0..<2 {
+    let queue = try fresh("converge-synced")
+    let store = try ReplicatedDatabase(queue)
+    try store.replicate(table: "items")
+    syncedInsert = min(syncedInsert, try seconds { try synced(queue, store, insertBatch) })
+    syncedUpdate = min(syncedUpdate, try seconds { try synced(queue, store, updateBatch) })
+}
+print(String(format: "synced while writing (a fold after each transaction): insert %.3f s (total ratio %.2f), update %.3f s (total ratio %.2f)",
+             syncedInsert, syncedInsert / plainInsert, syncedUpdate, syncedUpdate / plainUpdate))
+
 let foldSeconds = insertFold
 var changeset = Changeset()
 let feedSeconds = try seconds {
@@ -197,6 +235,8 @@ let figures: [String: Any] = [
     "insert_total_ratio": convergeInsertTotal / plainInsert,
     "update_ratio": convergeUpdate / plainUpdate,
     "update_total_ratio": convergeUpdateTotal / plainUpdate,
+    "insert_synced_total_ratio": syncedInsert / plainInsert,
+    "update_synced_total_ratio": syncedUpdate / plainUpdate,
     "apply_small_txn_ratio": applySmallSeconds / applySeconds,
     "apply_fields_per_s": Double(fields) / applySeconds,
     "apply_ratio": applySeconds / plainRowByRow,

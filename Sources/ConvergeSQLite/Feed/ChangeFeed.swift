@@ -13,7 +13,8 @@ extension ReplicatedDatabase {
     /// older parts inside it, which are sent with the rest of the record when its turn
     /// comes. Once `hasMore` is false, `next` is the cursor of the following round.
     ///
-    /// - Complexity: O(k log n) for k records returned (the feed is indexed by sequence).
+    /// - Complexity: O(log n + k) for k records returned (the metadata table is keyed by
+    ///   sequence number: a page is one range of it, read in order).
     public func changes(since cursor: UInt64, after position: UInt64? = nil, maxRecords: Int = 1_000, maxBytes: Int = 1 << 20) throws -> ChangeBatch {
         precondition(maxRecords > 0 && maxBytes > 0, "a feed page must allow at least one record")
         let start = max(position ?? cursor, cursor)

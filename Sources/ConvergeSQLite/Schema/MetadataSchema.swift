@@ -8,7 +8,9 @@ import GRDB
 ///   (the sync server) whose concurrent writes show in `.authority` columns.
 /// - `converge_tables`: the replicated tables and their policies.
 /// - `converge_records`: one row per record (of replicated tables, and parked ones of tables
-///   not replicated here yet): merge state and per-part sequence numbers, indexed by sequence.
+///   not replicated here yet): merge state and per-part sequence numbers, keyed by the
+///   sequence number of its last change (so a changed row is appended, and the feed reads the
+///   table in order) and found by `(tbl, key)` through a unique index.
 /// - `converge_log_<table>`: local writes captured by triggers, appended in order and folded
 ///   into `converge_records` before the feed is read or a changeset applied. Appending costs
 ///   far less than updating a record's row at a random position on every write.
