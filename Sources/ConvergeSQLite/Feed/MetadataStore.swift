@@ -51,17 +51,7 @@ struct MetadataStore {
             let (marks, keys) = paddedInList(addresses[start..<end].map { $0.key.databaseValue })
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
             let rows = try Row.fetchCursor(statement, arguments: StatementArguments(converted: [table.databaseValue] + keys))
-            var requested: Set<Value>?  // built on the first row: a batch of new keys finds none
-            while let row = try rows.next() {
-                var key = Value(row[0] as DatabaseValue)
-                if requested == nil { requested = Set(addresses[start..<end].map(\.key)) }
-                let asked = requested!
-                // SQL's `IN` compares 3 and 3.0 as equal, as the point read did: answer for
-                // the key that was asked for.
-                if !asked.contains(key), let match = asked.first(where: { Self.sqlEqual($0, key) }) { key = match }
-                let address = RecordAddress(table: table, key: key)
-                result[address] = try decode(row, address, state: 1, seqs: 2)
-            }
+            try read(rows, of: table, asked: addresses[start..<end].map(\.key), into: &result)
             start = end
         }
         return result
@@ -76,16 +66,22 @@ struct MetadataStore {
         let statement = try db.cachedStatement(
             sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (SELECT key FROM \(log)) ORDER BY key")
         let rows = try Row.fetchCursor(statement, arguments: [table])
-        var requested: Set<Value>?  // built on the first row: a log of new records finds none
+        try read(rows, of: table, asked: keys, into: &result)
+        return result
+    }
+
+    /// Decodes the `key, state, seqs` rows of a batched load into `result`. SQL's `IN`
+    /// compares 3 and 3.0 as equal, as a point read does: each entry is filed under the key
+    /// that was asked for.
+    private func read(_ rows: RowCursor, of table: String, asked keys: @autoclosure () -> [Value], into result: inout [RecordAddress: RecordEntry]) throws {
+        var asked: Set<Value>?  // built on the first row: a batch of new keys finds none
         while let row = try rows.next() {
             var key = Value(row[0] as DatabaseValue)
-            if requested == nil { requested = Set(keys) }
-            let asked = requested!
-            if !asked.contains(key), let match = asked.first(where: { Self.sqlEqual($0, key) }) { key = match }
+            if asked == nil { asked = Set(keys()) }
+            if !asked!.contains(key), let match = asked!.first(where: { Self.sqlEqual($0, key) }) { key = match }
             let address = RecordAddress(table: table, key: key)
             result[address] = try decode(row, address, state: 1, seqs: 2)
         }
-        return result
     }
 
     /// Whether SQLite takes two keys for equal: an integer and a real of the same number.
