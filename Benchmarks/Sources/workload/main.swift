@@ -17,7 +17,6 @@ try FileManager.default.createDirectory(at: folder, withIntermediateDirectories:
 defer { try? FileManager.default.removeItem(at: folder) }
 
 let schema = WorkloadW.createTable
-let baseTime = WorkloadW.baseTime
 let workloadW = WorkloadW(rows: rowCount)
 let items = workloadW.items
 let updates = workloadW.updates
@@ -41,32 +40,30 @@ func seconds(_ body: () throws -> Void) rethrows -> Double {
 }
 
 @MainActor func insertAll(_ queue: DatabaseQueue) throws {
-    for start in stride(from: 0, to: rowCount, by: transactionRows) {
-        try queue.write { db in
-            let statement = try db.cachedStatement(sql: "INSERT INTO items(id, name, qty, price, note, updated) VALUES (?, ?, ?, ?, ?, ?)")
-            for item in items[start..<min(start + transactionRows, rowCount)] {
-                try statement.execute(arguments: [item.id, item.name, item.qty, item.price, item.note, item.updated])
-            }
+    for start in stride(from: 0, to: rowCount, by: transactionRows) { try insertBatch(queue, start) }
+}
+
+@MainActor func updateAll(_ queue: DatabaseQueue) throws {
+    for start in stride(from: 0, to: rowCount, by: transactionRows) { try updateBatch(queue, start) }
+}
+
+/// The 1,000-row transaction of inserts that starts at row `start`.
+@MainActor func insertBatch(_ queue: DatabaseQueue, _ start: Int) throws {
+    try queue.write { db in
+        let statement = try db.cachedStatement(sql: "INSERT INTO items(id, name, qty, price, note, updated) VALUES (?, ?, ?, ?, ?, ?)")
+        for item in items[start..<min(start + transactionRows, rowCount)] {
+            try statement.execute(arguments: [item.id, item.name, item.qty, item.price, item.note, item.updated])
         }
     }
 }
 
-@MainActor func updateAll(_ queue: DatabaseQueue) throws {
-    let columns = ["name", "qty", "price", "note", "updated"]
-    for start in stride(from: 0, to: rowCount, by: transactionRows) {
-        try queue.write { db in
-            for update in updates[start..<min(start + transactionRows, rowCount)] {
-                let value: DatabaseValueConvertible
-                switch update.column {
-                case 0: value = "u" + String(update.seed % 1_000_000)
-                case 1: value = Int64(update.seed % 1_001)
-                case 2: value = Double(update.seed % 100_000) / 100
-                case 3: value = "n" + String(update.seed)
-                default: value = baseTime + Int64(update.seed % 1_000_000)
-                }
-                try db.cachedStatement(sql: "UPDATE items SET \(columns[update.column]) = ? WHERE id = ?")
-                    .execute(arguments: [value, items[update.row].id])
-            }
+/// The 1,000-row transaction of updates that starts at update `start`.
+@MainActor func updateBatch(_ queue: DatabaseQueue, _ start: Int) throws {
+    try queue.write { db in
+        for update in updates[start..<min(start + transactionRows, rowCount)] {
+            let value = WorkloadW.updateValue(column: update.column, seed: update.seed)
+            try db.cachedStatement(sql: "UPDATE items SET \(WorkloadW.columns[update.column]) = ? WHERE id = ?")
+                .execute(arguments: [value.databaseValue, items[update.row].id])
         }
     }
 }
@@ -125,23 +122,6 @@ print(String(format: "update: plain %.3f s, converge %.3f s (ratio %.2f), + fold
     for start in stride(from: 0, to: rowCount, by: transactionRows) {
         try write(queue, start)
         cursor = try store.changes(since: cursor, maxRecords: 1).next
-    }
-}
-@MainActor func insertBatch(_ queue: DatabaseQueue, _ start: Int) throws {
-    try queue.write { db in
-        let statement = try db.cachedStatement(sql: "INSERT INTO items(id, name, qty, price, note, updated) VALUES (?, ?, ?, ?, ?, ?)")
-        for item in items[start..<min(start + transactionRows, rowCount)] {
-            try statement.execute(arguments: [item.id, item.name, item.qty, item.price, item.note, item.updated])
-        }
-    }
-}
-@MainActor func updateBatch(_ queue: DatabaseQueue, _ start: Int) throws {
-    try queue.write { db in
-        for update in updates[start..<min(start + transactionRows, rowCount)] {
-            let value = WorkloadW.updateValue(column: update.column, seed: update.seed)
-            try db.cachedStatement(sql: "UPDATE items SET \(WorkloadW.columns[update.column]) = ? WHERE id = ?")
-                .execute(arguments: [value.databaseValue, items[update.row].id])
-        }
     }
 }
 var syncedInsert = Double.infinity, syncedUpdate = Double.infinity

@@ -58,7 +58,6 @@ public struct ColumnMap<Mapped> {
         self.values = values
     }
 
-
     /// The entries as a dictionary. Two columns that `String` takes for one (a precomposed
     /// and a decomposed "é") become one entry, holding the value of the first.
     public var dictionary: [String: Mapped] {
