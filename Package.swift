@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ConvergeSQLite", targets: ["ConvergeSQLite"]),
         .library(name: "ConvergeSimulation", targets: ["ConvergeSimulation"]),
         .executable(name: "converge-sim", targets: ["converge-sim"]),
+        .executable(name: "converge-sim-http", targets: ["converge-sim-http"]),
         .library(name: "ConvergeProtocol", targets: ["ConvergeProtocol"]),
         .library(name: "ConvergeSync", targets: ["ConvergeSync"]),
         .library(name: "ConvergeServer", targets: ["ConvergeServer"]),
@@ -54,10 +55,13 @@ let package = Package(
         ),
         // The deterministic many-replica simulator, as a library the tests drive too.
         .target(name: "ConvergeSimulation", dependencies: ["ConvergeCore", "ConvergeSQLite"]),
-        .executableTarget(
-            name: "converge-sim",
-            dependencies: ["ConvergeSimulation", "ConvergeSimulationHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        // The simulator's command line, shared by its two executables.
+        .target(
+            name: "ConvergeSimulationCLI",
+            dependencies: ["ConvergeCore", "ConvergeSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // The README's main job: no server stack, so its release build takes minutes.
+        .executableTarget(name: "converge-sim", dependencies: ["ConvergeSimulationCLI"]),
         // What the test targets share: the `.computeBound` trait, which keeps the tests that
         // hold a thread for long off Swift's cooperative pool (the in-process servers of the
         // sync tests need it).
@@ -115,6 +119,8 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
+        // The simulator with `--transport http`: the same command line, plus the real server.
+        .executableTarget(name: "converge-sim-http", dependencies: ["ConvergeSimulationCLI", "ConvergeSimulationHTTP"]),
         // The server's storage on PostgreSQL (DESIGN §10): shared tables keyed by namespace,
         // any number of server instances on one database. A second shell around the planner.
         .target(

@@ -294,9 +294,10 @@ public struct SimulationOptions: Sendable, Hashable, Codable {
         return UInt64(max(50, min(3_600_000, 3 * devices / rate)))
     }
 
-    /// The one-line command that replays this run.
+    /// The one-line command that replays this run (runs over the real server replay through
+    /// `converge-sim-http`, the executable that links it).
     public var replayCommand: String {
-        var parts = ["swift run -c release converge-sim", "--seed \(seed)", "--replicas \(replicas)", "--ops \(ops)",
+        var parts = [transport == .http ? "swift run -c release converge-sim-http" : "swift run -c release converge-sim", "--seed \(seed)", "--replicas \(replicas)", "--ops \(ops)",
                      "--store \(store.rawValue)", "--topology \(topology.rawValue)", "--faults \(FaultKind.describe(faults))"]
         if transport != .memory { parts.append("--transport \(transport.rawValue)") }
         if serverStorage != .sqlite { parts.append("--storage \(serverStorage.rawValue)") }

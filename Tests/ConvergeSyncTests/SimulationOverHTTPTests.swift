@@ -4,7 +4,7 @@ import ConvergeSimulation
 import ConvergeSimulationHTTP
 import Testing
 
-/// The simulator's hub mode through the real server (`converge-sim --transport http`):
+/// The simulator's hub mode through the real server (`converge-sim-http`):
 /// device SQLite stores → SyncEngine over HTTP → Hummingbird → the server's SQLite store →
 /// the other devices, checked against the oracle.
 ///

@@ -1,7 +1,6 @@
 import ArgumentParser
 import ConvergeCore
 import ConvergeSimulation
-import ConvergeSimulationHTTP
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -9,6 +8,9 @@ import Glibc
 import Darwin
 #endif
 
+/// The simulator's command line, shared by `converge-sim` (the simulator's network and the
+/// SQLite stores: no server stack, so that the README's main job builds in minutes) and
+/// `converge-sim-http` (the same options, plus the real sync server over loopback HTTP).
 struct ConvergeSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "converge-sim",
@@ -38,8 +40,8 @@ struct ConvergeSim: ParsableCommand {
     @Option(help: "hub (replica 0 is the server) or mesh (gossip among random peers).")
     var topology: String = "hub"
 
-    @Option(help: "memory (the simulator's network) or http (the real sync server on loopback; needs --store sqlite and --topology hub).")
-    var transport: String = "memory"
+    @Option(help: "memory (the simulator's network) or http (the real sync server on loopback; needs --store sqlite and --topology hub, and converge-sim-http). Default: memory in converge-sim, http in converge-sim-http.")
+    var transport: String?
 
     @Option(help: "With --transport http: the server's storage, sqlite (one file per namespace) or postgres (ConvergePostgres, the database of --postgres).")
     var storage: String = "sqlite"
@@ -95,7 +97,8 @@ struct ConvergeSim: ParsableCommand {
     @Option(help: "Test the checkers: run with a deliberately broken merge, engine or server (`list` names them); the run must fail.")
     var mutation: String?
 
-    func makeOptions() throws -> SimulationOptions {
+    func makeOptions(defaultTransport: SimulationTransport) throws -> SimulationOptions {
+        let transport = self.transport ?? defaultTransport.rawValue
         guard let storeKind = StoreKind(rawValue: store) else { throw ValidationError("--store must be core or sqlite (got '\(store)')") }
         guard let topologyKind = Topology(rawValue: topology) else { throw ValidationError("--topology must be hub or mesh (got '\(topology)')") }
         guard let transportKind = SimulationTransport(rawValue: transport) else { throw ValidationError("--transport must be memory or http (got '\(transport)')") }
@@ -176,9 +179,19 @@ final class ProgressLine {
     }
 }
 
-@main
-enum Main {
-    static func main() {
+/// The entry point of both simulator executables.
+///
+/// `converge-sim` passes no HTTP runner: it links no server stack (Hummingbird, NIO,
+/// PostgreSQL), so its release build, the README's first command, takes minutes rather than
+/// the better part of half an hour on two cores. `converge-sim-http` passes the runner that
+/// drives the real sync server over loopback; every other option means the same in both.
+package enum SimulatorMain {
+    /// Runs one HTTP simulation to its end on the calling thread.
+    package typealias HTTPRunner = @Sendable (SimulationOptions, ((SimulationProgress) -> Void)?) -> SimulationReport
+
+    /// Parses the process's arguments, runs the simulation or the sweep they name and exits
+    /// with the documented status (0 converged, 1 diverged or broke a guarantee, 2 bad options).
+    package static func main(commandName: String, httpRunner: HTTPRunner?) -> Never {
         let command: ConvergeSim
         let options: SimulationOptions
         do {
@@ -187,28 +200,46 @@ enum Main {
                 for mutation in Mutation.allCases { print("\(mutation.rawValue.padding(toLength: 22, withPad: " ", startingAt: 0)) \(mutation.summary)") }
                 exit(0)
             }
-            options = try command.makeOptions()
+            options = try command.makeOptions(defaultTransport: httpRunner == nil ? .memory : .http)
+            if options.transport == .http && httpRunner == nil {
+                throw ValidationError(
+                    "--transport http drives the real sync server, which \(commandName) does not link (it stays free of the server stack): run converge-sim-http with the same options (\(options.replayCommand))")
+            }
         } catch {
-            if ConvergeSim.exitCode(for: error) == .success { ConvergeSim.exit(withError: error) }
-            FileHandleOutput.standardError(ConvergeSim.fullMessage(for: error))
+            // The usage lines name the executable that runs (the command's name is the shorter one).
+            let message = ConvergeSim.fullMessage(for: error).replacingOccurrences(of: "converge-sim ", with: "\(commandName) ")
+            if ConvergeSim.exitCode(for: error) == .success {
+                FileHandleOutput.standardOutput(message)
+                exit(0)
+            }
+            FileHandleOutput.standardError(message)
             exit(2)
         }
+        let runner = Runner(httpRunner: httpRunner)
         let progress = ProgressLine()
         if let sweep = command.sweep {
-            exit(runSweep(options, count: sweep, command: command, progress: progress))
+            exit(runner.runSweep(options, count: sweep, command: command, progress: progress))
         }
-        exit(runOne(options, command: command, progress: progress))
+        exit(runner.runOne(options, command: command, progress: progress))
     }
+}
+
+/// Runs simulations through the simulator's network or, where the executable links it, the
+/// real server.
+struct Runner: Sendable {
+    let httpRunner: SimulatorMain.HTTPRunner?
 
     /// One run, through the simulator's network or the real server (blocking this thread).
-    static func run(_ options: SimulationOptions, progress: ((SimulationProgress) -> Void)? = nil) -> SimulationReport {
+    func run(_ options: SimulationOptions, progress: ((SimulationProgress) -> Void)? = nil) -> SimulationReport {
         switch options.transport {
         case .memory: return simulate(options, progress: progress)
-        case .http: return simulateOverHTTPBlocking(options, progress: progress)
+        case .http:
+            guard let httpRunner else { preconditionFailure("an HTTP run was let through by an executable without the server stack") }
+            return httpRunner(options, progress)
         }
     }
 
-    static func runOne(_ options: SimulationOptions, command: ConvergeSim, progress: ProgressLine) -> Int32 {
+    func runOne(_ options: SimulationOptions, command: ConvergeSim, progress: ProgressLine) -> Int32 {
         let report = run(options, progress: progress.update)
         progress.clear()
         print(report.text)
@@ -231,7 +262,7 @@ enum Main {
         return report.passed ? 0 : 1
     }
 
-    static func runSweep(_ base: SimulationOptions, count: Int, command: ConvergeSim, progress: ProgressLine) -> Int32 {
+    func runSweep(_ base: SimulationOptions, count: Int, command: ConvergeSim, progress: ProgressLine) -> Int32 {
         let start = ContinuousClock.now
         let jobs = min(count, command.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let sweep = Sweep(base: base, count: count, progress: progress)
@@ -346,6 +377,10 @@ final class Sweep: @unchecked Sendable {
 enum FileHandleOutput {
     static func standardError(_ text: String) {
         FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    static func standardOutput(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }
 }
 
