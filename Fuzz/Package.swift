@@ -30,7 +30,9 @@ let package = Package(
         // Arbitrary bytes into the sync protocol's request and response decoders.
         .executableTarget(
             name: "FuzzSyncMessages",
-            dependencies: ["FuzzSupport", core, .product(name: "ConvergeSync", package: "Converge")]
+            // ConvergeProtocol, not ConvergeSync: the messages without the client's engine and
+            // its swift-crypto, which the sanitized release build would otherwise compile.
+            dependencies: ["FuzzSupport", core, .product(name: "ConvergeProtocol", package: "Converge")]
         ),
         // Changesets, valid, mutated and hostile, applied to an in-memory SQLite store.
         .executableTarget(

@@ -1,5 +1,5 @@
 import ConvergeCore
-import ConvergeSync
+import ConvergeProtocol
 import FuzzSupport
 
 // FuzzSyncMessages: arbitrary bytes into the sync protocol's decoders, the server's first
