@@ -10,7 +10,7 @@ extension PostgresNamespaceStore {
     /// checks, planner and answers as the SQLite store (see ConvergeServer's `NamespaceStore.push(_:replica:device:validate:)`).
     public func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
-    ) async throws -> ReplicatedDatabase.ApplyReport {
+    ) async throws -> ApplyReport {
         try await transaction { connection in
             try await self.push(changeset, replica: replica, device: device, validate: validate, connection)
         }
@@ -19,7 +19,7 @@ extension PostgresNamespaceStore {
     private func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?,
         _ connection: PostgresConnection
-    ) async throws -> ReplicatedDatabase.ApplyReport {
+    ) async throws -> ApplyReport {
         var head = try await lockHead(connection)
         let bound = try await connection.query(
             "SELECT replica FROM converge_devices WHERE namespace = \(namespace) AND device = \(device)", logger: logger
@@ -63,11 +63,8 @@ extension PostgresNamespaceStore {
             }
         }
 
-        var report = ReplicatedDatabase.ApplyReport()
+        var report = ApplyReport(plan)
         report.feedBefore = head.sequence
-        report.changedRecords = plan.counts.changedRecords
-        report.quarantinedRecords = plan.counts.quarantinedRecords
-        report.releasedRecords = plan.counts.releasedRecords
         let shown = try await store(
             Dictionary(uniqueKeysWithValues: plan.changes.map { ($0.address, $0.after) }), entries: &entries, head: &head, connection)
         report.feedAfter = head.sequence
@@ -77,40 +74,27 @@ extension PostgresNamespaceStore {
         // Validation: each visibly changed row is shown; a refused one is undone by a write of
         // the server stamped after everything it received, so every replica converges to it.
         if let validate {
-            let at = Date(timeIntervalSince1970: Double(now) / 1_000)
-            var compensated = [RecordAddress: RecordState]()
             let unseen = shown.map(\.address).filter { entries[$0] == nil }
             for (address, entry) in try await self.entries(at: unseen, connection) { entries[address] = entry }
-            for change in shown {
-                guard let schema = tables.schemas[change.address.table] else { continue }
-                let before = change.before.flatMap { Self.namedRow($0, schema, authority: head.replica) }
-                let after = change.after.flatMap { Self.namedRow($0, schema, authority: head.replica) }
-                guard before != after else { continue }
-                let proposed = ProposedChange(table: change.address.table, key: change.address.key, before: before, after: after)
-                guard let reason = validate(proposed) else { continue }
-                let operation: CapturePlanner.Operation
-                switch (before, after) {
-                case (nil, _): operation = .delete
-                case (let before?, nil): operation = .insert(before)
-                case (let before?, _?):
-                    operation = .update(changed: before.filter { proposed.changedColumns.contains($0.key) }, row: before)
-                }
-                var state = compensated[change.address] ?? entries[change.address]?.state ?? RecordState()
-                let stamp = Stamp(hlc: clock.tick(physicalMilliseconds: now), replica: head.replica)
-                CapturePlanner.apply(operation, at: stamp, to: &state, schema: schema)
-                compensated[change.address] = state
+            let compensations = ValidationPlanner.plan(shown, schemas: tables.schemas, authority: head.replica, stamp: {
+                Stamp(hlc: clock.tick(physicalMilliseconds: now), replica: head.replica)
+            }, validate: validate)
+            for compensation in compensations {
+                let address = compensation.address
                 let id = try await connection.query(
                     """
                     INSERT INTO converge_rejections(namespace, device, tbl, key, reason, at)
-                    VALUES (\(namespace), \(device), \(change.address.table), \(KeyCodec.encode(change.address.key)), \(reason), \(at.timeIntervalSince1970))
+                    VALUES (\(namespace), \(device), \(address.table), \(KeyCodec.encode(address.key)), \(compensation.reason), \(Double(now) / 1_000))
                     RETURNING id
                     """, logger: logger).single(Int64.self) ?? 0
-                report.rejections.append(ChangeRejection(id: id, table: change.address.table, key: change.address.key, reason: reason, origin: device, date: at))
+                report.rejections.append(ChangeRejection(
+                    id: id, table: address.table, key: address.key, reason: compensation.reason, origin: device, physicalMilliseconds: now))
             }
-            if !compensated.isEmpty {
+            if !compensations.isEmpty {
                 // Stored like any write: new positions (beyond `feedAfter`, so the pushing
                 // device pulls them), rows settled, claims kept.
-                _ = try await store(compensated, entries: &entries, head: &head, connection)
+                _ = try await store(
+                    Dictionary(uniqueKeysWithValues: compensations.map { ($0.address, $0.after) }), entries: &entries, head: &head, connection)
                 try await connection.query(
                     """
                     DELETE FROM converge_rejections WHERE namespace = \(namespace) AND id <= (
@@ -186,10 +170,6 @@ extension PostgresNamespaceStore {
     }
 
     static let rejectionLimit = 10_000
-
-    static func namedRow(_ state: RecordState, _ schema: TableSchema, authority: ReplicaID?) -> [String: Value]? {
-        ApplyPlanner.visibleRow(state, schema, authority).map { Dictionary(uniqueKeysWithValues: zip(schema.columns, $0.map { $0 ?? .null })) }
-    }
 
     /// Refuses a device's first push that declares a replica it cannot be: a reserved id,
     /// the server's own, one another device is bound to, or one whose writes are held here.
@@ -337,7 +317,7 @@ extension PostgresNamespaceStore {
         let operation: CapturePlanner.Operation
         switch write {
         case .upsert(_, _, let values):
-            if let row = Self.namedRow(state, schema, authority: head.replica) {
+            if let row = ValidationPlanner.namedRow(state, schema, authority: head.replica) {
                 operation = .update(changed: values, row: row.merging(values) { $1 })
             } else {
                 operation = .insert(values)

@@ -7,24 +7,16 @@ import PostgresNIO
 /// Unique indexes (DESIGN §4) in the shared tables: the claims of live records in
 /// `converge_claims`, settled by ConvergeCore's ``UniquePlanner`` like the SQLite store's.
 extension PostgresNamespaceStore {
-    /// What a stored change looked like to the app: its visible row before and after (`nil`:
-    /// none), for the validator.
-    struct Shown {
-        var address: RecordAddress
-        var before: RecordState?
-        var after: RecordState?
-    }
-
     /// Stores records changed to `states` (in address order): the next feed positions, their
     /// rows in the app tables (settled by the unique rules for tables with unique indexes),
-    /// and the claim index. Returns what the app sees change.
+    /// and the claim index. Returns what the app sees change, for the validator.
     func store(
         _ states: [RecordAddress: RecordState], entries: inout [RecordAddress: RecordEntry], head: inout Head, _ connection: PostgresConnection
-    ) async throws -> [Shown] {
+    ) async throws -> [ValidationPlanner.Shown] {
         let schemas = tables.schemas
         var changed = [(address: RecordAddress, entry: RecordEntry, conflicted: Bool)]()
         var rows = [(address: RecordAddress, row: ApplyPlanner.RowChange)]()
-        var shown = [Shown]()
+        var shown = [ValidationPlanner.Shown]()
         var unique = [UniquePlanner.Change]()
         for (address, state) in states.sorted(by: { $0.key < $1.key }) {
             var entry = entries[address] ?? .empty
@@ -42,13 +34,15 @@ extension PostgresNamespaceStore {
             let oldRow = ApplyPlanner.visibleRow(before, schema, head.replica), newRow = ApplyPlanner.visibleRow(state, schema, head.replica)
             guard oldRow != newRow else { continue }
             rows.append((address, newRow.map(ApplyPlanner.RowChange.upsert) ?? .delete))
-            shown.append(Shown(address: address, before: oldRow == nil ? nil : before, after: newRow == nil ? nil : state))
+            shown.append(ValidationPlanner.Shown(address: address, before: oldRow == nil ? nil : before, after: newRow == nil ? nil : state, current: state))
         }
         if !unique.isEmpty {
             let settlement = try await settle(unique, authority: head.replica, connection)
             for settled in settlement.rows where settled.row != .none {
                 rows.append((settled.address, settled.row))
-                shown.append(Shown(address: settled.address, before: settled.shownBefore ? settled.before : nil, after: settled.shownAfter ? settled.after : nil))
+                shown.append(ValidationPlanner.Shown(
+                    address: settled.address, before: settled.shownBefore ? settled.before : nil, after: settled.shownAfter ? settled.after : nil,
+                    current: settled.after))
             }
             try await writeClaims(settlement, connection)
         }

@@ -115,30 +115,9 @@ public final class ReplicatedDatabase: Sendable {
         }
     }
 
-    /// What an apply did.
-    public struct ApplyReport: Sendable, Hashable {
-        /// Records whose merge state changed.
-        public var changedRecords = 0
-        /// Records held back because they were stamped too far in the future.
-        public var quarantinedRecords = 0
-        /// Earlier quarantined records applied now that local time caught up.
-        public var releasedRecords = 0
-        /// True when the changeset showed this replica's own stamps beyond its clock (it
-        /// was restored from a backup or copied): the replica took a new identity.
-        public var identityReset = false
-        /// The feed's position just before and just after the apply, read in its
-        /// transaction. A peer whose `sent` cursor had reached `feedBefore` holds everything
-        /// up to `feedAfter` too when the changeset came from it: move the cursor there, and
-        /// what was just pulled is not pushed back.
-        public var feedBefore: UInt64 = 0
-        /// See ``feedBefore``.
-        public var feedAfter: UInt64 = 0
-        /// Changes refused by the validator and undone by compensating writes.
-        public var rejections: [ChangeRejection] = []
-
-        /// A report of an apply that did nothing.
-        public init() {}
-    }
+    /// What an apply did: the report every replica kind returns (ConvergeCore's
+    /// `ApplyReport`), with the feed's positions and the rejections filled in.
+    public typealias ApplyReport = ConvergeCore.ApplyReport
 
     /// What this replica has sent to and received from one peer.
     public struct PeerCursor: Sendable, Hashable, Codable {

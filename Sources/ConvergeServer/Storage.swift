@@ -61,7 +61,7 @@ public protocol NamespaceStore: Sendable {
     /// same transaction (see `ReplicatedDatabase.apply(_:origin:validate:)`).
     func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
-    ) async throws -> ReplicatedDatabase.ApplyReport
+    ) async throws -> ApplyReport
 
     /// Writes as the server's replica, in turn with pushes (the same transaction discipline).
     func write(_ write: ServerWrite) async throws
@@ -433,7 +433,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     public func push(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)? = nil
-    ) async throws -> ReplicatedDatabase.ApplyReport {
+    ) async throws -> ApplyReport {
         try await run { try self.pushOnQueue(changeset, replica: replica, device: device, validate: validate) }
     }
 
@@ -443,7 +443,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     private func pushOnQueue(
         _ changeset: Changeset, replica: ReplicaID, device: String, validate: (@Sendable (ProposedChange) -> String?)?
-    ) throws -> ReplicatedDatabase.ApplyReport {
+    ) throws -> ApplyReport {
         let bound = try boundReplicaOnQueue(of: device)
         if let bound, bound != replica {
             throw PushRefusal(message: "device \(device) is bound to replica \(bound), not \(replica)")
@@ -463,7 +463,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         let changeset = CollectionPlanner.withoutCollectedLives(changeset, logged: try loggedCollected(in: changeset))
         var options = ReplicatedDatabase.ApplyOptions(origin: device, validate: validate, author: replica, beforeCommit: bind)
         options.collectedClock = collectedClock
-        let report: ReplicatedDatabase.ApplyReport
+        let report: ApplyReport
         do {
             report = try database.apply(changeset, options: options)
         } catch let error as ApplyError {

@@ -19,7 +19,28 @@ import Testing
         }
     }
 
-    static func run(seed: UInt64) throws {
+    /// The same with a validator on every apply, in the stores and in their models: both
+    /// validate through ``ValidationPlanner``, so they refuse the same changes, report the
+    /// same rejections and write the same compensations, stamps included.
+    /// Fixed seeds, so that the count of refusals (which must not be zero) is known.
+    @Test func validatedStoresEqualTheCoreModel() throws {
+        var refused = 0
+        for seed in UInt64(1)...15 { refused += try Self.run(seed: seed, validate: Self.rules) }
+        #expect(refused > 20, "the rules refused \(refused) changes: the runs must exercise compensations")
+    }
+
+    /// Refuses a quantity of 1 or 3, a delete of `k1`, and a new note whose title is set.
+    static func rules(_ change: ProposedChange) -> String? {
+        if let qty = change.after?["qty"], qty == .integer(1) || qty == .integer(3) { return "a quantity of \(qty) is refused" }
+        if change.key == .text("k1"), change.before != nil, change.after == nil { return "k1 may not be deleted" }
+        if change.table == "notes", change.before == nil, let title = change.after?["title"], title != .null { return "a new note comes without a title" }
+        return nil
+    }
+
+    /// Returns how many changes `validate` refused.
+    @discardableResult
+    static func run(seed: UInt64, validate: ((ProposedChange) -> String?)? = nil) throws -> Int {
+        var refused = 0
         var rng = SeededGenerator(seed: seed)
         let clock = TestClock()
         let count = 3 + rng.below(4)
@@ -59,14 +80,24 @@ import Testing
             default:
                 guard !inFlight.isEmpty else { continue }
                 let message = inFlight.remove(at: rng.below(inFlight.count))  // reordered
-                try stores[message.to].apply(message.changeset)
-                models[message.to].apply(message.changeset, physicalMilliseconds: clock.now)
+                if let validate {
+                    let origin = "peer"
+                    let report = try stores[message.to].apply(message.changeset, origin: origin, validate: validate)
+                    let modelReport = models[message.to].apply(message.changeset, physicalMilliseconds: clock.now, origin: origin, validate: validate)
+                    #expect(report.rejections == modelReport.rejections, "seed \(seed)")
+                    refused += report.rejections.count
+                    #expect(report.changedRecords == modelReport.changedRecords, "seed \(seed)")
+                    #expect(try stores[message.to].snapshot() == models[message.to].state.snapshot.normalized, "seed \(seed)")
+                } else {
+                    try stores[message.to].apply(message.changeset)
+                    models[message.to].apply(message.changeset, physicalMilliseconds: clock.now)
+                }
             }
         }
         for (index, store) in stores.enumerated() {
             #expect(try store.snapshot() == models[index].state.snapshot.normalized, "store \(index) differs from its model, seed \(seed)")
         }
-        // Heal: everyone sends everything to everyone.
+        // Heal: everyone sends everything to everyone (no validator: a plain join).
         for _ in 0..<2 {
             for source in stores.indices {
                 let changeset = try stores[source].changes(since: 0).changeset
@@ -90,5 +121,6 @@ import Testing
             }
             #expect(try store.conflicts() == models[index].conflicts(), "seed \(seed)")
         }
+        return refused
     }
 }

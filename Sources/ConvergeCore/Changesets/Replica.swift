@@ -13,22 +13,8 @@ public struct Replica: Sendable {
         case delete(table: String, key: Value)
     }
 
-    /// What ``apply(_:physicalMilliseconds:)`` did.
-    public struct ApplyReport: Sendable, Hashable {
-        /// Records whose merge state changed.
-        public var changedRecords = 0
-        /// Records held back because they were stamped too far in the future.
-        public var quarantinedRecords = 0
-        /// Earlier quarantined records applied now that local time caught up.
-        public var releasedRecords = 0
-
-        /// A report with the given counts.
-        public init(changedRecords: Int = 0, quarantinedRecords: Int = 0, releasedRecords: Int = 0) {
-            self.changedRecords = changedRecords
-            self.quarantinedRecords = quarantinedRecords
-            self.releasedRecords = releasedRecords
-        }
-    }
+    /// What an apply did: the report every replica kind returns.
+    public typealias ApplyReport = ConvergeCore.ApplyReport
 
     /// This replica's identity; a reset for resync takes a new one (``resetForResync(acknowledged:newID:)``).
     public internal(set) var id: ReplicaID
@@ -48,6 +34,8 @@ public struct Replica: Sendable {
     /// The local writes a reset for resync keeps, to be written again once a fresh snapshot
     /// is in (``reapplyKeptWrites(physicalMilliseconds:)``).
     public internal(set) var keptWrites: [(address: RecordAddress, operation: CapturePlanner.Operation)] = []
+    /// How many changes a validator refused here (the last ``ChangeRejection/id``).
+    public private(set) var rejectionCount: Int64 = 0
 
     /// A replica with identity `id` and no tables yet (see ``replicate(_:)``).
     public init(id: ReplicaID, clock: HybridClock = HybridClock(), maxDriftMilliseconds: UInt64 = HybridClock.defaultMaxDriftMilliseconds) {
@@ -137,6 +125,68 @@ public struct Replica: Sendable {
         commit(plan(changeset, physicalMilliseconds: physicalMilliseconds, releaseAll: false), physicalMilliseconds: physicalMilliseconds)
     }
 
+    /// Joins a remote changeset like ``apply(_:physicalMilliseconds:)``, and lets `validate`
+    /// refuse what it did, as the SQLite store's `apply(_:origin:validate:)` does.
+    ///
+    /// `validate` sees each record whose visible row the changeset changed (a record a
+    /// unique index holds has none), before and after, in key order. A refused change is
+    /// undone by a compensating write of this replica stamped after everything it received
+    /// (``ValidationPlanner``; one stamp for the apply's compensations, as a transaction
+    /// takes one), listed in the report's `rejections`.
+    ///
+    /// - Throws: What `validate` throws; the replica is then unchanged.
+    /// - Complexity: A validated apply copies the replica's state once, and reads every
+    ///   record of the touched tables that have unique indexes.
+    @discardableResult
+    public mutating func apply(
+        _ changeset: Changeset, physicalMilliseconds: UInt64, origin: String?, validate: (ProposedChange) throws -> String?
+    ) rethrows -> ApplyReport {
+        let plan = plan(changeset, physicalMilliseconds: physicalMilliseconds, releaseAll: false)
+        let uniqueTables = Set(plan.changes.map(\.address.table)).filter { schemas[$0]?.uniqueIndexes.isEmpty == false }.sorted()
+        let shownBefore = uniqueTables.map(visibleRecords(of:))
+        var next = self
+        var report = next.commit(plan, physicalMilliseconds: physicalMilliseconds)
+        var shown = plan.changes.compactMap { change -> ValidationPlanner.Shown? in
+            guard schemas[change.address.table]?.uniqueIndexes.isEmpty == true else { return nil }
+            return ValidationPlanner.Shown(address: change.address, before: change.before, after: change.after, current: change.after)
+        }
+        for (table, before) in zip(uniqueTables, shownBefore) {
+            let after = next.visibleRecords(of: table)
+            for key in Set(before.keys).union(after.keys) where before[key] != after[key] {
+                let address = RecordAddress(table: table, key: key)
+                shown.append(ValidationPlanner.Shown(address: address, before: before[key], after: after[key], current: next.state.state(of: address) ?? RecordState()))
+            }
+        }
+        // One stamp for every compensation, taken on first use: an apply is one transaction,
+        // as in ``perform(_:physicalMilliseconds:)`` and the SQLite store.
+        var stamp: Stamp?
+        let compensations = try ValidationPlanner.plan(shown, schemas: schemas, authority: authority, stamp: {
+            if let stamp { return stamp }
+            let fresh = Stamp(hlc: next.clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
+            stamp = fresh
+            return fresh
+        }, validate: validate)
+        for compensation in compensations {
+            next.state.replace(compensation.after, at: compensation.address)
+            next.rejectionCount += 1
+            report.rejections.append(ChangeRejection(
+                id: next.rejectionCount, table: compensation.address.table, key: compensation.address.key, reason: compensation.reason,
+                origin: origin, physicalMilliseconds: physicalMilliseconds))
+        }
+        // `feedAfter` stays where the merge left it: the compensations lie beyond it, so the
+        // sender pulls them.
+        self = next
+        return report
+    }
+
+    /// The live records of `table` that show a row (those a unique index holds do not), by key.
+    private func visibleRecords(of table: String) -> [Value: RecordState] {
+        let held = heldKeys(table: table)
+        var result = [Value: RecordState]()
+        for (key, record) in records(of: table) where !held.contains(key) { result[key] = record }
+        return result
+    }
+
     /// Applies quarantined deltas whose stamps local time has reached (all of them when
     /// `force` is set, advancing the clock like any apply). Returns how many were applied.
     @discardableResult
@@ -160,11 +210,14 @@ public struct Replica: Sendable {
     }
 
     private mutating func commit(_ plan: ApplyPlanner.Plan, physicalMilliseconds: UInt64) -> ApplyReport {
+        var report = ApplyReport(plan)
+        report.feedBefore = state.sequence
         for change in plan.changes { state.replace(change.after, at: change.address) }
         for address in plan.released { quarantine[address] = nil }
         for (address, held) in plan.quarantine { quarantine[address] = held }
         if let receive = plan.receive { clock.receive(receive, physicalMilliseconds: physicalMilliseconds) }
-        return ApplyReport(changedRecords: plan.counts.changedRecords, quarantinedRecords: plan.counts.quarantinedRecords, releasedRecords: plan.counts.releasedRecords)
+        report.feedAfter = state.sequence
+        return report
     }
 
     /// The record's row, or `nil` when the record is absent or deleted. A record a unique

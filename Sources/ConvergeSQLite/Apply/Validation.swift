@@ -2,55 +2,15 @@ import ConvergeCore
 import Foundation
 import GRDB
 
-/// What a remote changeset did to one row, shown to a validator before it commits.
-public struct ProposedChange: Sendable, Hashable {
-    /// The row's table.
-    public let table: String
-    /// The row's primary key.
-    public let key: Value
-    /// The row before, or `nil` when there was none (or it was deleted).
-    public let before: [String: Value]?
-    /// The row after, or `nil` when the change deletes it.
-    public let after: [String: Value]?
+extension ChangeRejection {
+    /// When the change was refused (``physicalMilliseconds`` as a `Date`).
+    public var date: Date { Date(timeIntervalSince1970: Double(physicalMilliseconds) / 1_000) }
 
-    /// A change of the row at `table` and `key` from `before` to `after`.
-    public init(table: String, key: Value, before: [String: Value]?, after: [String: Value]?) {
-        self.table = table
-        self.key = key
-        self.before = before
-        self.after = after
-    }
-
-    /// The columns whose value differs (every column for an insert or a delete).
-    public var changedColumns: [String] {
-        let columns = Set((before ?? [:]).keys).union((after ?? [:]).keys)
-        return columns.filter { before?[$0] != after?[$0] }.sorted()
-    }
-}
-
-/// A remote change a replica refused and undid (see ``ReplicatedDatabase/apply(_:origin:validate:)``).
-public struct ChangeRejection: Sendable, Hashable {
-    /// Increasing, per database: a peer that delivers rejections keeps the last one it sent.
-    public let id: Int64
-    /// The refused record's table.
-    public let table: String
-    /// The refused record's primary key.
-    public let key: Value
-    /// The validator's reason, meant for the user.
-    public let reason: String
-    /// Who sent the refused change, as given to `apply`.
-    public let origin: String?
-    /// When the change was refused.
-    public let date: Date
-
-    /// A rejection as recorded.
+    /// A rejection as recorded, refused at `date` (to the millisecond).
     public init(id: Int64, table: String, key: Value, reason: String, origin: String?, date: Date) {
-        self.id = id
-        self.table = table
-        self.key = key
-        self.reason = reason
-        self.origin = origin
-        self.date = date
+        self.init(
+            id: id, table: table, key: key, reason: reason, origin: origin,
+            physicalMilliseconds: UInt64(max(0, (date.timeIntervalSince1970 * 1_000).rounded())))
     }
 }
 
@@ -85,78 +45,43 @@ extension ReplicatedDatabase {
         }
     }
 
-    /// Shows each visibly changed row to `validate` and undoes the refused ones with
-    /// compensating local writes, inside the apply's transaction.
+    /// Shows each visibly changed row to `validate` and stores the compensating writes
+    /// ``ValidationPlanner`` plans for the refused ones (states and rows, this replica's own
+    /// writes at the transaction's stamp, after everything the apply received), inside the
+    /// apply's transaction.
     ///
     /// In tables with unique indexes the rows are those `settled` shows: a held record is not
-    /// visible, and one a resolved clash shows (unchanged itself) is seen arriving.
+    /// visible, and one a resolved clash shows (unchanged itself) is seen arriving; their
+    /// compensations settle like any write.
     func review(
         _ changes: [ApplyPlanner.RecordChange], settled: [UniquePlanner.Settled], in metadata: inout MetadataStore, origin: String?,
         validate: (ProposedChange) throws -> String?
     ) throws -> [ChangeRejection] {
-        var rejections = [ChangeRejection]()
+        let schemas = metadata.tables.mapValues(\.schema)
+        let compensations = try ValidationPlanner.plan(
+            ValidationPlanner.shown(changes, settled: settled, schemas: schemas), schemas: schemas, authority: metadata.authority,
+            stamp: source.stamp, validate: validate)
+        guard !compensations.isEmpty else { return [] }
         // The store's time, not the wall clock: the simulator's runs stay reproducible.
-        let now = Date(timeIntervalSince1970: Double(configuration.physicalTime()) / 1_000)
-        var shown = changes.compactMap { change -> (RecordAddress, RecordState?, RecordState?)? in
-            guard change.row != .none, let table = metadata.tables[change.address.table], table.schema.uniqueIndexes.isEmpty else { return nil }
-            return (change.address, change.before, change.after)
-        }
-        shown += settled.map { ($0.address, $0.shownBefore ? $0.before : nil, $0.shownAfter ? $0.after : nil) }
-        shown.sort { $0.0 < $1.0 }
-        for (address, before, after) in shown {
-            guard let table = metadata.tables[address.table] else { continue }
-            let oldRow = before.flatMap { row($0, table, metadata.authority) }
-            let newRow = after.flatMap { row($0, table, metadata.authority) }
-            guard oldRow != newRow else { continue }
-            let change = ProposedChange(table: address.table, key: address.key, before: oldRow, after: newRow)
-            guard let reason = try validate(change) else { continue }
-            // Captured as this replica's own write: stamped after all it received, so it wins.
-            try source.withCapture { try compensate(change, table: table.schema, metadata.db) }
-            try metadata.db.execute(
-                sql: "INSERT INTO converge_rejections(tbl, key, reason, origin, at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [address.table, address.key.databaseValue, reason, origin, now.timeIntervalSince1970])
-            rejections.append(ChangeRejection(
-                id: metadata.db.lastInsertedRowID, table: address.table, key: address.key, reason: reason, origin: origin, date: now))
-        }
-        if !rejections.isEmpty {
-            try metadata.db.execute(
-                sql: "DELETE FROM converge_rejections WHERE id <= (SELECT max(id) FROM converge_rejections) - ?",
-                arguments: [Self.rejectionLimit])
-        }
-        return rejections
-    }
-
-    /// ``ApplyPlanner/visibleRow(_:_:_:)`` by column name, a column without any write as NULL.
-    private func row(_ state: RecordState, _ table: ReplicatedTable, _ authority: ReplicaID?) -> [String: Value]? {
-        ApplyPlanner.visibleRow(state, table.schema, authority).map { Dictionary(uniqueKeysWithValues: zip(table.schema.columns, $0.map { $0 ?? .null })) }
-    }
-
-    /// Writes the app table back to `change.before`: delete an inserted row, re-insert a
-    /// deleted one, set the changed columns of an updated one.
-    private func compensate(_ change: ProposedChange, table schema: TableSchema, _ db: Database) throws {
-        let name = quoted(schema.name)
-        let keyColumn = quoted(schema.primaryKey)
-        do {
-            switch (change.before, change.after) {
-            case (nil, _):
-                try db.cachedStatement(sql: "DELETE FROM \(name) WHERE \(keyColumn) = ?").execute(arguments: [change.key.databaseValue])
-            case (let before?, nil):
-                let columns = schema.columns
-                let list = ([keyColumn] + columns.map(quoted)).joined(separator: ", ")
-                let marks = Array(repeating: "?", count: columns.count + 1).joined(separator: ", ")
-                try db.execute(
-                    sql: "INSERT INTO \(name)(\(list)) VALUES (\(marks))",
-                    arguments: StatementArguments([change.key.databaseValue] + columns.map { (before[$0] ?? .null).databaseValue }))
-            case (let before?, _?):
-                let columns = change.changedColumns
-                guard !columns.isEmpty else { return }
-                let assignments = columns.map { "\(quoted($0)) = ?" }.joined(separator: ", ")
-                try db.execute(
-                    sql: "UPDATE \(name) SET \(assignments) WHERE \(keyColumn) = ?",
-                    arguments: StatementArguments(columns.map { (before[$0] ?? .null).databaseValue } + [change.key.databaseValue]))
+        let now = configuration.physicalTime()
+        let entries = try metadata.load(compensations.map(\.address))
+        var rejections = [ChangeRejection]()
+        for compensation in compensations {
+            let address = compensation.address
+            try metadata.commit(entries[address] ?? .empty, changedTo: compensation.after, at: address)
+            if let table = metadata.tables[address.table], table.schema.uniqueIndexes.isEmpty {
+                try Materializer.write(compensation.row, key: address.key, in: table, metadata.db)
             }
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-            throw ApplyError(table: schema.name, key: change.key, reason: .constraintViolation(error.message ?? "\(error)"))
+            try metadata.db.cachedStatement(sql: "INSERT INTO converge_rejections(tbl, key, reason, origin, at) VALUES (?, ?, ?, ?, ?)")
+                .execute(arguments: [address.table, address.key.databaseValue, compensation.reason, origin, Double(now) / 1_000])
+            rejections.append(ChangeRejection(
+                id: metadata.db.lastInsertedRowID, table: address.table, key: address.key, reason: compensation.reason, origin: origin,
+                physicalMilliseconds: now))
         }
+        _ = try metadata.settleUnique()
+        try metadata.db.execute(
+            sql: "DELETE FROM converge_rejections WHERE id <= (SELECT max(id) FROM converge_rejections) - ?",
+            arguments: [Self.rejectionLimit])
+        return rejections
     }
 }
