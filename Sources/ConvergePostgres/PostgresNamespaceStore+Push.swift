@@ -318,9 +318,9 @@ extension PostgresNamespaceStore {
         switch write {
         case .upsert(_, _, let values):
             if let row = ValidationPlanner.namedRow(state, schema, authority: head.replica) {
-                operation = .update(changed: values, row: row.merging(values) { $1 })
+                operation = .update(changed: ColumnMap(values), row: ColumnMap(row.merging(values) { $1 }))
             } else {
-                operation = .insert(values)
+                operation = .insert(ColumnMap(values))
             }
         case .delete:
             guard state.isAlive else { throw RecordNotFound(table: table, key: key) }

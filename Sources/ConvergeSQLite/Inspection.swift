@@ -164,31 +164,7 @@ extension ReplicatedDatabase {
     public static func capturedWrites(_ db: Database, table: StoredTable, replica: ReplicaID) throws -> [CapturePlanner.Write] {
         let log = MetadataSchema.logTable(table.schema.name)
         guard try db.tableExists(log) else { return [] }
-        let schema = table.schema
-        var writes = [CapturePlanner.Write]()
-        // Columns by position: id, hlc, op, mask, key, c0, c1, ... (see `LogFold`).
-        let rows = try Row.fetchCursor(db, sql: "SELECT * FROM \(quoted(log)) ORDER BY id")
-        while let row = try rows.next() {
-            let stamp = Stamp(hlc: HLC(rawValue: UInt64(bitPattern: row[1])), replica: replica)
-            let mask: Int64 = row[3]
-            let operation = CaptureTriggers.Operation(rawValue: row[2]) ?? .update
-            var values = [String: Value]()
-            var changed = [String: Value]()
-            if operation != .delete {
-                for (index, column) in schema.columns.enumerated() where 5 + index < row.count {
-                    let value = Value(row[5 + index] as DatabaseValue)
-                    values[column] = value
-                    if mask & (1 << Int64(index)) != 0 { changed[column] = value }
-                }
-            }
-            let captured: CapturePlanner.Operation = switch operation {
-            case .insert: .insert(values)
-            case .update: .update(changed: changed, row: values)
-            case .delete: .delete
-            }
-            writes.append(CapturePlanner.Write(key: Value(row[4] as DatabaseValue), stamp: stamp, operation: captured))
-        }
-        return writes
+        return try CaptureLog.writes(db, schema: table.schema, replica: replica).writes
     }
 
     /// The cursors kept for every peer, by peer name.

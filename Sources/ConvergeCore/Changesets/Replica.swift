@@ -74,7 +74,7 @@ public struct Replica: Sendable {
             let delta: RecordState?
             switch operation {
             case .insert(_, _, let values):
-                delta = CapturePlanner.apply(.insert(values), at: takeStamp(), to: &record, schema: schema)
+                delta = CapturePlanner.apply(.insert(ColumnMap(values)), at: takeStamp(), to: &record, schema: schema)
             case .update(_, _, let values):
                 // As SQL: an update that sets every field to the value shown changes nothing,
                 // except that writing a critical field in conflict resolves it, even to the
@@ -84,7 +84,7 @@ public struct Replica: Sendable {
                     if policy == .critical, record.multiValue(of: column)?.isConflicted == true { return true }
                     return record.value(of: column, policy: policy, authority: authority) != value
                 }
-                delta = record.isAlive && !changed.isEmpty ? CapturePlanner.apply(.update(changed: changed, row: [:]), at: takeStamp(), to: &record, schema: schema) : nil
+                delta = record.isAlive && !changed.isEmpty ? CapturePlanner.apply(.update(changed: ColumnMap(changed), row: [:]), at: takeStamp(), to: &record, schema: schema) : nil
             case .delete:
                 delta = record.isAlive ? CapturePlanner.apply(.delete, at: takeStamp(), to: &record, schema: schema) : nil
             }

@@ -5,12 +5,16 @@
 /// them here, so a local write means the same on every replica kind.
 public enum CapturePlanner {
     /// One captured local write.
+    ///
+    /// The values are column maps, not dictionaries: a store's log reader builds them in
+    /// column order with one shared key array per table, and the record's fields are
+    /// written from them without hashing or sorting a name.
     public enum Operation: Sendable, Hashable {
         /// An insert (or `INSERT OR REPLACE`) with the row's values.
-        case insert([String: Value])
+        case insert(ColumnMap<Value>)
         /// An update: the columns it changed (or resolved), and the whole row after it, in
         /// case the record turns out not to be alive (then the row is re-added whole).
-        case update(changed: [String: Value], row: [String: Value])
+        case update(changed: ColumnMap<Value>, row: ColumnMap<Value>)
         /// A delete.
         case delete
     }
@@ -119,12 +123,12 @@ public enum CapturePlanner {
         of state: RecordState, by replica: ReplicaID, membershipChanged: Bool, changedColumns: Set<String>,
         schema: TableSchema, authority: ReplicaID?
     ) -> Operation? {
-        var row = [String: Value]()
+        var row = ColumnMap<Value>()
         for column in schema.columns {
             row[column] = state.value(of: column, policy: schema.policy(of: column), authority: authority) ?? .null
         }
         if state.isAlive {
-            var changed = [String: Value]()
+            var changed = ColumnMap<Value>()
             for column in schema.columns where changedColumns.contains(column) {
                 if let register = state.fields[column]?.visibleRegister(membership: state.membership), register.latestStamp.replica == replica {
                     changed[column] = row[column]

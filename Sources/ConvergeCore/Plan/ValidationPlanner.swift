@@ -141,10 +141,10 @@ public enum ValidationPlanner {
         case (nil, _):
             return .delete
         case (let before?, nil):
-            return .insert(before)
+            return .insert(ColumnMap(before))
         case (let before?, _?):
             let changed = Set(change.changedColumns)
-            return .update(changed: before.filter { changed.contains($0.key) }, row: before)
+            return .update(changed: ColumnMap(before.filter { changed.contains($0.key) }), row: ColumnMap(before))
         }
     }
 }

@@ -50,8 +50,10 @@ public struct ColumnMap<Mapped> {
         self.init(uniqueKeysWithValues: dictionary.lazy.map { ($0.key, $0.value) })
     }
 
-    /// A map of keys already strictly ascending and their values (checked in debug builds).
-    init(ascendingKeys keys: [String], values: [Mapped]) {
+    /// A map of keys already strictly ascending and their values (checked in debug builds):
+    /// no sort, no copy of `keys` (a store's capture log reader shares one key array for
+    /// every row of a table).
+    package init(ascendingKeys keys: [String], values: [Mapped]) {
         assert(keys.count == values.count)
         assert(isStrictlyAscending(keys), "keys not strictly ascending")
         self.keys = keys

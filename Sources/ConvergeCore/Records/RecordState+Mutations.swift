@@ -7,27 +7,33 @@ extension RecordState {
     /// Under `.deleteWins` the insert starts a new incarnation: the values of earlier
     /// incarnations are dropped with the tags the insert supersedes.
     @discardableResult
-    public mutating func insert(_ values: [String: Value], at stamp: Stamp, schema: TableSchema) -> RecordState {
+    public mutating func insert(_ values: ColumnMap<Value>, at stamp: Stamp, schema: TableSchema) -> RecordState {
         membership.add(at: stamp)
         var delta = RecordState()
         delta.membership = membership
         switch schema.deletePolicy {
         case .updateWins:
-            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
-                (column, .plain(writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column))))
-            })
+            delta.fields = written(values) { column, value in
+                .plain(writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column)))
+            }
             fields.merge(delta.fields) { _, written in written }
         case .deleteWins:
             prune()
-            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
-                (column, .incarnated([FieldState.Incarnated(incarnation: stamp, register: .written(value, at: stamp, policy: schema.policy(of: column)))]))
-            })
+            delta.fields = written(values) { column, value in
+                .incarnated([FieldState.Incarnated(incarnation: stamp, register: .written(value, at: stamp, policy: schema.policy(of: column)))])
+            }
             fields.merge(delta.fields) { existing, written in
                 guard case .incarnated(let entries) = written else { return written }
                 return Self.replacing(entries, in: existing)
             }
         }
         return delta
+    }
+
+    /// ``insert(_:at:schema:)-(ColumnMap<Value>,_,_)`` of a dictionary's values.
+    @discardableResult
+    public mutating func insert(_ values: [String: Value], at stamp: Stamp, schema: TableSchema) -> RecordState {
+        insert(ColumnMap(values), at: stamp, schema: schema)
     }
 
     /// An edit of some fields of a live record (an `UPDATE`, or an upsert's update branch).
@@ -37,32 +43,47 @@ extension RecordState {
     /// Returns `nil`, changing nothing, when the record is not alive (SQL's `UPDATE` of a
     /// missing row does nothing either).
     @discardableResult
-    public mutating func update(_ values: [String: Value], at stamp: Stamp, schema: TableSchema) -> RecordState? {
+    public mutating func update(_ values: ColumnMap<Value>, at stamp: Stamp, schema: TableSchema) -> RecordState? {
         guard isAlive else { return nil }
         var delta = RecordState()
         switch schema.deletePolicy {
         case .updateWins:
             membership.add(at: stamp)
             delta.membership = membership
-            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
-                (column, .plain(writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column))))
-            })
+            delta.fields = written(values) { column, value in
+                .plain(writeRegister(fields[column].flatMap(plainRegister), value, stamp, schema.policy(of: column)))
+            }
             fields.merge(delta.fields) { _, written in written }
         case .deleteWins:
-            delta.fields = ColumnMap(uniqueKeysWithValues: values.map { column, value in
+            delta.fields = written(values) { column, value in
                 let policy = schema.policy(of: column)
                 let current = fields[column]
-                return (column, .incarnated(membership.dots.map { incarnation in
+                return .incarnated(membership.dots.map { incarnation in
                     FieldState.Incarnated(incarnation: incarnation, register: writeRegister(
                         current.flatMap { Self.register(in: $0, incarnation: incarnation) }, value, stamp, policy))
-                }))
-            })
+                })
+            }
             fields.merge(delta.fields) { existing, written in
                 guard case .incarnated(let entries) = written else { return written }
                 return Self.replacing(entries, in: existing)
             }
         }
         return delta
+    }
+
+    /// ``update(_:at:schema:)-(ColumnMap<Value>,_,_)`` of a dictionary's values.
+    @discardableResult
+    public mutating func update(_ values: [String: Value], at stamp: Stamp, schema: TableSchema) -> RecordState? {
+        update(ColumnMap(values), at: stamp, schema: schema)
+    }
+
+    /// The field states `write` makes of `values`, in their columns' order: the keys are
+    /// shared, not sorted again.
+    private func written(_ values: ColumnMap<Value>, _ write: (String, Value) -> FieldState) -> ColumnMap<FieldState> {
+        var states = [FieldState]()
+        states.reserveCapacity(values.count)
+        for (column, value) in values { states.append(write(column, value)) }
+        return ColumnMap(ascendingKeys: values.keys, values: states)
     }
 
     /// A delete of a live record. Returns `nil` when the record is not alive.
@@ -80,7 +101,7 @@ extension RecordState {
     /// sibling, so after it reaches everyone the conflict is gone everywhere.
     @discardableResult
     public mutating func resolve(_ column: String, to value: Value, at stamp: Stamp, schema: TableSchema) -> RecordState? {
-        update([column: value], at: stamp, schema: schema)
+        update(ColumnMap(ascendingKeys: [column], values: [value]), at: stamp, schema: schema)
     }
 
     /// `state` with the registers of `written`'s incarnations replaced (not joined: a

@@ -22,36 +22,7 @@ enum LogFold {
     private static func fold(_ table: ReplicatedTable, name: String, into metadata: inout MetadataStore, replica: ReplicaID) throws -> HLC {
         let log = quoted(MetadataSchema.logTable(name))
         let schema = table.schema
-        var writes = [CapturePlanner.Write]()
-        var latest = HLC.zero
-        // Columns by position: id, hlc, op, mask, key, c0, c1, ...
-        // Cached: every fold reads every log, and compiling a statement costs more than reading
-        // an empty table.
-        let rows = try Row.fetchCursor(metadata.db.cachedStatement(sql: "SELECT * FROM \(log) ORDER BY id"))
-        while let row = try rows.next() {
-            let hlc = HLC(rawValue: UInt64(bitPattern: row[1]))
-            latest = max(latest, hlc)
-            let key = Value(row[4] as DatabaseValue)
-            let mask: Int64 = row[3]
-            let operation = CaptureTriggers.Operation(rawValue: row[2]) ?? .update
-            var values = [String: Value]()
-            var changed = [String: Value]()
-            if operation != .delete {
-                values.reserveCapacity(schema.columns.count)
-                if operation == .update { changed.reserveCapacity(mask.nonzeroBitCount) }
-                for (index, column) in schema.columns.enumerated() {
-                    let value = Value(row[5 + index] as DatabaseValue)
-                    values[column] = value
-                    if mask & (1 << Int64(index)) != 0 { changed[column] = value }
-                }
-            }
-            let captured: CapturePlanner.Operation = switch operation {
-            case .insert: .insert(values)
-            case .update: .update(changed: changed, row: values)
-            case .delete: .delete
-            }
-            writes.append(CapturePlanner.Write(key: key, stamp: Stamp(hlc: hlc, replica: replica), operation: captured))
-        }
+        let (writes, latest) = try CaptureLog.writes(metadata.db, schema: schema, replica: replica)
         guard !writes.isEmpty else { return latest }
         let started = ContinuousClock.now
         defer { StoreMetrics.foldSeconds.record(duration: ContinuousClock.now - started) }

@@ -119,7 +119,7 @@ extension ReplicatedDatabase {
                 if policy == .critical, state.multiValue(of: column)?.isConflicted == true { return true }
                 return state.value(of: column, policy: policy, authority: authority) != value
             }
-            return changed.isEmpty ? nil : .update(changed: changed, row: [:])
+            return changed.isEmpty ? nil : .update(changed: ColumnMap(changed), row: [:])
         }
     }
 

@@ -15,21 +15,22 @@ extension ReplicatedDatabase {
     /// The local writes kept across a reset, in the order they will be written again.
     struct KeptWrite: Codable {
         var kind: String  // "insert", "update", "delete"
+        // Dictionaries, as stored since the first release (ColumnMap encodes alike).
         var changed: [String: Value]
         var row: [String: Value]
 
         init(_ operation: CapturePlanner.Operation) {
             switch operation {
-            case .insert(let row): (kind, changed, self.row) = ("insert", [:], row)
-            case .update(let changed, let row): (kind, self.changed, self.row) = ("update", changed, row)
+            case .insert(let row): (kind, changed, self.row) = ("insert", [:], row.dictionary)
+            case .update(let changed, let row): (kind, self.changed, self.row) = ("update", changed.dictionary, row.dictionary)
             case .delete: (kind, changed, row) = ("delete", [:], [:])
             }
         }
 
         var operation: CapturePlanner.Operation {
             switch kind {
-            case "insert": return .insert(row)
-            case "update": return .update(changed: changed, row: row)
+            case "insert": return .insert(ColumnMap(row))
+            case "update": return .update(changed: ColumnMap(changed), row: ColumnMap(row))
             default: return .delete
             }
         }
