@@ -80,8 +80,7 @@ extension Replica {
         for (address, operation) in keptWrites {
             guard let schema = schemas[address.table] else { continue }
             var record = state.state(of: address) ?? RecordState()
-            let taken = stamp ?? Stamp(hlc: clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
-            stamp = taken
+            let taken = transactionStamp(&stamp, physicalMilliseconds: physicalMilliseconds)
             guard let delta = CapturePlanner.apply(operation, at: taken, to: &record, schema: schema) else { continue }
             state.replace(record, at: address)
             deltas.append(RecordDelta(table: address.table, key: address.key, state: delta))

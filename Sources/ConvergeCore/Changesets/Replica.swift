@@ -60,12 +60,7 @@ public struct Replica: Sendable {
         // not joined from per-operation deltas: two operations of one transaction share a
         // stamp, and the join would read the second as already seen.
         var touched = [RecordAddress: (membership: Bool, columns: Set<String>)]()
-        func takeStamp() -> Stamp {
-            if let stamp { return stamp }
-            let fresh = Stamp(hlc: clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
-            stamp = fresh
-            return fresh
-        }
+        func takeStamp() -> Stamp { transactionStamp(&stamp, physicalMilliseconds: physicalMilliseconds) }
         for operation in operations {
             let (table, key) = operation.address
             guard let schema = schemas[table] else { continue }
@@ -161,10 +156,7 @@ public struct Replica: Sendable {
         // as in ``perform(_:physicalMilliseconds:)`` and the SQLite store.
         var stamp: Stamp?
         let compensations = try ValidationPlanner.plan(shown, schemas: schemas, authority: authority, stamp: {
-            if let stamp { return stamp }
-            let fresh = Stamp(hlc: next.clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
-            stamp = fresh
-            return fresh
+            next.transactionStamp(&stamp, physicalMilliseconds: physicalMilliseconds)
         }, validate: validate)
         for compensation in compensations {
             next.state.replace(compensation.after, at: compensation.address)
@@ -177,6 +169,15 @@ public struct Replica: Sendable {
         // sender pulls them.
         self = next
         return report
+    }
+
+    /// The stamp of one local transaction: `taken`, or a tick of the clock on first use,
+    /// kept in `taken` for the transaction's next write.
+    mutating func transactionStamp(_ taken: inout Stamp?, physicalMilliseconds: UInt64) -> Stamp {
+        if let taken { return taken }
+        let fresh = Stamp(hlc: clock.tick(physicalMilliseconds: physicalMilliseconds), replica: id)
+        taken = fresh
+        return fresh
     }
 
     /// The live records of `table` that show a row (those a unique index holds do not), by key.
