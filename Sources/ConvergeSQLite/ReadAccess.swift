@@ -1,3 +1,4 @@
+import ConvergeCore
 import GRDB
 
 extension DatabaseReader {
@@ -49,6 +50,16 @@ extension StatementArguments {
         case 8: self = [values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7]]
         default: self.init(values.map { Optional<any DatabaseValueConvertible>.some($0) })
         }
+    }
+}
+
+/// Whether SQLite's `=` and `IN` take two keys for equal: an integer and a real of the
+/// same number are (3 and 3.0), as for a point read. A batched read files each row it
+/// returns under the keys asked for that it equals.
+package func sqlKeysEqual(_ a: Value, _ b: Value) -> Bool {
+    switch (a, b) {
+    case (.integer(let i), .real(let r)), (.real(let r), .integer(let i)): return Double(i) == r
+    default: return a == b
     }
 }
 

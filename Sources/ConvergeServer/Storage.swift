@@ -284,7 +284,17 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     /// When each device was last served, since the store opened. Touched only on `queue`.
     private var activity: [String: (seen: Date, push: Date?, pull: Date?)] = [:]
 
-    private init(database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC], revoked: [String: Date], collectedClock: CausalContext) {
+    /// When a namespace made by a release without tombstone collection was first opened by
+    /// one with it (`converge_server_meta`'s `standing_since`, written only on open), in
+    /// physical milliseconds; `nil` for a namespace that never needed it. Read on every
+    /// round's collection, so kept in memory.
+    private let standingSince: UInt64?
+
+    private init(
+        database: ReplicatedDatabase, queue: DispatchQueue, held: [ReplicaID: HLC], revoked: [String: Date], collectedClock: CausalContext,
+        standingSince: UInt64?
+    ) {
+        self.standingSince = standingSince
         self.collectedClock = collectedClock
         self.database = database
         self.queue = queue
@@ -382,8 +392,13 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                     return CausalContext.Entry(replica: replica, hlc: HLC(rawValue: UInt64(bitPattern: row["hlc"])))
                 }
             })
+            let standingSince = try pool.read { db in
+                try db.tableExists("converge_server_meta")
+                    ? Int64.fetchOne(db, sql: "SELECT value FROM converge_server_meta WHERE key = 'standing_since'").map { UInt64(clamping: $0) } : nil
+            }
             return SQLiteNamespaceStore(
-                database: database, queue: queue, held: try database.snapshot().maxHLCByReplica, revoked: revoked, collectedClock: collectedClock)
+                database: database, queue: queue, held: try database.snapshot().maxHLCByReplica, revoked: revoked, collectedClock: collectedClock,
+                standingSince: standingSince)
         }
     }
 
@@ -482,22 +497,45 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     /// The collected lives of `changeset`'s records still listed (not dropped yet by every
     /// device): their contexts, by record (`nil`: logged without one, by an older release).
+    ///
+    /// One read per table and chunk of keys, not one per record; none at all while the log
+    /// is empty, as it is in most namespaces most of the time.
     private func loggedCollected(in changeset: Changeset) throws -> [RecordAddress: [CausalContext?]] {
         guard !changeset.records.isEmpty else { return [:] }
         return try database.writer.read { db in
             var result = [RecordAddress: [CausalContext?]]()
-            let statement = try db.cachedStatement(sql: "SELECT context FROM converge_server_collected WHERE tbl = ? AND key = ?")
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM converge_server_collected)")) == true else { return result }
+            var keysByTable = [String: [Value]]()
             for address in Set(changeset.records.map { RecordAddress(table: $0.table, key: $0.key) }) {
-                for row in try Row.fetchAll(statement, arguments: [address.table, address.key.databaseValue]) {
-                    let context = try (row["context"] as Data?).map { bytes in
-                        do { return try CausalContext(packedBytes: bytes) } catch { throw RecordBlobCorruption("collected context of \(address.table) \(address.key): \(error)") }
+                keysByTable[address.table, default: []].append(address.key)
+            }
+            for (table, keys) in keysByTable {
+                var start = 0
+                while start < keys.count {
+                    let chunk = Array(keys[start..<min(keys.count, start + Self.keysPerCollectedQuery)])
+                    start += chunk.count
+                    let (marks, arguments) = paddedInList(chunk.map(\.databaseValue))
+                    let statement = try db.cachedStatement(sql: "SELECT key, context FROM converge_server_collected WHERE tbl = ? AND key IN (\(marks))")
+                    for row in try Row.fetchAll(statement, arguments: StatementArguments([table.databaseValue] + arguments)) {
+                        let logged = Value(row[0] as DatabaseValue)
+                        // Filed under every key asked for that SQL took for equal (3 and 3.0),
+                        // as the point read of each record did.
+                        for key in chunk where sqlKeysEqual(key, logged) {
+                            let address = RecordAddress(table: table, key: key)
+                            let context = try (row[1] as Data?).map { bytes in
+                                do { return try CausalContext(packedBytes: bytes) } catch { throw RecordBlobCorruption("collected context of \(address.table) \(address.key): \(error)") }
+                            }
+                            result[address, default: []].append(context)
+                        }
                     }
-                    result[address, default: []].append(context)
                 }
             }
             return result
         }
     }
+
+    /// Keys per read of the collected log (SQLite's variable limit is far above).
+    private static let keysPerCollectedQuery = 256
 
     /// Refuses a device's first push that declares a replica it cannot be: a reserved id,
     /// the server's own, one another device is bound to, or one whose writes the server
@@ -630,11 +668,11 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
         nowMilliseconds: UInt64
     ) async throws {
         try await run {
-            let head = try self.database.feedHead()
+            // A device's own claim only lowers what it may receive: clamp it to the head
+            // (read only for a claim: most rounds of a first push make none).
+            let stable = pushComplete ? Int64(clamping: min(pullCursor, try self.database.feedHead())) : 0
             try self.database.writer.write { db in
-                // A device's own claim only lowers what it may receive: clamp it to the head.
-                let stable = pushComplete ? Int64(clamping: min(pullCursor, head)) : 0
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT INTO converge_server_standing(device, replica, stable, serial, collected_after, last_seen) VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT(device) DO UPDATE SET
                         serial = CASE WHEN replica IS excluded.replica THEN max(serial, excluded.serial) ELSE excluded.serial END,
@@ -642,7 +680,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
                         collected_after = CASE WHEN excluded.collected_after IS NULL THEN collected_after
                             ELSE max(coalesce(collected_after, 0), excluded.collected_after) END,
                         last_seen = max(last_seen, excluded.last_seen)
-                    """, arguments: [
+                    """).execute(arguments: [
                         device, replica.uuidString(), stable, Int64(clamping: serial ?? 0), collectedAfter.map { Int64(clamping: $0) },
                         Int64(clamping: nowMilliseconds),
                     ])
@@ -655,16 +693,13 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             let frontier = try self.database.writer.write { db -> UInt64 in
                 let (horizon, overflow) = nowMilliseconds.subtractingReportingOverflow(retentionMilliseconds)
                 if !overflow {
-                    try db.execute(
-                        sql: "UPDATE converge_server_standing SET retired_at = ? WHERE retired_at IS NULL AND last_seen < ?",
-                        arguments: [Int64(clamping: nowMilliseconds), Int64(clamping: horizon)])
+                    try db.cachedStatement(sql: "UPDATE converge_server_standing SET retired_at = ? WHERE retired_at IS NULL AND last_seen < ?")
+                        .execute(arguments: [Int64(clamping: nowMilliseconds), Int64(clamping: horizon)])
                 }
-                if try db.tableExists("converge_server_meta"),
-                   let since = try Int64.fetchOne(db, sql: "SELECT value FROM converge_server_meta WHERE key = 'standing_since'"),
-                   overflow || UInt64(clamping: since) > horizon {
+                if let since = self.standingSince, overflow || since > horizon {
                     return 0  // upgraded less than a retention window ago: see `open`
                 }
-                return UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT min(stable) FROM converge_server_standing WHERE retired_at IS NULL") ?? 0)
+                return UInt64(bitPattern: try Int64.fetchOne(db.cachedStatement(sql: "SELECT min(stable) FROM converge_server_standing WHERE retired_at IS NULL")) ?? 0)
             }
             guard frontier > 0 else { return frontier }
             let candidates = try self.database.collectableRecords(through: frontier, limit: limit)

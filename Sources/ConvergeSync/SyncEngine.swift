@@ -539,6 +539,7 @@ public actor SyncEngine {
                 collectedSeen = max(collectedSeen, response.collected.map(\.id).max() ?? 0)
                 try SyncLog.setCollectedSeen(collectedSeen, for: peer, in: database.writer)
             }
+            var receivedMoved = false
             if pulling {
                 if configuration.mutation == .cursorBeforeCommit {
                     // MUTATION (testing only): the cursor is saved before the page is
@@ -577,7 +578,7 @@ public actor SyncEngine {
                     pullPosition = response.next
                 } else {
                     cursor.received = response.next
-                    try database.setCursor(cursor, for: peer)
+                    receivedMoved = true
                 }
                 pulling = response.hasMore
             }
@@ -585,8 +586,10 @@ public actor SyncEngine {
             // states we hold: move the pull cursor past it instead of pulling it back.
             if let range = response.pushedRange, pullPosition == nil, cursor.received == range.lowerBound, range.upperBound > range.lowerBound {
                 cursor.received = range.upperBound
-                try database.setCursor(cursor, for: peer)
+                receivedMoved = true
             }
+            // One write for both moves (each push of a first sync makes both).
+            if receivedMoved { try database.setCursor(cursor, for: peer) }
             if configuration.mutation == .pullOverUnpushed && !pulling && report.pushedRecords == 0 && batch == nil {
                 // MUTATION (testing only): the push, once the pull is through.
                 pushing = true

@@ -60,6 +60,24 @@ import Testing
         #expect(try b.conflicts().isEmpty)
     }
 
+    /// A feed read folds the captured log first (a write transaction), but once the log is
+    /// empty it writes nothing: not even the sequence row, which it left as it was. A sync
+    /// engine reads its feed once per pushed batch; each such read appended a page to the WAL.
+    @Test func aFeedReadWithNothingToFoldWritesNothing() throws {
+        let (a, _) = try concurrentEdits()
+        let changes = { try a.writer.read { db in db.totalChangesCount } }
+        _ = try a.changes(since: 0)
+        let folded = try changes()
+        _ = try a.changes(since: 0)
+        _ = try a.changes(since: 1, maxRecords: 1)
+        #expect(try changes() == folded)
+        // The control: a local write makes the next feed read fold it, which writes.
+        try a.writer.write { db in try db.execute(sql: "UPDATE notes SET amount = 31 WHERE id = 'n'") }
+        let written = try changes()
+        #expect(try a.changes(since: 0).changeset.records.count == 1)
+        #expect(try changes() > written)
+    }
+
     /// The store's reads keep the connection's compiled statements on a `DatabaseQueue`.
     /// GRDB's `read` toggles `PRAGMA query_only`, which expires every prepared statement of
     /// the connection, so each later apply or fold compiled all of its statements again.

@@ -19,6 +19,16 @@ enum LogFold {
         return latest
     }
 
+    /// Whether the capture log of any of `tables` holds a write not folded yet: one step
+    /// into each log's B-tree, no write lock.
+    static func hasCapturedWrites(_ db: Database, tables: [String]) throws -> Bool {
+        for name in tables {
+            let log = quoted(MetadataSchema.logTable(name))
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM \(log))")) == true { return true }
+        }
+        return false
+    }
+
     private static func fold(_ table: ReplicatedTable, name: String, into metadata: inout MetadataStore, replica: ReplicaID) throws -> HLC {
         let log = quoted(MetadataSchema.logTable(name))
         let schema = table.schema

@@ -18,30 +18,46 @@ extension ReplicatedDatabase {
     public func changes(since cursor: UInt64, after position: UInt64? = nil, maxRecords: Int = 1_000, maxBytes: Int = 1 << 20) throws -> ChangeBatch {
         precondition(maxRecords > 0 && maxBytes > 0, "a feed page must allow at least one record")
         let start = max(position ?? cursor, cursor)
-        return try withMetadata { metadata in
-            let rows = try Row.fetchCursor(
-                metadata.db.cachedStatement(sql: "SELECT tbl, key, seq, state, seqs FROM converge_records WHERE seq > ? ORDER BY seq LIMIT ?"),
-                arguments: [Int64(bitPattern: start), maxRecords + 1])
-            var records = [RecordDelta]()
-            var bytes = 0
-            var next = start
-            var hasMore = false
-            while let row = try rows.next() {
-                // By position: tbl, key, seq, state, seqs.
-                let size = Self.blobSize(row[3] as DatabaseValue)
-                if records.count == maxRecords || (bytes + size > maxBytes && !records.isEmpty) {
-                    hasMore = true
-                    break
-                }
-                let address = RecordAddress(table: row[0], key: Value(row[1] as DatabaseValue))
-                let entry = try metadata.decode(row, address, state: 3, seqs: 4)
-                records.append(RecordDelta(table: address.table, key: address.key, state: entry.delta(after: cursor)))
-                bytes += size
-                next = UInt64(bitPattern: row[2])
-            }
-            if !hasMore { next = max(next, metadata.sequence) }
-            return ChangeBatch(changeset: Changeset(records: records), next: next, hasMore: hasMore)
+        // Reads never write (DESIGN §8): with nothing captured to fold, the page is read in a
+        // read transaction. Its snapshot holds every local write committed before it, all
+        // folded (the log is empty in it), so the page misses none. Only when the log holds
+        // writes does the read fold them first, in a write transaction.
+        let names = tables.keys.sorted()
+        if let batch = try writer.readKeepingStatements({ db -> ChangeBatch? in
+            guard try !LogFold.hasCapturedWrites(db, tables: names) else { return nil }
+            return try Self.page(MetadataStore(db, tables: tables, authority: nil), cursor: cursor, start: start, maxRecords: maxRecords, maxBytes: maxBytes)
+        }) {
+            return batch
         }
+        return try withMetadata { metadata in
+            try Self.page(metadata, cursor: cursor, start: start, maxRecords: maxRecords, maxBytes: maxBytes)
+        }
+    }
+
+    /// A feed page read from `metadata`'s transaction (see ``changes(since:after:maxRecords:maxBytes:)``).
+    private static func page(_ metadata: MetadataStore, cursor: UInt64, start: UInt64, maxRecords: Int, maxBytes: Int) throws -> ChangeBatch {
+        let rows = try Row.fetchCursor(
+            metadata.db.cachedStatement(sql: "SELECT tbl, key, seq, state, seqs FROM converge_records WHERE seq > ? ORDER BY seq LIMIT ?"),
+            arguments: [Int64(bitPattern: start), maxRecords + 1])
+        var records = [RecordDelta]()
+        var bytes = 0
+        var next = start
+        var hasMore = false
+        while let row = try rows.next() {
+            // By position: tbl, key, seq, state, seqs.
+            let size = Self.blobSize(row[3] as DatabaseValue)
+            if records.count == maxRecords || (bytes + size > maxBytes && !records.isEmpty) {
+                hasMore = true
+                break
+            }
+            let address = RecordAddress(table: row[0], key: Value(row[1] as DatabaseValue))
+            let entry = try metadata.decode(row, address, state: 3, seqs: 4)
+            records.append(RecordDelta(table: address.table, key: address.key, state: entry.delta(after: cursor)))
+            bytes += size
+            next = UInt64(bitPattern: row[2])
+        }
+        if !hasMore { next = max(next, metadata.sequence) }
+        return ChangeBatch(changeset: Changeset(records: records), next: next, hasMore: hasMore)
     }
 
     /// The size of a blob column's value (0 for anything else), without copying it.

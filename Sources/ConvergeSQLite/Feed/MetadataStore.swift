@@ -25,12 +25,15 @@ struct MetadataStore {
         let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT sequence, clock, (SELECT coalesce(max(seq), 0) FROM converge_records) AS top FROM converge_identity
             """))
-        sequence = max(UInt64(bitPattern: row?["sequence"] ?? 0), UInt64(bitPattern: row?["top"] ?? 0))
+        storedSequence = UInt64(bitPattern: row?["sequence"] ?? 0)
+        sequence = max(storedSequence, UInt64(bitPattern: row?["top"] ?? 0))
         storedClock = HLC(rawValue: UInt64(bitPattern: row?["clock"] ?? 0))
     }
 
     /// The clock's high-water mark as the database held it when the transaction began.
     private let storedClock: HLC
+    /// The sequence number as the database held it when the transaction began.
+    private let storedSequence: UInt64
 
     func load(_ address: RecordAddress) throws -> RecordEntry {
         let statement = try db.cachedStatement(sql: "SELECT state, seqs FROM converge_records WHERE tbl = ? AND key = ?")
@@ -84,13 +87,8 @@ struct MetadataStore {
         }
     }
 
-    /// Whether SQLite takes two keys for equal: an integer and a real of the same number.
-    static func sqlEqual(_ a: Value, _ b: Value) -> Bool {
-        switch (a, b) {
-        case (.integer(let i), .real(let r)), (.real(let r), .integer(let i)): return Double(i) == r
-        default: return a == b
-        }
-    }
+    /// Whether SQLite takes two keys for equal (``sqlKeysEqual(_:_:)``).
+    static func sqlEqual(_ a: Value, _ b: Value) -> Bool { sqlKeysEqual(a, b) }
 
     /// Keys per batched read: SQLite's variable limit is far above; larger statements gain
     /// nothing and make the statement cache hold more distinct texts.
@@ -189,9 +187,14 @@ struct MetadataStore {
         return unsettled.values.sorted { $0.address < $1.address }
     }
 
+    /// Stores the sequence number and the clock's high-water mark, when either moved: a
+    /// transaction that changed nothing (a feed read with nothing to fold) writes nothing,
+    /// so its commit appends no page to the WAL.
     func saveSequence(clock: HLC) throws {
+        let clock = max(storedClock, clock)
+        guard sequence != storedSequence || clock != storedClock else { return }
         try db.cachedStatement(sql: "UPDATE converge_identity SET sequence = ?, clock = ?")
-            .execute(arguments: [Int64(bitPattern: sequence), Int64(bitPattern: max(storedClock, clock).rawValue)])
+            .execute(arguments: [Int64(bitPattern: sequence), Int64(bitPattern: clock.rawValue)])
     }
 
 }
