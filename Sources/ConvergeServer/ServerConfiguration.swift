@@ -58,8 +58,8 @@ public struct ServerConfiguration: Sendable {
 
     // Request limits: what one push may carry. Checked while the changeset is decoded,
     // before storage is touched; each refusal is a typed 413 (or 400 for clocks) naming
-    // the limit. The defaults sit far above an honest device's batch (100 records,
-    // 1 MiB), so that only hostile or broken clients meet them.
+    // the limit. The defaults sit far above an honest device's batch (1,000 records,
+    // 1 MiB, 100,000 fields), so that only hostile or broken clients meet them.
 
     /// Distinct replicas a pushed changeset may name (its replica table).
     public var maxReplicasPerRequest: Int = 10_000

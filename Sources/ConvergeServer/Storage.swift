@@ -652,7 +652,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     public func standing(of device: String) async throws -> DeviceStanding? {
         try await run {
             try self.database.writer.read { db in
-                try Row.fetchOne(db, sql: "SELECT replica, stable, serial, last_seen, retired_at FROM converge_server_standing WHERE device = ?", arguments: [device])
+                try Row.fetchOne(db.cachedStatement(sql: "SELECT replica, stable, serial, last_seen, retired_at FROM converge_server_standing WHERE device = ?"), arguments: [device])
                     .map { row in
                         DeviceStanding(
                             replica: (row["replica"] as String?).flatMap(ReplicaID.init), stablePosition: UInt64(bitPattern: row["stable"]),
@@ -723,8 +723,8 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             }
             try self.database.writer.write { db in
                 // What every active device has dropped need not be listed again.
-                if let dropped = try Int64.fetchOne(db, sql: "SELECT min(coalesce(collected_after, 0)) FROM converge_server_standing WHERE retired_at IS NULL") {
-                    try db.execute(sql: "DELETE FROM converge_server_collected WHERE id <= ?", arguments: [dropped])
+                if let dropped = try Int64.fetchOne(db.cachedStatement(sql: "SELECT min(coalesce(collected_after, 0)) FROM converge_server_standing WHERE retired_at IS NULL")) {
+                    try db.cachedStatement(sql: "DELETE FROM converge_server_collected WHERE id <= ?").execute(arguments: [dropped])
                 }
             }
             return frontier
@@ -734,7 +734,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
     public func collected(after id: UInt64, limit: Int) async throws -> [SyncCollected] {
         try await run {
             try self.database.writer.read { db in
-                try Row.fetchAll(db, sql: "SELECT id, tbl, key FROM converge_server_collected WHERE id > ? ORDER BY id LIMIT ?", arguments: [Int64(clamping: id), limit])
+                try Row.fetchAll(db.cachedStatement(sql: "SELECT id, tbl, key FROM converge_server_collected WHERE id > ? ORDER BY id LIMIT ?"), arguments: [Int64(clamping: id), limit])
                     .map { SyncCollected(id: UInt64(bitPattern: $0["id"]), table: $0["tbl"], key: Value($0["key"] as DatabaseValue)) }
             }
         }
@@ -779,7 +779,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
 
     private func boundReplicaOnQueue(of device: String) throws -> ReplicaID? {
         try database.writer.read { db in
-            try String.fetchOne(db, sql: "SELECT replica FROM converge_server_devices WHERE device = ?", arguments: [device]).flatMap(ReplicaID.init)
+            try String.fetchOne(db.cachedStatement(sql: "SELECT replica FROM converge_server_devices WHERE device = ?"), arguments: [device]).flatMap(ReplicaID.init)
         }
     }
 }

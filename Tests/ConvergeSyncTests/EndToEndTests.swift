@@ -8,10 +8,13 @@ import Testing
 
 /// One server on loopback, three devices with their own SQLite files, HTTP in between.
 @Suite(.timeLimit(.minutes(3))) struct EndToEndTests {
-    func withDevices(_ count: Int = 3, backend: Backend = .sqlite, body: (TestServer, [Device]) async throws -> Void) async throws {
+    func withDevices(
+        _ count: Int = 3, backend: Backend = .sqlite, configuration: SyncEngine.Configuration = SyncEngine.Configuration(retry: Fixtures.quickRetry),
+        body: (TestServer, [Device]) async throws -> Void
+    ) async throws {
         try await TestServer.run(backend) { server, directory in
             var devices = [Device]()
-            for index in 0..<count { devices.append(try await Device.make("device\(index)", server: server, in: directory)) }
+            for index in 0..<count { devices.append(try await Device.make("device\(index)", server: server, in: directory, configuration: configuration)) }
             try await body(server, devices)
         }
     }
@@ -145,8 +148,30 @@ import Testing
         }
     }
 
+    /// A batch is cut by its field states too, not only by records and bytes: a wide table
+    /// with small values would otherwise make a batch the server refuses for its size.
+    @Test func pushedBatchesAreCutByFieldCount() async throws {
+        var configuration = SyncEngine.Configuration(retry: Fixtures.quickRetry)
+        configuration.pushBatchFields = 6
+        try await withDevices(1, configuration: configuration) { server, devices in
+            let a = devices[0]
+            try await a.database.writer.write { db in
+                for index in 0..<20 {
+                    try db.execute(sql: "INSERT INTO notes(id, title, amount) VALUES (?, ?, ?)", arguments: ["n\(index)", "note \(index)", index])
+                }
+            }
+            let fieldsPerRecord = try a.database.changes(since: 0, maxRecords: 1).changeset.fieldCount
+            #expect(fieldsPerRecord >= 2)
+            let report = try await a.sync()
+            #expect(report.pushedRecords == 20)
+            // At most 6 fields per request: 20 records in no fewer than 20 / (6 / fields) requests.
+            #expect(report.requests >= 20 / max(1, 6 / fieldsPerRecord))
+            #expect(try await server.store().snapshot().records.count == 20)
+        }
+    }
+
     @Test(arguments: Backend.available) func thousandOfflineChangesPushedInBatchesOfAHundred(_ backend: Backend) async throws {
-        try await withDevices(2, backend: backend) { server, devices in
+        try await withDevices(2, backend: backend, configuration: .init(pushBatchRecords: 100, retry: Fixtures.quickRetry)) { server, devices in
             let (a, b) = (devices[0], devices[1])
             try await a.database.writer.write { db in
                 for index in 0..<1_000 {

@@ -28,14 +28,20 @@ enum FirstSyncBenchmark {
                 pullPageRecords: pullRecords, pullPageBytes: pullBytes)
         }
 
-        /// SyncEngine.Configuration's defaults; the server caps pulled pages at 1,000
-        /// records / 4 MiB by default.
-        static let defaults = Batches(
-            name: "default", label: "default batches (push 100 records / 1 MiB, pull pages 1,000 records / 1 MiB)",
+        /// SyncEngine.Configuration's defaults, read from it; the server caps pulled pages
+        /// at 1,000 records / 4 MiB by default.
+        static let defaults: Batches = {
+            let engine = SyncEngine.Configuration()
+            return Batches(
+                name: "default",
+                label: "default batches (push \(grouped(engine.pushBatchRecords)) records / \(engine.pushBatchBytes >> 20) MiB, pull pages \(grouped(engine.pullPageRecords)) records / \(engine.pullPageBytes >> 20) MiB)",
+                pushRecords: engine.pushBatchRecords, pushBytes: engine.pushBatchBytes, pullRecords: engine.pullPageRecords, pullBytes: engine.pullPageBytes)
+        }()
+        /// Pushes of 100 records (the engine's default until stop 36): ten times the
+        /// requests, so that the difference shows what one request costs.
+        static let small = Batches(
+            name: "small", label: "small pushes (push 100 records / 1 MiB, pull pages 1,000 records / 1 MiB)",
             pushRecords: 100, pushBytes: 1 << 20, pullRecords: 1_000, pullBytes: 1 << 20)
-        static let big = Batches(
-            name: "big", label: "big batches (push 1,000 records / 4 MiB, pull pages 1,000 records / 4 MiB)",
-            pushRecords: 1_000, pushBytes: 4 << 20, pullRecords: 1_000, pullBytes: 4 << 20)
     }
 
     static let namespace = "bench"
@@ -86,7 +92,8 @@ enum FirstSyncBenchmark {
 
         var runs = [Batches]()
         if options.defaultBatches { runs.append(.defaults) }
-        if options.bigBatches { runs.append(.big) }
+        if options.smallBatches { runs.append(.small) }
+        var pushes = [String: (seconds: Double, cpu: Double, requests: Int)]()
         let setups = options.storages.map { $0 == .sqlite ? ServerSetup.sqlite : .postgres(1) }
         for batches in runs {
             var fieldsPerSecond = [(setup: ServerSetup, push: Double, pull: Double, pushCPU: Double, pullCPU: Double)]()
@@ -94,6 +101,9 @@ enum FirstSyncBenchmark {
                 let (run, push, pull, pushCPU, pullCPU) = try await syncRun(
                     batches, setup, options: options, deviceA: deviceA, fields: fields, reference: reference, folder: folder)
                 figures.append(run)
+                if setup.storage == .sqlite, let requests = run.integer("first_\(batches.name)_push_requests") {
+                    pushes[batches.name] = (Double(fields) / push, pushCPU, requests)
+                }
                 fieldsPerSecond.append((setup, push, pull, pushCPU, pullCPU))
             }
             if let sqlite = fieldsPerSecond.first(where: { $0.setup.storage == .sqlite }),
@@ -113,6 +123,18 @@ enum FirstSyncBenchmark {
                 figures.set("first_\(batches.name)_pg1_vs_sqlite_push_cpu_ratio", pushCPU)
                 figures.set("first_\(batches.name)_pg1_vs_sqlite_pull_cpu_ratio", pullCPU)
             }
+        }
+        if let big = pushes["default"], let small = pushes["small"], small.requests > big.requests {
+            // The same records in more requests: what the extra requests cost, each.
+            let extra = Double(small.requests - big.requests)
+            let wall = (small.seconds - big.seconds) / extra, cpu = (small.cpu - big.cpu) / extra
+            print("""
+
+                what one push request costs (SQLite server; small pushes minus default batches, \(grouped(small.requests - big.requests)) more requests)
+                  \(format(wall * 1e3, 2)) ms wall, \(format(cpu * 1e3, 2)) ms CPU of this process (device and server)
+                """)
+            figures.set("first_push_request_ms", wall * 1e3)
+            figures.set("first_push_request_cpu_ms", cpu * 1e3)
         }
         return figures
     }
@@ -164,8 +186,9 @@ enum FirstSyncBenchmark {
             let first = calls.prefix(tenth).reduce(0, +) / Double(tenth), last = calls.suffix(tenth).reduce(0, +) / Double(tenth)
             return (timing, "; per call: first tenth \(format(first * 1000, 1)) ms, last tenth \(format(last * 1000, 1)) ms")
         }
-        // Push with the default batches: the device reads its feed in pages of 100 records
-        // and encodes them; the server decodes, checks and applies each in its own transaction.
+        // Push with 100-record batches (the small pushes): the device reads its feed in pages
+        // of 100 records and encodes them; the server decodes, checks and applies each in its
+        // own transaction. (Default batches are the pull's shape, below.)
         let (pushPages, feed100) = try timed { try feed(source, pageRecords: 100, pageBytes: 1 << 20) }
         row("device feed: changes() in pages of 100 records (\(pushPages.count) pages)", feed100, "breakdown_feed100")
         let (encoded, encode) = timed { pushPages.map { WireEncoder.encode($0) } }

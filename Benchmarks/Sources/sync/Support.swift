@@ -36,15 +36,15 @@ struct Options: Sendable {
     var namespaceCount = 10_000
     var sqliteNamespaceCount = 2_000
     var recordsPerNamespace = 10
-    /// Benchmark 1: runs with the default batches, and with 1,000-record / 4 MiB batches.
+    /// Benchmark 1: runs with the engine's default batches, and with 100-record pushes.
     var defaultBatches = true
-    var bigBatches = true
+    var smallBatches = true
     /// Benchmark 1: the in-process steps of a sync, timed one by one.
     var breakdown = true
 
     static let usage = """
         usage: sync [--rows N] [--devices N] [--rounds N] [--namespaces N] [--shared-rows N]
-                    [--only first|concurrency|namespaces] [--batches default|big|both] [--no-breakdown]
+                    [--only first|concurrency|namespaces] [--batches default|small|both] [--no-breakdown]
                     [--storage sqlite|postgres|all] [--servers N] [--pg-connections N]
                     [--namespace-count N] [--sqlite-namespace-count N] [--records-per-namespace N]
         PostgreSQL (--storage postgres|all) needs CONVERGE_POSTGRES_URL: each configuration runs
@@ -75,10 +75,10 @@ struct Options: Sendable {
             case "--batches":
                 index += 1
                 switch index < arguments.count ? arguments[index] : "" {
-                case "default": options.bigBatches = false
-                case "big": options.defaultBatches = false
+                case "default": options.smallBatches = false
+                case "small": options.defaultBatches = false
                 case "both": break
-                default: fail("--batches takes default, big or both")
+                default: fail("--batches takes default, small or both")
                 }
             case "--no-breakdown": options.breakdown = false
             case "--only":
@@ -178,6 +178,11 @@ struct Figures: Sendable {
     mutating func set(_ key: String, _ value: Int) { entries.append((key, .integer(value))) }
     mutating func set(_ key: String, _ value: Bool) { entries.append((key, .bool(value))) }
     mutating func append(_ other: Figures) { entries += other.entries }
+    /// The last integer figure set under `key`, if any.
+    func integer(_ key: String) -> Int? {
+        for (name, value) in entries.reversed() where name == key { if case .integer(let number) = value { return number } }
+        return nil
+    }
 
     /// The same figures with `prefix` before every key.
     func prefixed(_ prefix: String) -> Figures {

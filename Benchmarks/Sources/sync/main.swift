@@ -16,7 +16,7 @@
 // Prints tables, then one JSON line with the figures.
 //
 //     swift run -c release --package-path Benchmarks sync [--rows N] [--devices N] [--rounds N]
-//         [--namespaces N] [--shared-rows N] [--only first|concurrency|namespaces] [--batches default|big|both] [--no-breakdown]
+//         [--namespaces N] [--shared-rows N] [--only first|concurrency|namespaces] [--batches default|small|both] [--no-breakdown]
 //         [--storage sqlite|postgres|all] [--servers N] [--pg-connections N]
 //         [--namespace-count N] [--sqlite-namespace-count N] [--records-per-namespace N]
 import Foundation

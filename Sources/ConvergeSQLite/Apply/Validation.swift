@@ -22,12 +22,12 @@ extension ReplicatedDatabase {
     /// only those of `origin` when it is given.
     public func rejections(origin: String? = nil, after id: Int64 = 0, limit: Int = 100) throws -> [ChangeRejection] {
         try writer.readKeepingStatements { db in
+            // Cached: a sync server asks once per request.
             let rows = try Row.fetchAll(
-                db,
-                sql: """
+                db.cachedStatement(sql: """
                     SELECT id, tbl, key, reason, origin, at FROM converge_rejections
                     WHERE id > ? AND (? IS NULL OR origin = ?) ORDER BY id LIMIT ?
-                    """,
+                    """),
                 arguments: [id, origin, origin, max(0, limit)])
             return rows.map { row in
                 ChangeRejection(
