@@ -1,11 +1,5 @@
 import ConvergeCore
 
-/// One field of one record: what the app shows in one column of one row.
-struct FieldAddress: Hashable {
-    var record: RecordAddress
-    var column: String
-}
-
 /// What a replica shows of one record, read after a step.
 struct ShownRecord {
     /// The record's membership as the replica holds it: which incarnations a delete (or a
@@ -70,16 +64,33 @@ struct SessionChecker {
         case revertedLocalWrite = "no reverted local write"
     }
 
-    private var writes: [FieldAddress: [Stamp: WriteInfo]] = [:]
-    /// Last-writer-wins values are unique per write (the workload makes them so), except in
-    /// the columns of unique indexes (`--unique`), whose few values repeat: there
-    /// ``repeated`` fields, written twice with one value, take the stamp the replica's
-    /// state shows (``ShownRecord/stamps``) when it has one for the value shown.
-    private var stampOfValue: [FieldAddress: [Value: Stamp]] = [:]
-    private var repeated: Set<FieldAddress> = []
+    /// What the run wrote to one record, one slot per column of its table (in
+    /// `TableSchema.columns` order): the checker looks a record up once per step, not once
+    /// per field, and hashes no column name.
+    struct RecordWrites {
+        /// Each column's writes, by stamp.
+        var byStamp: [[Stamp: WriteInfo]]
+        /// Last-writer-wins values are unique per write (the workload makes them so), except
+        /// in the columns of unique indexes (`--unique`), whose few values repeat: there
+        /// ``repeated`` columns, written twice with one value, take the stamp the replica's
+        /// state shows (``ShownRecord/stamps``) when it has one for the value shown.
+        var stampOfValue: [[Value: Stamp]]
+        /// Bit `i`: column `i` was written twice with one value.
+        var repeated: UInt64 = 0
+
+        init(columns: Int) {
+            precondition(columns <= UInt64.bitWidth, "a simulated table has at most 64 columns (the repeated-value mask)")
+            byStamp = Array(repeating: [:], count: columns)
+            stampOfValue = Array(repeating: [:], count: columns)
+        }
+    }
+
+    private var writes: [RecordAddress: RecordWrites] = [:]
     private let tables: SimulationSchema
-    private var shown: [[FieldAddress: Stamp]]
-    private var own: [[FieldAddress: Stamp]]
+    /// Per replica and record, one slot per column: the write the replica last showed.
+    private var shown: [[RecordAddress: [Stamp?]]]
+    /// Per replica and record, one slot per column: the replica's own latest write.
+    private var own: [[RecordAddress: [Stamp?]]]
     private var cursors: [(server: ReplicaID, position: UInt64)?]
     /// Fields observed (one per field per step), and pull cursors observed.
     private(set) var checks = 0
@@ -97,21 +108,26 @@ struct SessionChecker {
 
     /// Notes a local write of `replica` at `stamp` (before its step is observed).
     mutating func recordWrite(_ write: PlannedWrite, stamp: Stamp, replica: Int) {
+        guard let columns = tables.table(named: write.address.table)?.columns else { return }
+        var record = writes[write.address] ?? RecordWrites(columns: columns.count)
+        var mine = own[replica][write.address] ?? Array(repeating: nil, count: columns.count)
         for field in write.fields {
-            let address = FieldAddress(record: write.address, column: field.column)
+            guard let column = columns.firstIndex(of: field.column) else { continue }
             var incarnations: [Stamp]?
             switch field.target {
             case .plain: incarnations = nil
             case .own: incarnations = [stamp]
             case .live(let live): incarnations = live
             }
-            writes[address, default: [:]][stamp] = WriteInfo(value: field.value, replica: replica, incarnations: incarnations)
+            record.byStamp[column][stamp] = WriteInfo(value: field.value, replica: replica, incarnations: incarnations)
             if !field.critical {
-                if let earlier = stampOfValue[address]?[field.value], earlier != stamp { repeated.insert(address) }
-                stampOfValue[address, default: [:]][field.value] = stamp
+                if let earlier = record.stampOfValue[column][field.value], earlier != stamp { record.repeated |= 1 << UInt64(column) }
+                record.stampOfValue[column][field.value] = stamp
             }
-            own[replica][address] = stamp
+            mine[column] = stamp
         }
+        writes[write.address] = record
+        own[replica][write.address] = mine
     }
 
     /// Checks what `replica` shows of `records` after `step`. `written` lists the records
@@ -132,25 +148,26 @@ struct SessionChecker {
                 }
                 continue
             }
-            for column in schema.columns {
+            let known = writes[address]
+            let mine = own[replica][address]
+            let previous = shown[replica][address]
+            var slots = previous ?? Array(repeating: nil, count: schema.columns.count)
+            for (index, column) in schema.columns.enumerated() {
                 checks += 1
-                let field = FieldAddress(record: address, column: column)
-                let now = stampShown(field, value: row[column], record: record, critical: schema.policy(of: column) != .lww)
-                let before = shown[replica][field]
-                let mine = own[replica][field]
-                if let before, before != now, now.map({ $0 < before }) ?? true, !removed(before, field, record.membership) {
+                let now = stampShown(known, index, column: column, value: row[column], record: record, critical: schema.policy(of: column) != .lww)
+                let before = slots[index]
+                let mine = mine?[index]
+                if let before, before != now, now.map({ $0 < before }) ?? true, !removed(before, known, index, record.membership) {
                     report(before == mine ? .revertedLocalWrite : .monotonicReads, replica: replica, address: address, column: column,
                            shown: now, before: before, note: nil, step: step(), describe: describe)
-                } else if let mine, mine != now, now.map({ $0 < mine }) ?? true, !removed(mine, field, record.membership) {
+                } else if let mine, mine != now, now.map({ $0 < mine }) ?? true, !removed(mine, known, index, record.membership) {
                     report(.readYourWrites, replica: replica, address: address, column: column,
                            shown: now, before: mine, note: nil, step: step(), describe: describe)
                 }
-                if let now {
-                    shown[replica][field] = now
-                } else if before != nil {
-                    shown[replica][field] = nil
-                }
+                slots[index] = now
             }
+            // A record that never showed a write keeps no slots.
+            if previous != nil || slots.contains(where: { $0 != nil }) { shown[replica][address] = slots }
         }
     }
 
@@ -159,12 +176,8 @@ struct SessionChecker {
     /// whose stamps owe nothing to the old one's (a replica that never saw the old life may
     /// write it with a smaller clock).
     mutating func forget(replica: Int, record: RecordAddress) {
-        guard let schema = tables.table(named: record.table) else { return }
-        for column in schema.columns {
-            let field = FieldAddress(record: record, column: column)
-            shown[replica][field] = nil
-            own[replica][field] = nil
-        }
+        shown[replica][record] = nil
+        own[replica][record] = nil
     }
 
     /// `--collect`: `replica` reset for resync (the hub retired it): it starts over as a new
@@ -192,23 +205,24 @@ struct SessionChecker {
             note: "the server answered from an older snapshot of its feed than one it had served this device")
     }
 
-    /// The stamp of the write the row shows in `field`, `nil` when none.
-    private func stampShown(_ field: FieldAddress, value: Value?, record: ShownRecord, critical: Bool) -> Stamp? {
+    /// The stamp of the write the row shows in column `index` (named `column`), `nil` when
+    /// none; `known` is what the run wrote to the record.
+    private func stampShown(_ known: RecordWrites?, _ index: Int, column: String, value: Value?, record: ShownRecord, critical: Bool) -> Stamp? {
         // NULL is what a column shows before any write, unless a write wrote it.
-        guard let value, value != .null || stampOfValue[field]?[.null] != nil else { return nil }
+        guard let value, value != .null || known?.stampOfValue[index][.null] != nil else { return nil }
         if !critical {
-            if repeated.contains(field), let stamp = record.stamps[field.column], writes[field]?[stamp]?.value == value { return stamp }
-            return stampOfValue[field]?[value] ?? record.stamps[field.column]
+            if let known, known.repeated & (1 << UInt64(index)) != 0, let stamp = record.stamps[column], known.byStamp[index][stamp]?.value == value { return stamp }
+            return known?.stampOfValue[index][value] ?? record.stamps[column]
         }
-        if let sibling = record.provisional[field.column], sibling.value == value { return sibling.stamp }
+        if let sibling = record.provisional[column], sibling.value == value { return sibling.stamp }
         // The row disagrees with the replica's own state: the most recent write of that
         // value is the kindest reading of it.
-        return writes[field]?.filter { $0.value.value == value }.keys.max()
+        return known?.byStamp[index].filter { $0.value.value == value }.keys.max()
     }
 
-    /// Whether every incarnation `stamp`'s write went into is removed on the replica.
-    private func removed(_ stamp: Stamp, _ field: FieldAddress, _ membership: ORSet) -> Bool {
-        guard let incarnations = writes[field]?[stamp]?.incarnations, !incarnations.isEmpty else { return false }
+    /// Whether every incarnation `stamp`'s write (to column `index`) went into is removed on the replica.
+    private func removed(_ stamp: Stamp, _ known: RecordWrites?, _ index: Int, _ membership: ORSet) -> Bool {
+        guard let incarnations = known?.byStamp[index][stamp]?.incarnations, !incarnations.isEmpty else { return false }
         return incarnations.allSatisfy(membership.isDead)
     }
 
@@ -219,11 +233,12 @@ struct SessionChecker {
         violations += 1
         guard first == nil else { return }
         firstAddress = address
-        let field = FieldAddress(record: address, column: column)
+        let index = tables.table(named: address.table)?.columns.firstIndex(of: column)
+        let byStamp = index.flatMap { index in writes[address]?.byStamp[index] } ?? [:]
         func text(_ stamp: Stamp?, _ role: String) -> String {
             guard let stamp else { return "nothing" }
-            let value = writes[field]?[stamp].map { "\($0.value)" } ?? "?"
-            let writer = writes[field]?[stamp].map { $0.replica == replica ? "its own write" : "written by replica \($0.replica)" } ?? "a write the oracle does not know"
+            let value = byStamp[stamp].map { "\($0.value)" } ?? "?"
+            let writer = byStamp[stamp].map { $0.replica == replica ? "its own write" : "written by replica \($0.replica)" } ?? "a write the oracle does not know"
             return "\(value) (\(describe(stamp)), \(writer)\(role.isEmpty ? "" : ", \(role)"))"
         }
         let role: String
