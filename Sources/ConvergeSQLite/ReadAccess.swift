@@ -63,6 +63,10 @@ package func sqlKeysEqual(_ a: Value, _ b: Value) -> Bool {
     }
 }
 
+/// Keys per batched `key IN (...)` read: SQLite's variable limit is far above; larger
+/// statements gain nothing and make the statement cache hold more distinct texts.
+package let keysPerBatchedRead = 256
+
 /// The marks and arguments of a batched `key IN (...)` read: the keys padded to a power of
 /// two by repeating the last one (`IN` ignores repeats). Batches of any length then share a
 /// few statement texts (at most nine up to 256 keys), compiled and cached once, instead of

@@ -512,7 +512,7 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             for (table, keys) in keysByTable {
                 var start = 0
                 while start < keys.count {
-                    let chunk = Array(keys[start..<min(keys.count, start + Self.keysPerCollectedQuery)])
+                    let chunk = Array(keys[start..<min(keys.count, start + keysPerBatchedRead)])
                     start += chunk.count
                     let (marks, arguments) = paddedInList(chunk.map(\.databaseValue))
                     let statement = try db.cachedStatement(sql: "SELECT key, context FROM converge_server_collected WHERE tbl = ? AND key IN (\(marks))")
@@ -533,9 +533,6 @@ public final class SQLiteNamespaceStore: NamespaceStore, @unchecked Sendable {
             return result
         }
     }
-
-    /// Keys per read of the collected log (SQLite's variable limit is far above).
-    private static let keysPerCollectedQuery = 256
 
     /// Refuses a device's first push that declares a replica it cannot be: a reserved id,
     /// the server's own, one another device is bound to, or one whose writes the server

@@ -50,7 +50,7 @@ struct MetadataStore {
         while start < addresses.endIndex {
             let table = addresses[start].table
             var end = start
-            while end < addresses.endIndex, end - start < Self.keysPerQuery, addresses[end].table == table { end += 1 }
+            while end < addresses.endIndex, end - start < keysPerBatchedRead, addresses[end].table == table { end += 1 }
             let (marks, keys) = paddedInList(addresses[start..<end].map { $0.key.databaseValue })
             let statement = try db.cachedStatement(sql: "SELECT key, state, seqs FROM converge_records WHERE tbl = ? AND key IN (\(marks)) ORDER BY key")
             let rows = try Row.fetchCursor(statement, arguments: StatementArguments(converted: [table.databaseValue] + keys))
@@ -81,18 +81,11 @@ struct MetadataStore {
         while let row = try rows.next() {
             var key = Value(row[0] as DatabaseValue)
             if asked == nil { asked = Set(keys()) }
-            if !asked!.contains(key), let match = asked!.first(where: { Self.sqlEqual($0, key) }) { key = match }
+            if !asked!.contains(key), let match = asked!.first(where: { sqlKeysEqual($0, key) }) { key = match }
             let address = RecordAddress(table: table, key: key)
             result[address] = try decode(row, address, state: 1, seqs: 2)
         }
     }
-
-    /// Whether SQLite takes two keys for equal (``sqlKeysEqual(_:_:)``).
-    static func sqlEqual(_ a: Value, _ b: Value) -> Bool { sqlKeysEqual(a, b) }
-
-    /// Keys per batched read: SQLite's variable limit is far above; larger statements gain
-    /// nothing and make the statement cache hold more distinct texts.
-    static let keysPerQuery = 256
 
     func decode(_ row: Row, _ address: RecordAddress) throws -> RecordEntry {
         try decode(stateValue: row["state"], seqsValue: row["seqs"], address)
