@@ -149,14 +149,14 @@ struct SessionChecker {
                 continue
             }
             let known = writes[address]
-            let mine = own[replica][address]
+            let ownSlots = own[replica][address]
             let previous = shown[replica][address]
             var slots = previous ?? Array(repeating: nil, count: schema.columns.count)
             for (index, column) in schema.columns.enumerated() {
                 checks += 1
                 let now = stampShown(known, index, column: column, value: row[column], record: record, critical: schema.policy(of: column) != .lww)
                 let before = slots[index]
-                let mine = mine?[index]
+                let mine = ownSlots?[index]
                 if let before, before != now, now.map({ $0 < before }) ?? true, !removed(before, known, index, record.membership) {
                     report(before == mine ? .revertedLocalWrite : .monotonicReads, replica: replica, address: address, column: column,
                            shown: now, before: before, note: nil, step: step(), describe: describe)

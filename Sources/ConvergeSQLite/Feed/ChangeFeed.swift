@@ -22,7 +22,7 @@ extension ReplicatedDatabase {
         // read transaction. Its snapshot holds every local write committed before it, all
         // folded (the log is empty in it), so the page misses none. Only when the log holds
         // writes does the read fold them first, in a write transaction.
-        let names = tables.keys.sorted()
+        let names = Array(tables.keys)  // any order: the check stops at the first log with a write
         if let batch = try writer.readKeepingStatements({ db -> ChangeBatch? in
             guard try !LogFold.hasCapturedWrites(db, tables: names) else { return nil }
             return try Self.page(MetadataStore(db, tables: tables, authority: nil), cursor: cursor, start: start, maxRecords: maxRecords, maxBytes: maxBytes)
